@@ -1,0 +1,213 @@
+"""Adapter layers: a frozen base layer plus a trainable low-rank update.
+
+Two parameterisations of the update ΔW share one wrapper, :class:`AdapterLayer`:
+
+* :class:`LoraLayer`    ΔW = s · B · A                 (A ∈ R^{r×in}, B ∈ R^{out×r})
+* :class:`SymLoraLayer` ΔW = s · Q · diag(Λ) · Qᵀ      (Q ∈ R^{n×r}, Λ ∈ R^r)
+
+SymLoRA needs a square block. A rectangular layer whose sides are whole multiples
+(a fused ``qkv`` with out = 3·in, an MLP ``fc2`` with in = 4·out) gets k independent
+symmetric blocks, stacked (out = k·in) or side by side (in = k·out).  All k blocks are
+computed together: one GEMM with the concatenated Q on one side, one batched product
+on the other; no n×n matrix is ever formed while training.
+
+The wrapped layer may be an ``nn.Linear`` or a 1×1, stride-1 ``nn.Conv2d``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import AdapterConfig
+
+
+def layer_shape(layer: nn.Module) -> tuple[int, int] | None:
+    """``(in_features, out_features)`` of a layer an adapter can wrap, else ``None``."""
+    if isinstance(layer, nn.Linear):
+        return layer.in_features, layer.out_features
+    if (
+        isinstance(layer, nn.Conv2d)
+        and layer.kernel_size == (1, 1)
+        and layer.stride == (1, 1)
+        and layer.groups == 1
+        and layer.padding in ((0, 0), "valid")
+    ):
+        return layer.in_channels, layer.out_channels
+    return None
+
+
+def symmetric_blocks(in_features: int, out_features: int) -> tuple[str, int, int] | None:
+    """How a layer splits into square blocks: ``(layout, k, n)`` or ``None``.
+
+    ``layout`` is ``"square"`` (k = 1), ``"stacked"`` (out = k·in, blocks on top of
+    each other, n = in) or ``"side"`` (in = k·out, blocks side by side, n = out).
+    """
+    if in_features == out_features:
+        return "square", 1, in_features
+    if out_features % in_features == 0:
+        return "stacked", out_features // in_features, in_features
+    if in_features % out_features == 0:
+        return "side", in_features // out_features, out_features
+    return None
+
+
+class AdapterLayer(nn.Module):
+    """A frozen ``base_layer`` plus ``scaling · delta(x)``; subclasses define the delta."""
+
+    def __init__(self, base_layer: nn.Module, config: AdapterConfig) -> None:
+        super().__init__()
+        shape = layer_shape(base_layer)
+        if shape is None:
+            raise TypeError(f"cannot adapt {type(base_layer).__name__}: need nn.Linear or a 1x1 nn.Conv2d")
+        self.base_layer = base_layer
+        self.in_features, self.out_features = shape
+        self.is_conv = isinstance(base_layer, nn.Conv2d)
+        self.r = config.r
+        self.scaling = config.scaling
+        self.lora_dropout = nn.Dropout(config.lora_dropout) if config.lora_dropout > 0 else nn.Identity()
+        self.merged = False
+        self.disabled = False
+
+    # -- to be defined by each parameterisation ---------------------------------
+    def delta(self, x: Tensor) -> Tensor:
+        """``x @ ΔWᵀ`` for ``x`` of shape (..., in_features), scaling included."""
+        raise NotImplementedError
+
+    def delta_weight(self) -> Tensor:
+        """The explicit update ΔW (out_features × in_features), scaling included."""
+        raise NotImplementedError
+
+    def adapter_parameters(self) -> dict[str, nn.Parameter]:
+        """The trainable adapter tensors by their local names."""
+        return {n: p for n, p in self.named_parameters() if not n.startswith("base_layer.")}
+
+    # -- shared machinery --------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.base_layer(x)
+        if self.disabled or self.merged:
+            return y
+        h = self.lora_dropout(x)
+        if self.is_conv:
+            return y + self.delta(h.movedim(1, -1)).movedim(-1, 1).to(y.dtype)
+        return y + self.delta(h).to(y.dtype)
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Add ΔW into the base weight once; the adapter path is then skipped."""
+        if not self.merged:
+            w = self.base_layer.weight
+            w += self.delta_weight().reshape(w.shape).to(w.dtype)
+            self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract ΔW from the base weight again (exact up to float rounding)."""
+        if self.merged:
+            w = self.base_layer.weight
+            w -= self.delta_weight().reshape(w.shape).to(w.dtype)
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, r={self.r}, scaling={self.scaling:g}"
+
+
+class LoraLayer(AdapterLayer):
+    """Classic LoRA (Hu et al. 2021): ΔW = s·B·A, B = 0 at init so ΔW starts at 0."""
+
+    def __init__(self, base_layer: nn.Module, config: AdapterConfig) -> None:
+        super().__init__(base_layer, config)
+        w = base_layer.weight
+        self.lora_A = nn.Linear(self.in_features, self.r, bias=False, device=w.device, dtype=w.dtype)
+        self.lora_B = nn.Linear(self.r, self.out_features, bias=False, device=w.device, dtype=w.dtype)
+        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.lora_B.weight)
+
+    def delta(self, x: Tensor) -> Tensor:
+        return self.lora_B(self.lora_A(x)) * self.scaling
+
+    def delta_weight(self) -> Tensor:
+        return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
+
+
+class SymLoraLayer(AdapterLayer):
+    """SymLoRA: each square block of ΔW is s·Q_b·diag(Λ_b)·Q_bᵀ.
+
+    Parameters: ``lora_Q`` of shape (n, k·r) — block b is columns b·r … (b+1)·r — and
+    ``lora_lambda`` of shape (k·r,).  That is k·(n·r + r) weights where LoRA needs
+    r·(in + out) = r·n·(k + 1).  Λ starts at zero (ΔW = 0); Q starts random, since
+    Q = 0 is a saddle point where both gradients vanish.
+    """
+
+    def __init__(self, base_layer: nn.Module, config: AdapterConfig) -> None:
+        super().__init__(base_layer, config)
+        blocks = symmetric_blocks(self.in_features, self.out_features)
+        if blocks is None:
+            raise ValueError(
+                f"SymLoRA needs a square layer or one whose sides are whole multiples; "
+                f"got in={self.in_features}, out={self.out_features}"
+            )
+        self.layout, self.k, self.n = blocks
+        w = base_layer.weight
+        self.lora_Q = nn.Parameter(torch.empty(self.n, self.k * self.r, device=w.device, dtype=w.dtype))
+        self.lora_lambda = nn.Parameter(torch.zeros(self.k * self.r, device=w.device, dtype=w.dtype))
+        self.reset_q(config.symlora_init, config.init_scale)
+
+    @torch.no_grad()
+    def reset_q(self, init: str = "gaussian", scale: float = 1.0) -> None:
+        """Draw Q: unit-variance columns divided by √n (``gaussian``) or orthonormal
+        columns per block (``orthogonal``), both times ``scale``."""
+        nn.init.normal_(self.lora_Q, std=scale / math.sqrt(self.n))
+        if init == "orthogonal":  # r > n leaves the surplus columns Gaussian
+            for b in range(self.k):
+                g = torch.randn(self.n, self.r, device=self.lora_Q.device, dtype=torch.float32)
+                q, _ = torch.linalg.qr(g)
+                cols = slice(b * self.r, (b + 1) * self.r)
+                self.lora_Q[:, cols][:, : q.shape[1]] = (q * scale).to(self.lora_Q.dtype)
+
+    def q_blocks(self) -> Tensor:
+        """Q as (n, k, r): a view, block b is ``[:, b, :]``."""
+        return self.lora_Q.view(self.n, self.k, self.r)
+
+    def delta(self, x: Tensor) -> Tensor:
+        lam = self.lora_lambda * self.scaling
+        if self.layout == "square":
+            return ((x @ self.lora_Q) * lam) @ self.lora_Q.T
+        q = self.q_blocks()
+        if self.layout == "stacked":  # out_b = (x·Q_b ⊙ Λ_b)·Q_bᵀ, blocks along the output
+            h = (x @ self.lora_Q) * lam
+            out = torch.einsum("...br,nbr->...bn", h.unflatten(-1, (self.k, self.r)), q)
+            return out.flatten(-2)
+        # side: out = Σ_b (x_b·Q_b ⊙ Λ_b)·Q_bᵀ, blocks along the input
+        h = torch.einsum("...bn,nbr->...br", x.unflatten(-1, (self.k, self.n)), q)
+        return (h.flatten(-2) * lam) @ self.lora_Q.T
+
+    def block_deltas(self) -> Tensor:
+        """The k symmetric blocks s·Q_b·diag(Λ_b)·Q_bᵀ, shape (k, n, n)."""
+        q = self.q_blocks()
+        lam = (self.lora_lambda * self.scaling).view(self.k, self.r)
+        return torch.einsum("nbr,br,mbr->bnm", q, lam, q)
+
+    def delta_weight(self) -> Tensor:
+        blocks = self.block_deltas()
+        if self.layout == "side":
+            return blocks.permute(1, 0, 2).reshape(self.n, self.k * self.n)
+        return blocks.reshape(self.k * self.n, self.n)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", layout={self.layout}, blocks={self.k}"
+
+
+ADAPTERS: dict[str, type[AdapterLayer]] = {"lora": LoraLayer, "symlora": SymLoraLayer}
+
+
+def reference_symlora_delta(x: Tensor, q: Tensor, lam: Tensor, layout: str, k: int, scaling: float) -> Tensor:
+    """The textbook formula x·ΔWᵀ with ΔW built explicitly — the test oracle for the fast path."""
+    n, kr = q.shape
+    r = kr // k
+    blocks = [q[:, b * r:(b + 1) * r] @ torch.diag(lam[b * r:(b + 1) * r]) @ q[:, b * r:(b + 1) * r].T for b in range(k)]
+    dw = torch.cat(blocks, dim=1 if layout == "side" else 0) * scaling
+    return F.linear(x, dw)
