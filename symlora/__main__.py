@@ -1,0 +1,7 @@
+"""``python -m symlora`` (and ``torchrun -m symlora``) run the command line."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

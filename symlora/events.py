@@ -1,0 +1,125 @@
+"""What a training run tells its watcher: typed events and the final result.
+
+A run is an iterator of :class:`TrainEvent`.  Every event is self-contained (a UI can
+draw from any single one), JSON-serialisable through :meth:`TrainEvent.to_dict`, and the
+last one (``kind`` in ``done``/``stopped``/``error``) carries the :class:`RunResult`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+EventKind = Literal["start", "step", "eval", "done", "stopped", "error"]
+FINAL_KINDS = ("done", "stopped", "error")
+
+
+@dataclass
+class MemoryBreakdown:
+    """Bytes used by a training step, split the way people ask about it.
+
+    ``frozen``/``trainable``/``grads``/``optimizer`` are summed from the tensors
+    themselves.  ``activations`` is what autograd saved for the backward pass (measured
+    with saved-tensor hooks); ``other`` is the measured peak minus all of the above
+    (CUDA allocator peak on GPU; on CPU the process's resident-set growth since the run
+    started), i.e. temporaries and allocator slack.
+    """
+
+    frozen: int = 0
+    trainable: int = 0
+    grads: int = 0
+    optimizer: int = 0
+    activations: int = 0
+    other: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.frozen + self.trainable + self.grads + self.optimizer + self.activations + self.other
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self) | {"total": self.total}
+
+
+@dataclass
+class TrainEvent:
+    """One update from a running training job."""
+
+    kind: EventKind
+    step: int
+    total_steps: int
+    method: str
+    loss: float | None = None
+    smoothed_loss: float | None = None
+    lr: float | None = None
+    elapsed_s: float = 0.0
+    eta_s: float | None = None
+    throughput: float | None = None
+    throughput_unit: str = "items/s"
+    metric_name: str = "accuracy"
+    metric: float | None = None
+    trainable_params: int = 0
+    total_params: int = 0
+    memory: MemoryBreakdown = field(default_factory=MemoryBreakdown)
+    spectrum: dict[str, list[list[float]]] | None = None
+    message: str | None = None
+    result: RunResult | None = None
+
+    @property
+    def is_final(self) -> bool:
+        return self.kind in FINAL_KINDS
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the memory as a dict, the result as its summary."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("memory", "result")}
+        d["memory"] = self.memory.to_dict()
+        if self.result is not None:
+            d["result"] = self.result.summary()
+        return d
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run leaves behind: metrics, history and weights.
+
+    ``trainable_state`` holds CPU tensors only (adapter weights plus any trained head),
+    so it can be kept in a web session or written to disk without touching the GPU.
+    """
+
+    config: dict[str, Any]
+    method: str
+    metric_name: str
+    metric_before: float | None
+    metric_after: float | None
+    trainable_params: int
+    total_params: int
+    steps_done: int
+    wall_s: float
+    step_ms: float | None
+    peak_mem_bytes: int
+    memory: MemoryBreakdown
+    history: list[dict[str, Any]]
+    status: Literal["done", "stopped", "error"] = "done"
+    message: str | None = None
+    trainable_state: dict[str, Any] = field(default_factory=dict, repr=False)
+    adapter_config: dict[str, Any] | None = None
+    classes: list[str] | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """The scalar facts of the run (no tensors, no history)."""
+        return {
+            "status": self.status,
+            "message": self.message,
+            "method": self.method,
+            "metric_name": self.metric_name,
+            "metric_before": self.metric_before,
+            "metric_after": self.metric_after,
+            "trainable_params": self.trainable_params,
+            "total_params": self.total_params,
+            "steps_done": self.steps_done,
+            "wall_s": self.wall_s,
+            "step_ms": self.step_ms,
+            "peak_mem_bytes": self.peak_mem_bytes,
+            "memory": self.memory.to_dict(),
+            "config": self.config,
+        }

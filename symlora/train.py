@@ -1,0 +1,363 @@
+"""The training engine: one loop for every method, streamed as typed events.
+
+    for event in symlora.train.run(RunConfig(preset="digits", method="symlora")):
+        print(event.step, event.loss, event.metric)
+
+The story of a run: resolve the config from its preset → load (or copy) the pretrained
+model → put on the method's trainable parts (SymLoRA / LoRA adapters, a head, or
+everything) → draw seeded batches → AdamW steps with warm-up and cosine decay → events
+at a steady cadence, evaluation before, during and after → a :class:`RunResult`.
+
+The loop never raises for run-time trouble: a NaN loss, CUDA out-of-memory or a stop
+request end the iterator with an ``error``/``stopped`` event carrying the partial result.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import gc
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import distributed
+from . import memory as mem
+from .config import AdapterConfig
+from .data import ImageSplits, TextSplits, load_dataset
+from .events import MemoryBreakdown, RunResult, TrainEvent
+from .io import adapter_state_dict
+from .model import count_parameters, inject
+from .presets import get_preset
+from .spectrum import spectrum
+from .tasks import ImageClassification, LanguageModeling
+from .zoo import TextModel, VisionModel, load_model
+
+log = logging.getLogger(__name__)
+
+TRAIN_METHODS: tuple[str, ...] = ("symlora", "lora", "head-only", "full")
+# Seeding touches torch's global RNG (head and adapter init); runs in other threads must
+# not interleave with it, or the same seed would not give the same run.
+_SEED_LOCK = threading.Lock()
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run.  ``None`` fields take the preset's value."""
+
+    preset: str = "digits"
+    model: str | None = None
+    data: str | None = None
+    method: str | None = None
+    r: int | None = None
+    lora_alpha: float | None = None
+    target_modules: list[str] | str | None = None
+    lr: float | None = None
+    steps: int | None = None
+    batch_size: int | None = None
+    seed: int | None = None
+    eval_every: int | None = None
+    max_tokens: int | None = None
+    device: str = "auto"
+    use_rslora: bool = False
+    symlora_init: str = "gaussian"
+    init_scale: float = 1.0
+    lambda_lr_ratio: float = 1.0
+    weight_decay: float = 0.0
+    warmup_frac: float = 0.05
+    emit_every: int = 5
+    emit_interval_s: float = 0.25
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> RunConfig:
+        """A copy with every ``None`` filled in from the preset, validated."""
+        preset = get_preset(self.preset)
+        values = dataclasses.asdict(self)
+        for name in ("model", "data", "method", "r", "lora_alpha", "target_modules", "lr", "steps",
+                     "batch_size", "seed", "eval_every", "max_tokens"):
+            if values[name] is None:
+                values[name] = getattr(preset, name, None)
+        cfg = RunConfig(**values)
+        if cfg.method not in TRAIN_METHODS:
+            raise ValueError(f"method must be one of {TRAIN_METHODS}, got {cfg.method!r}")
+        for name in ("steps", "batch_size", "r"):
+            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
+        if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0 and math.isfinite(cfg.lr)):
+            raise ValueError(f"lr must be a positive number, got {cfg.lr!r}")
+        if cfg.eval_every is None or cfg.eval_every < 1:
+            cfg.eval_every = max(1, cfg.steps // 4)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` → cuda if present, else mps, else cpu; anything else is taken as given."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
+    return device
+
+
+def _head_name(bundle: VisionModel | TextModel) -> str | None:
+    return getattr(bundle, "head_name", None)
+
+
+def apply_method(bundle: VisionModel | TextModel, cfg: RunConfig) -> AdapterConfig | None:
+    """Make the method's parameters trainable on ``bundle.model`` (in place)."""
+    model, head = bundle.model, _head_name(bundle)
+    if cfg.method in ("symlora", "lora"):
+        targets = cfg.target_modules or bundle.default_targets
+        adapter = AdapterConfig(
+            method=cfg.method, r=cfg.r, lora_alpha=cfg.lora_alpha, target_modules=targets,
+            use_rslora=cfg.use_rslora, modules_to_save=[head] if head else None,
+            symlora_init=cfg.symlora_init, init_scale=cfg.init_scale, lambda_lr_ratio=cfg.lambda_lr_ratio,
+        )
+        inject(model, adapter)
+        return adapter
+    if cfg.method == "head-only":
+        if head is None:
+            raise ValueError("head-only training needs a classifier head; this model has none (use lora/symlora)")
+        model.requires_grad_(False)
+        model.get_submodule(head).requires_grad_(True)
+    else:  # full
+        model.requires_grad_(True)
+    return None
+
+
+def _param_groups(model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
+    lam, rest = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (lam if name.endswith("lora_lambda") else rest).append(p)
+    groups = [{"params": rest, "lr": cfg.lr}]
+    if lam:
+        groups.append({"params": lam, "lr": cfg.lr * cfg.lambda_lr_ratio})
+    return groups
+
+
+def lr_factor(step: int, total: int, warmup_frac: float) -> float:
+    """Linear warm-up, then cosine decay to 10 % of the peak."""
+    warm = max(1, int(total * warmup_frac))
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _state_for_result(model: nn.Module, adapter: AdapterConfig | None) -> dict[str, torch.Tensor]:
+    if adapter is not None:
+        state = adapter_state_dict(model)
+    else:
+        state = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def _spectrum_lists(model: nn.Module) -> dict[str, list[list[float]]]:
+    return {name: values.tolist() for name, values in spectrum(model).items()}
+
+
+def prepare(
+    cfg: RunConfig,
+    base: VisionModel | TextModel | None = None,
+    dataset: ImageSplits | TextSplits | None = None,
+    device: torch.device | None = None,
+) -> tuple[VisionModel | TextModel, Any, AdapterConfig | None]:
+    """Build the run's own model copy and task.  ``base`` (never modified) is copied;
+    without it the model is loaded.  ``dataset`` overrides the config's data by name."""
+    device = device or pick_device(cfg.device)
+    data = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
+    bundle = copy.deepcopy(base) if base is not None else load_model(cfg.model)
+    with _SEED_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        if isinstance(bundle, VisionModel):
+            if not isinstance(data, ImageSplits):
+                raise ValueError(f"model {bundle.name!r} classifies images but data {getattr(data, 'name', '?')!r} is text")
+            bundle.reset_head(data.train.classes, seed=cfg.seed)
+            task = ImageClassification(bundle, data, device)
+        else:
+            if not isinstance(data, TextSplits):
+                raise ValueError(f"model {bundle.name!r} is a language model but data {getattr(data, 'name', '?')!r} is images")
+            task = LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64)
+        adapter = apply_method(bundle, cfg)
+    bundle.model.to(device)
+    return bundle, task, adapter
+
+
+StopFlag = Callable[[], bool] | threading.Event | None
+
+
+def _should_stop(stop: StopFlag) -> bool:
+    if stop is None:
+        return False
+    return stop.is_set() if isinstance(stop, threading.Event) else bool(stop())
+
+
+def run(
+    config: RunConfig,
+    *,
+    base: VisionModel | TextModel | None = None,
+    dataset: ImageSplits | TextSplits | None = None,
+    stop: StopFlag = None,
+    keep_model: bool = True,
+) -> Iterator[TrainEvent]:
+    """Train and yield :class:`TrainEvent` s; the last one carries the :class:`RunResult`.
+
+    Args:
+        config: the run; ``None`` fields come from its preset.
+        base: an already-loaded pretrained model to copy (saves loading time); untouched.
+        dataset: data to use instead of ``config.data`` (an upload, pasted text).
+        stop: a ``threading.Event`` or callable; checked before every step.
+        keep_model: put the trained bundle on the result as ``result.bundle``
+            (for predictions) — pass False to drop it and free memory early.
+    """
+    cfg = config.resolved()
+    device = pick_device(cfg.device)
+    t0 = time.perf_counter()
+    bundle, task, adapter = prepare(cfg, base, dataset, device)
+    model = bundle.model
+    counts = count_parameters(model)
+    base_event = dict(total_steps=cfg.steps, method=cfg.method, metric_name=task.metric_name,
+                      throughput_unit=task.unit, trainable_params=counts.trainable, total_params=counts.total)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    spectra = adapter is not None
+
+    rank, world = distributed.rank_and_world()
+    trainer = distributed.wrap(model, device) if world > 1 else model
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    meter = mem.ActivationMeter(model)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    rss0 = mem.process_rss_bytes()
+    weights = sum(mem.parameter_bytes(model))
+
+    def measured_peak() -> int:
+        if device.type == "cuda":
+            return torch.cuda.max_memory_allocated(device)
+        return weights + max(0, mem.process_rss_bytes() - rss0)
+
+    history: list[dict[str, Any]] = []
+    metric_before = task.evaluate(model)
+    metric_after: float | None = metric_before
+    memory = MemoryBreakdown(*mem.parameter_bytes(model))
+    start_event = TrainEvent("start", 0, elapsed_s=time.perf_counter() - t0, metric=metric_before, memory=memory,
+                             spectrum=_spectrum_lists(model) if spectra else None, **base_event)
+    history.append(start_event.to_dict())
+    yield start_event
+
+    generator = torch.Generator().manual_seed(cfg.seed + 100_003 * rank)  # each rank its own shard
+    batches = task.batches(cfg.batch_size, generator)
+    smoothed: float | None = None
+    train_t0 = time.perf_counter()
+    step_time = 0.0
+    items = 0
+    last_emit = time.perf_counter()
+    status, message = "done", None
+    step = 0
+    model.train()
+
+    def finish(kind: str) -> TrainEvent:
+        wall = time.perf_counter() - t0
+        result = RunResult(
+            config=cfg.to_dict(), method=cfg.method, metric_name=task.metric_name, metric_before=metric_before,
+            metric_after=metric_after, trainable_params=counts.trainable, total_params=counts.total,
+            steps_done=step, wall_s=wall, step_ms=1000 * step_time / step if step else None,
+            peak_mem_bytes=memory.total, memory=memory, history=history, status=status, message=message,
+            trainable_state=_state_for_result(model, adapter),
+            adapter_config=adapter.to_dict() if adapter else None, classes=task.classes,
+        )
+        if keep_model:
+            model.eval()
+            result.bundle = bundle  # type: ignore[attr-defined]
+        event = TrainEvent(kind, step, elapsed_s=wall, loss=history[-1].get("loss"), smoothed_loss=smoothed,
+                           metric=metric_after, memory=memory, message=message, result=result,
+                           spectrum=_spectrum_lists(model) if spectra else None, **base_event)
+        history.append(event.to_dict() | {"result": None})
+        return event
+
+    try:
+        while step < cfg.steps:
+            if _should_stop(stop):
+                status, message = "stopped", f"stopped by request after {step} of {cfg.steps} steps"
+                break
+            tick = time.perf_counter()
+            factor = lr_factor(step, cfg.steps, cfg.warmup_frac)
+            for group, lr in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = lr * factor
+            batch = next(batches)
+            with meter.measure(), autocast:
+                loss = task.loss(trainer, batch)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                status = "error"
+                message = (f"the loss became {loss_value} at step {step + 1}: training diverged. "
+                           f"Try a smaller learning rate (e.g. lr={cfg.lr / 10:g}).")
+                break
+            loss.backward()
+            optimizer.step()
+            memory = mem.breakdown(model, optimizer, meter.bytes, measured_peak())
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            step_time += time.perf_counter() - tick
+            items += task.batch_items(batch)
+            smoothed = loss_value if smoothed is None else 0.9 * smoothed + 0.1 * loss_value
+            evaluate = step % cfg.eval_every == 0 or step == cfg.steps
+            now = time.perf_counter()
+            if not (evaluate or step % cfg.emit_every == 0 or now - last_emit >= cfg.emit_interval_s):
+                continue
+            metric = task.evaluate(model) if evaluate else None
+            if metric is not None:
+                metric_after = metric
+            elapsed = time.perf_counter() - t0
+            train_elapsed = time.perf_counter() - train_t0
+            event = TrainEvent(
+                "eval" if evaluate else "step", step, loss=loss_value, smoothed_loss=smoothed,
+                lr=optimizer.param_groups[0]["lr"], elapsed_s=elapsed,
+                eta_s=train_elapsed / step * (cfg.steps - step), throughput=items / max(step_time, 1e-9),
+                metric=metric, memory=memory,
+                spectrum=_spectrum_lists(model) if (evaluate and spectra) else None, **base_event,
+            )
+            history.append(event.to_dict())
+            last_emit = time.perf_counter()
+            yield event
+    except torch.cuda.OutOfMemoryError:
+        status = "error"
+        message = (f"the GPU ran out of memory at step {step + 1}. Try a smaller batch size "
+                   f"(now {cfg.batch_size}) or rank.")
+        optimizer.zero_grad(set_to_none=True)
+        gc.collect()
+        torch.cuda.empty_cache()
+    if status == "stopped" or status == "error":
+        if status == "stopped" and step > 0:
+            metric_after = task.evaluate(model)
+        log.info("run ended (%s): %s", status, message)
+        yield finish(status)
+        return
+    yield finish("done")
+
+
+def train(config: RunConfig, **kwargs: Any) -> RunResult:
+    """Run to the end and return the result (the non-streaming convenience)."""
+    final = None
+    for event in run(config, **kwargs):
+        final = event
+    assert final is not None and final.result is not None
+    return final.result
