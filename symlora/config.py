@@ -87,7 +87,12 @@ class AdapterConfig:
     def from_dict(cls, d: dict[str, Any]) -> "AdapterConfig":
         """Build a config from :meth:`to_dict` output, ignoring unknown keys."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        kwargs = {k: v for k, v in d.items() if k in names}
+        if "method" not in kwargs:  # a plain PEFT LoRA adapter_config.json
+            if d.get("peft_type", "LORA") != "LORA":
+                raise ValueError(f"unsupported peft_type {d.get('peft_type')!r}: only LORA adapters load")
+            kwargs["method"] = "lora"
+        return cls(**kwargs)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

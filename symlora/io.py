@@ -42,11 +42,12 @@ def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return state
 
 
-def _write(directory: str | Path, config: dict, tensors: dict[str, Tensor]) -> Path:
+def _write(directory: str | Path, config: dict, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> Path:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(out / WEIGHTS_NAME))
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", **(metadata or {})})
     return out
 
 
@@ -75,11 +76,15 @@ def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
     """Inject the adapter described in ``directory`` into a fresh base ``model`` and load
     its weights.  Missing or unexpected tensors raise ``ValueError``."""
     directory = Path(directory)
+    if directory.is_file():
+        if directory.suffix in _PICKLE_SUFFIXES:
+            raise ValueError(f"refusing to load pickled weights {directory}: only {WEIGHTS_NAME} is read")
+        raise ValueError(f"{directory} is a file: pass the adapter folder holding {CONFIG_NAME} and {WEIGHTS_NAME}")
+    tensors = _read_weights(directory)  # first: a pickle is refused even without a config
     config_path = directory / CONFIG_NAME
     if not config_path.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {directory}")
     config = AdapterConfig.load(config_path)
-    tensors = _read_weights(directory)
     inject(model, config)
     expected = adapter_state_dict(model)
     missing = sorted(set(expected) - set(tensors))
@@ -151,6 +156,8 @@ def export_peft(model: nn.Module, directory: str | Path) -> Path:
         "init_lora_weights": True,
         "fan_in_fan_out": False,
         "inference_mode": True,
-        "exported_from": f"symlora ({config.method}, r={config.r}, lora_alpha={config.lora_alpha})",
     }
-    return _write(directory, peft_config, tensors)
+    # Provenance goes into the safetensors header: an unknown key in adapter_config.json makes
+    # PEFT warn its users to upgrade PEFT.
+    exported_from = f"symlora ({config.method}, r={config.r}, lora_alpha={config.lora_alpha})"
+    return _write(directory, peft_config, tensors, {"exported_from": exported_from})

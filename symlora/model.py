@@ -112,6 +112,7 @@ def inject(model: nn.Module, config: AdapterConfig) -> nn.Module:
     if hasattr(model, CONFIG_ATTR):
         raise ValueError("model already has adapters; inject into a fresh base model")
     targets = resolve_targets(model, config)
+    saved_module_names(model, config)  # a wrong name must fail before the model is changed
     for p in model.parameters():
         p.requires_grad_(False)
     adapter_cls = ADAPTERS[config.method]

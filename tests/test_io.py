@@ -1,0 +1,216 @@
+"""Saving, loading (safetensors only, never unpickling) and exporting to real PEFT."""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import symlora
+from symlora import AdapterConfig
+
+VIT_TARGETS = ["qkv", "proj", "fc1", "fc2"]
+LLAMA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
+PREFIX = "base_model.model."
+
+
+@torch.no_grad()
+def retrain_head(model, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=g))
+
+
+def file_keys(directory):
+    return load_file(str(directory / "adapter_model.safetensors"))
+
+
+# -- save / load ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["symlora", "lora"])
+def test_save_load_vit_reproduces_outputs(tmp_path, make_vit, vit_batch, randomize, method):
+    images, _ = vit_batch
+    config = AdapterConfig(method=method, r=2, lora_alpha=4, target_modules=VIT_TARGETS, modules_to_save=["head"])
+    model = symlora.inject(make_vit(), config)
+    randomize(model)
+    retrain_head(model)
+    symlora.save_adapter(model, tmp_path / "adapter")
+
+    assert sorted(os.listdir(tmp_path / "adapter")) == ["adapter_config.json", "adapter_model.safetensors"]
+    saved_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert saved_config["method"] == method and saved_config["r"] == 2 and saved_config["lora_alpha"] == 4
+    assert saved_config["peft_type"] == ("LORA" if method == "lora" else "SYMLORA")
+    keys = file_keys(tmp_path / "adapter")
+    assert all(k.startswith(PREFIX) for k in keys)
+    assert {PREFIX + "head.weight", PREFIX + "head.bias"} <= set(keys)
+    assert not any("base_layer" in k for k in keys)  # the frozen base is not copied
+    if method == "lora":
+        assert PREFIX + "blocks.0.attn.qkv.lora_A.weight" in keys
+        assert keys[PREFIX + "blocks.0.attn.qkv.lora_B.weight"].shape == (48, 2)
+    else:
+        assert keys[PREFIX + "blocks.0.attn.qkv.lora_Q"].shape == (16, 3 * 2)
+        assert keys[PREFIX + "blocks.1.mlp.fc2.lora_lambda"].shape == (4 * 2,)
+
+    fresh = symlora.load_adapter(make_vit(seed=0), tmp_path / "adapter")
+    with torch.no_grad():
+        assert torch.equal(fresh(images), model(images))
+    assert symlora.get_config(fresh) == config
+    assert {n for n, p in fresh.named_parameters() if p.requires_grad} == {
+        n for n, p in model.named_parameters() if p.requires_grad
+    }
+
+
+@pytest.mark.parametrize("method", ["symlora", "lora"])
+def test_save_load_llama_reproduces_outputs(tmp_path, make_llama, llama_batch, randomize, method):
+    model = symlora.inject(make_llama(), AdapterConfig(method=method, r=2, target_modules=LLAMA_TARGETS))
+    randomize(model)
+    symlora.save_adapter(model, tmp_path)
+    fresh = symlora.load_adapter(make_llama(), tmp_path)
+    with torch.no_grad():
+        assert torch.equal(fresh(llama_batch).logits, model(llama_batch).logits)
+
+
+def test_load_into_a_model_that_does_not_fit(tmp_path):
+    model = symlora.inject(nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8)), AdapterConfig(r=2, target_modules=["0", "1"]))
+    symlora.save_adapter(model, tmp_path)
+    with pytest.raises(ValueError, match="unexpected"):
+        symlora.load_adapter(nn.Sequential(nn.Linear(8, 8)), tmp_path)
+    with pytest.raises(ValueError, match="shape"):
+        symlora.load_adapter(nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4)), tmp_path)
+    with pytest.raises(FileNotFoundError):
+        symlora.load_adapter(nn.Sequential(nn.Linear(8, 8)), tmp_path / "nowhere")
+
+
+# -- pickles are refused, never unpickled ---------------------------------------------
+
+
+class _Payload:
+    """Unpickling this object creates a directory: proof that unpickling happened."""
+
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.sentinel,))
+
+
+def _pickle(path, sentinel):
+    torch.save({"base_model.model.0.lora_A.weight": _Payload(sentinel)}, path)
+
+
+def test_pickle_payload_is_live(tmp_path):
+    """Sanity check of the test itself: a plain torch.load would run the payload."""
+    _pickle(tmp_path / "p.bin", tmp_path / "ran")
+    torch.load(tmp_path / "p.bin", weights_only=False)
+    assert (tmp_path / "ran").exists()
+
+
+@pytest.mark.parametrize("layout", ["bin_only", "config_and_bin", "pickle_named_safetensors", "file_path"])
+def test_loading_a_pickle_is_refused_without_unpickling(tmp_path, layout):
+    sentinel = tmp_path / "payload_ran"
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    if layout != "bin_only":
+        AdapterConfig(r=2, target_modules=["0"]).save(adapter / "adapter_config.json")
+    name = "adapter_model.safetensors" if layout == "pickle_named_safetensors" else "adapter_model.bin"
+    _pickle(adapter / name, sentinel)
+    target = adapter / name if layout == "file_path" else adapter
+
+    model = nn.Sequential(nn.Linear(8, 8))
+    with pytest.raises(ValueError):
+        symlora.load_adapter(model, target)
+    assert not sentinel.exists()
+    assert not list(symlora.adapter_layers(model))  # refused before the model was touched
+
+
+# -- export to a plain PEFT LoRA adapter -----------------------------------------------
+
+
+def _peft_load(base, directory):
+    """Load with real PEFT; our config must not make PEFT complain about unknown keys."""
+    from peft import PeftModel
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        peft_model = PeftModel.from_pretrained(base, str(directory)).eval()
+    assert not [w for w in caught if "Unexpected keyword" in str(w.message)]
+    return peft_model
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        AdapterConfig(method="symlora", r=2, lora_alpha=3, target_modules=VIT_TARGETS, modules_to_save=["head"]),
+        AdapterConfig(method="symlora", r=3, use_rslora=True, target_modules=r".*\.(qkv|fc2)"),
+        AdapterConfig(method="lora", r=2, lora_alpha=8, use_rslora=True, target_modules=VIT_TARGETS,
+                      modules_to_save=["head"]),
+    ],
+    ids=["symlora+head", "symlora-rslora", "lora-rslora+head"],
+)
+def test_export_peft_vit_round_trip(tmp_path, make_vit, vit_batch, randomize, config):
+    images, _ = vit_batch
+    model = symlora.inject(make_vit(), config)
+    randomize(model)
+    if config.modules_to_save:
+        retrain_head(model)
+    symlora.export_peft(model, tmp_path)
+
+    peft_config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert peft_config["peft_type"] == "LORA"
+    keys = file_keys(tmp_path)
+    r = config.r
+    if config.method == "symlora":  # block-symmetric layers become rank k·r LoRAs
+        assert keys[PREFIX + "blocks.0.attn.qkv.lora_A.weight"].shape == (3 * r, 16)
+        assert keys[PREFIX + "blocks.0.attn.qkv.lora_B.weight"].shape == (48, 3 * r)
+        assert keys[PREFIX + "blocks.1.mlp.fc2.lora_A.weight"].shape == (4 * r, 64)
+        assert keys[PREFIX + "blocks.1.mlp.fc2.lora_B.weight"].shape == (16, 4 * r)
+
+    peft_model = _peft_load(make_vit(), tmp_path)
+    with torch.no_grad():
+        ours, theirs, base = model(images), peft_model(images), make_vit()(images)
+    assert (ours - base).abs().max() > 1e-3  # the comparison is not trivially base == base
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ["symlora", "lora"])
+def test_export_peft_llama_gqa_round_trip(tmp_path, make_llama, llama_batch, randomize, method):
+    model = symlora.inject(make_llama(), AdapterConfig(method=method, r=2, target_modules=LLAMA_TARGETS))
+    randomize(model)
+    if method == "symlora":
+        layer = model.get_submodule("model.layers.0.self_attn.k_proj")
+        assert (layer.layout, layer.k) == ("side", 2)  # GQA: 32 → 16
+    symlora.export_peft(model, tmp_path)
+    peft_model = _peft_load(make_llama(), tmp_path)
+    with torch.no_grad():
+        ours, theirs = model(llama_batch).logits, peft_model(input_ids=llama_batch).logits
+        base = make_llama()(llama_batch).logits
+    assert (ours - base).abs().max() > 1e-3
+    torch.testing.assert_close(theirs, ours, rtol=0, atol=1e-5)
+
+
+def test_export_peft_conv1x1_round_trip(tmp_path, randomize):
+    def cnn():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(4, 4, 1), nn.ReLU(), nn.Conv2d(4, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+
+    model = symlora.inject(cnn(), AdapterConfig(method="symlora", r=2, target_modules=["0", "2", "4"]))
+    randomize(model)
+    symlora.export_peft(model, tmp_path)
+    x = torch.randn(2, 4, 3, 3)
+    peft_model = _peft_load(cnn(), tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(peft_model(x), model(x), rtol=0, atol=1e-5)
+
+
+def test_lora_factors_reproduce_delta_weight(make_vit, randomize):
+    model = symlora.inject(make_vit(), AdapterConfig(method="symlora", r=2, target_modules=VIT_TARGETS))
+    randomize(model)
+    for name, layer in symlora.adapter_layers(model):
+        a, b = symlora.lora_factors(layer)
+        torch.testing.assert_close(b @ a, layer.delta_weight().detach(), rtol=0, atol=1e-6, msg=name)
+
