@@ -26,6 +26,7 @@ from .model import (
     merge,
     unmerge,
 )
+from .optim import param_groups
 from .spectrum import spectrum, symmetric_fraction
 
 __version__ = "0.1.0"
@@ -47,6 +48,7 @@ __all__ = [
     "load_adapter",
     "lora_factors",
     "merge",
+    "param_groups",
     "save_adapter",
     "spectrum",
     "symmetric_fraction",

@@ -40,8 +40,9 @@ class AdapterConfig:
             ``"gaussian"`` draws Q ~ N(0, init_scale²/n), ``"orthogonal"`` draws
             orthonormal columns scaled by ``init_scale``.
         init_scale: column norm of Q at init (1.0 = unit-norm columns).
-        lambda_lr_ratio: learning-rate multiplier the training engine applies to Λ
-            (a LoRA+-style knob; the adapter itself ignores it).
+        lambda_lr_ratio: learning-rate multiplier for Λ used by
+            :func:`symlora.optim.param_groups`; ``None`` (default) means √n per layer,
+            which removes SymLoRA's slow start (the adapter itself ignores it).
     """
 
     method: Method = "symlora"
@@ -53,7 +54,7 @@ class AdapterConfig:
     modules_to_save: list[str] | None = None
     symlora_init: str = "gaussian"
     init_scale: float = 1.0
-    lambda_lr_ratio: float = 1.0
+    lambda_lr_ratio: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -35,6 +35,7 @@ from .data import ImageSplits, TextSplits, load_dataset
 from .events import MemoryBreakdown, RunResult, TrainEvent
 from .io import adapter_state_dict
 from .model import count_parameters, inject
+from .optim import param_groups
 from .presets import get_preset
 from .spectrum import spectrum
 from .tasks import ImageClassification, LanguageModeling
@@ -69,7 +70,7 @@ class RunConfig:
     use_rslora: bool = False
     symlora_init: str = "gaussian"
     init_scale: float = 1.0
-    lambda_lr_ratio: float = 1.0
+    lambda_lr_ratio: float | None = None  # None: √n per SymLoRA layer (symlora.optim)
     weight_decay: float = 0.0
     warmup_frac: float = 0.05
     emit_every: int = 5
@@ -138,17 +139,6 @@ def apply_method(bundle: VisionModel | TextModel, cfg: RunConfig) -> AdapterConf
     else:  # full
         model.requires_grad_(True)
     return None
-
-
-def _param_groups(model: nn.Module, cfg: RunConfig) -> list[dict[str, Any]]:
-    lam, rest = [], []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (lam if name.endswith("lora_lambda") else rest).append(p)
-    groups = [{"params": rest, "lr": cfg.lr}]
-    if lam:
-        groups.append({"params": lam, "lr": cfg.lr * cfg.lambda_lr_ratio})
-    return groups
 
 
 def lr_factor(step: int, total: int, warmup_frac: float) -> float:
@@ -239,7 +229,8 @@ def run(
 
     rank, world = distributed.rank_and_world()
     trainer = distributed.wrap(model, device) if world > 1 else model
-    optimizer = torch.optim.AdamW(_param_groups(model, cfg), weight_decay=cfg.weight_decay)
+    groups = param_groups(model, cfg.lr, lambda_lr_ratio=cfg.lambda_lr_ratio, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(groups)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     meter = mem.ActivationMeter(model)
     if device.type == "cuda":

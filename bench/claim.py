@@ -1,0 +1,253 @@
+"""Does SymLoRA keep up with LoRA on half the weights?  A seeded grid on our own tasks.
+
+For each task: head-only, full fine-tuning, and LoRA vs SymLoRA at equal rank
+(r ∈ --ranks) and at equal parameter budget (SymLoRA at the rank whose trainable count is
+closest to LoRA's at r: 2r on square layers), every configuration over --seeds seeds with
+the same data order per seed.  Also the symmetric share of the energy in LoRA's learned
+square updates, and (``--init-study``) how SymLoRA's initialisation shapes its start.
+
+    python bench/claim.py --tasks digits,fewshot --out bench/results/claim.json
+    python bench/claim.py --smoke                # 2 steps, 1 seed: checks the plumbing
+
+Writes a JSON file with every run and a Markdown table next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import symlora  # noqa: E402
+from symlora.data import load_dataset  # noqa: E402
+from symlora.train import RunConfig, pick_device, prepare, run  # noqa: E402
+from symlora.zoo import load_model  # noqa: E402
+
+log = logging.getLogger("claim")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A benchmark task: a preset plus the data and schedule the grid uses."""
+
+    name: str
+    preset: str
+    data: str
+    steps: int
+    lr: float
+    batch_size: int
+    data_kwargs: dict[str, Any] = field(default_factory=dict)
+    methods: tuple[str, ...] = ("head-only", "full", "lora", "symlora")
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task("digits", "digits", "mnist-5k", steps=300, lr=3e-3, batch_size=64),
+        Task("fewshot", "digits", "fmnist-fewshot", steps=150, lr=2e-3, batch_size=32),
+        Task("fortunes", "fortunes", "fortunes:startrek", steps=30, lr=2e-3, batch_size=8, methods=("lora", "symlora")),
+        Task("fortunes-science", "fortunes", "fortunes:science", steps=30, lr=2e-3, batch_size=8, methods=("lora", "symlora")),
+    )
+}
+
+INIT_VARIANTS: dict[str, dict[str, Any]] = {
+    "gaussian (1/√n)": dict(symlora_init="gaussian", init_scale=1.0, lambda_lr_ratio=1.0),
+    "orthogonal": dict(symlora_init="orthogonal", init_scale=1.0, lambda_lr_ratio=1.0),
+    "gaussian ×n^¼": dict(symlora_init="gaussian", init_scale=-0.25, lambda_lr_ratio=1.0),  # negative: scale = n^0.25
+    "Λ lr ×√n": dict(symlora_init="gaussian", init_scale=1.0, lambda_lr_ratio=-0.5),  # negative: ratio = √n
+    "rsLoRA": dict(symlora_init="gaussian", init_scale=1.0, use_rslora=True, lambda_lr_ratio=1.0),
+}
+
+
+def trainable_count(base, task_cfg: RunConfig, method: str, r: int, dataset) -> int:
+    cfg = replace(task_cfg, method=method, r=r).resolved()
+    bundle, _, _ = prepare(cfg, base=base, dataset=dataset, device=torch.device("cpu"))
+    return symlora.count_parameters(bundle.model).trainable
+
+
+def budget_rank(base, task_cfg: RunConfig, r: int, dataset) -> tuple[int, float]:
+    """The SymLoRA rank whose trainable count is closest to LoRA's at rank r."""
+    target = trainable_count(base, task_cfg, "lora", r, dataset)
+    best = min(range(r, 4 * r + 1), key=lambda k: abs(trainable_count(base, task_cfg, "symlora", k, dataset) - target))
+    return best, trainable_count(base, task_cfg, "symlora", best, dataset) / target
+
+
+def _resolve_negative(cfg: RunConfig, width: int) -> RunConfig:
+    """Variants give n-dependent knobs as negative exponents of the layer width n."""
+    if cfg.init_scale < 0:
+        cfg = replace(cfg, init_scale=width ** -cfg.init_scale)
+    if cfg.lambda_lr_ratio is not None and cfg.lambda_lr_ratio < 0:
+        cfg = replace(cfg, lambda_lr_ratio=width ** -cfg.lambda_lr_ratio)
+    return cfg
+
+
+def one_run(cfg: RunConfig, base, dataset) -> dict[str, Any]:
+    curve: list[tuple[int, float]] = []
+    final = None
+    for event in run(cfg, base=base, dataset=dataset, keep_model=True):
+        if event.metric is not None:
+            curve.append((event.step, event.metric))
+        final = event
+    result = final.result
+    row = result.summary() | {"curve": curve}
+    if result.status != "done":
+        row["error"] = result.message
+    if cfg.method == "lora":  # how symmetric did LoRA's square updates turn out?
+        fractions = {name: symlora.symmetric_fraction(layer.delta_weight().detach().float().cpu())
+                     for name, layer in symlora.adapter_layers(result.bundle.model)
+                     if layer.in_features == layer.out_features}
+        row["symmetric_fraction"] = fractions
+    del result.bundle
+    return row
+
+
+def model_width(bundle) -> int:
+    """The hidden size n of a zoo model (what n-dependent init knobs scale with)."""
+    model = bundle.model
+    return int(getattr(model, "embed_dim", None) or model.config.hidden_size)
+
+
+def grid(task: Task, ranks: list[int], seeds: int, device: str, budget: bool, steps: int | None,
+         fmnist_dir: str | None, knobs: dict[str, Any]) -> list[dict[str, Any]]:
+    base = load_model(RunConfig(preset=task.preset).resolved().model)
+    kwargs = dict(task.data_kwargs)
+    if fmnist_dir and task.data.startswith("fmnist"):
+        kwargs["data_dir"] = fmnist_dir
+    task_cfg = RunConfig(preset=task.preset, data=task.data, steps=steps or task.steps, lr=task.lr,
+                         batch_size=task.batch_size, device=device, eval_every=max(1, (steps or task.steps) // 12))
+    task_cfg = _resolve_negative(replace(task_cfg, **knobs), model_width(base))
+    configs: list[tuple[str, RunConfig]] = []
+    for method in task.methods:
+        if method in ("head-only", "full"):
+            configs.append((method, replace(task_cfg, method=method)))
+    probe_data = load_dataset(task.data, seed=0, **kwargs)
+    for r in ranks:
+        if "lora" in task.methods:
+            configs.append((f"lora r={r}", replace(task_cfg, method="lora", r=r)))
+        if "symlora" in task.methods:
+            configs.append((f"symlora r={r}", replace(task_cfg, method="symlora", r=r)))
+            if budget:
+                rb, ratio = budget_rank(base, task_cfg, r, probe_data)
+                log.info("%s: equal budget for LoRA r=%d is SymLoRA r=%d (params ×%.4f)", task.name, r, rb, ratio)
+                configs.append((f"symlora r={rb} (budget of lora r={r})", replace(task_cfg, method="symlora", r=rb)))
+    rows = []
+    for label, cfg in configs:
+        for seed in range(seeds):
+            data = load_dataset(task.data, seed=seed, **kwargs)
+            t0 = time.perf_counter()
+            row = one_run(replace(cfg, seed=seed), base, data)
+            row |= {"task": task.name, "label": label, "seed": seed, "r": cfg.r if cfg.method in ("lora", "symlora") else None}
+            rows.append(row)
+            log.info("%-12s %-38s seed %d: %s %.4f → %.4f (%.1fs)", task.name, label, seed, row["metric_name"],
+                     row["metric_before"], row["metric_after"], time.perf_counter() - t0)
+    return rows
+
+
+def init_study(seeds: int, device: str, steps: int, fmnist_dir: str | None) -> list[dict[str, Any]]:
+    """SymLoRA's slow start on digits: the same run under each initialisation rule."""
+    base = load_model("fmnist-vit")
+    width = model_width(base)
+    rows = []
+    for name, knobs in [("lora", {})] + list(INIT_VARIANTS.items()):
+        method = "lora" if name == "lora" else "symlora"
+        for seed in range(seeds):
+            cfg = _resolve_negative(RunConfig(preset="digits", method=method, steps=steps, lr=3e-3, batch_size=64,
+                                              r=8, seed=seed, device=device, eval_every=max(1, steps // 12), **knobs), width)
+            row = one_run(cfg, base, load_dataset("mnist-5k", seed=seed))
+            rows.append(row | {"task": "init-study", "label": name, "seed": seed, "r": 8})
+            log.info("init %-18s seed %d: %.4f", name, seed, row["metric_after"])
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean ± std over seeds for every (task, label)."""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["task"], row["label"]), []).append(row)
+    out = []
+    for (task, label), rs in groups.items():
+        metric = [r["metric_after"] for r in rs]
+        early = [r["curve"][1][1] for r in rs if len(r["curve"]) > 1]
+        fractions = [v for r in rs for v in r.get("symmetric_fraction", {}).values()]
+        out.append({
+            "task": task, "label": label, "seeds": len(rs), "metric_name": rs[0]["metric_name"],
+            "metric_mean": statistics.fmean(metric), "metric_std": statistics.stdev(metric) if len(metric) > 1 else 0.0,
+            "early_metric_mean": statistics.fmean(early) if early else None,
+            "trainable_params": rs[0]["trainable_params"],
+            "step_ms": statistics.fmean(r["step_ms"] or 0 for r in rs),
+            "peak_mem_bytes": max(r["peak_mem_bytes"] for r in rs),
+            "symmetric_fraction": statistics.fmean(fractions) if fractions else None,
+        })
+    return out
+
+
+def markdown(summary: list[dict[str, Any]], header: str) -> str:
+    lines = [header, "", "| task | configuration | metric (mean ± std) | early metric | trainable params | step ms | peak MiB | sym. energy of ΔW |",
+             "|---|---|---|---|---|---|---|---|"]
+    for s in summary:
+        early = f"{s['early_metric_mean']:.4f}" if s["early_metric_mean"] is not None else "—"
+        sym = f"{s['symmetric_fraction']:.3f}" if s["symmetric_fraction"] is not None else "—"
+        lines.append(f"| {s['task']} | {s['label']} | {s['metric_name']} {s['metric_mean']:.4f} ± {s['metric_std']:.4f} | {early} "
+                     f"| {s['trainable_params']:,} | {s['step_ms']:.1f} | {s['peak_mem_bytes'] / 2**20:.1f} | {sym} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--tasks", default="digits,fewshot", help=f"comma-separated, from {', '.join(TASKS)}")
+    p.add_argument("--ranks", default="2,4,8,16")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--steps", type=int, help="override every task's steps")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-budget", action="store_true", help="skip the equal-budget SymLoRA runs")
+    p.add_argument("--init-study", action="store_true", help="also compare SymLoRA initialisations on digits")
+    p.add_argument("--init-steps", type=int, default=300)
+    p.add_argument("--fashion-mnist-dir", help="where the Fashion-MNIST IDX files are (default: the Debian package's)")
+    p.add_argument("--symlora-init", choices=["gaussian", "orthogonal"], help="grid runs: how Q starts")
+    p.add_argument("--init-scale", type=float, help="grid runs: Q's column norm at init (negative e: n^-e)")
+    p.add_argument("--lambda-lr-ratio", type=float, help="grid runs: Λ's lr multiplier (negative e: n^-e)")
+    p.add_argument("--smoke", action="store_true", help="2 steps, 1 seed, ranks 2: a plumbing check")
+    p.add_argument("--out", default="bench/results/claim.json")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    if args.smoke:
+        args.steps, args.seeds, args.ranks, args.init_steps = 2, 1, "2", 2
+    unknown = [t for t in args.tasks.split(",") if t and t not in TASKS]
+    if unknown:
+        p.error(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
+    ranks = [int(r) for r in args.ranks.split(",")]
+    device = str(pick_device(args.device))
+    t0 = time.perf_counter()
+    knobs = {k: v for k, v in dict(symlora_init=args.symlora_init, init_scale=args.init_scale,
+                                   lambda_lr_ratio=args.lambda_lr_ratio).items() if v is not None}
+    rows: list[dict[str, Any]] = []
+    for name in [t for t in args.tasks.split(",") if t]:
+        rows += grid(TASKS[name], ranks, args.seeds, device, not args.no_budget, args.steps, args.fashion_mnist_dir, knobs)
+    if args.init_study:
+        rows += init_study(args.seeds, device, args.init_steps, args.fashion_mnist_dir)
+    hardware = torch.cuda.get_device_name() if device.startswith("cuda") else f"{platform.processor() or 'CPU'} ({torch.get_num_threads()} threads)"
+    summary = summarise(rows)
+    meta = {"knobs": knobs, "command": " ".join(["python", "bench/claim.py"] + (argv if argv is not None else sys.argv[1:])),
+            "hardware": hardware, "torch": torch.__version__, "wall_s": time.perf_counter() - t0}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=1) + "\n")
+    header = f"Command: `{meta['command']}` on {hardware}, torch {meta['torch']}, {meta['wall_s']:.0f} s."
+    out.with_suffix(".md").write_text(markdown(summary, header))
+    sys.stdout.write(markdown(summary, header))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
