@@ -1,0 +1,126 @@
+"""The training engine on the real offline preset (fmnist-vit → MNIST digits), kept short."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+import torch
+
+from symlora.train import RunConfig, run, train
+from symlora.zoo import load_model
+
+
+@pytest.fixture(scope="module")
+def vit():
+    torch.set_num_threads(2)
+    return load_model("fmnist-vit")
+
+
+def short(**kw) -> RunConfig:
+    return RunConfig(preset="digits", device="cpu", **({"steps": 12, "eval_every": 6, "batch_size": 32} | kw))
+
+
+def test_event_stream_shape_and_cadence(vit):
+    events = list(run(short(emit_every=3), base=vit))
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    steps = [e.step for e in events if e.kind in ("step", "eval")]
+    assert steps == sorted(steps) and steps[-1] == 12
+    assert all(b - a <= 3 for a, b in zip([0] + steps, steps)), "an event at least every emit_every steps"
+    first = events[1]
+    for name in ("loss", "smoothed_loss", "lr", "eta_s", "throughput"):
+        assert getattr(first, name) is not None and math.isfinite(getattr(first, name)), name
+    assert first.throughput_unit == "images/s"
+    evals = [e for e in events if e.kind == "eval"]
+    assert [e.step for e in evals] == [6, 12]
+    assert all(e.metric is not None and 0 <= e.metric <= 1 for e in evals)
+    assert all(e.spectrum and all(len(rows[0]) == 8 for rows in e.spectrum.values()) for e in evals)
+    mem = first.memory
+    assert mem.frozen > 0 and mem.trainable > 0 and mem.grads == mem.trainable
+    assert 0 <= mem.optimizer - 2 * mem.trainable < 1024, "AdamW keeps two moments (+ step counters)"
+    assert mem.activations > 0, "activations saved for backward are measured"
+    result = events[-1].result
+    assert result.status == "done" and result.steps_done == 12 and result.metric_after > result.metric_before
+    assert all(t.device.type == "cpu" for t in result.trainable_state.values())
+    assert events[-1].to_dict()["result"]["metric_after"] == result.metric_after
+
+
+def test_loss_drops_and_accuracy_rises(vit):
+    result = train(short(steps=40, eval_every=40, batch_size=64), base=vit)
+    first, last = result.history[1]["loss"], result.history[-2]["loss"]
+    assert last < 0.7 * first
+    assert result.metric_after > result.metric_before + 0.3
+
+
+def test_same_seed_same_losses_different_seed_differs(vit):
+    def losses(seed):
+        return [e.loss for e in run(short(seed=seed, emit_every=1, eval_every=100), base=vit) if e.kind == "step"]
+
+    a, b, c = losses(3), losses(3), losses(4)
+    assert a == b
+    assert a != c
+
+
+def test_base_model_is_never_modified(vit):
+    before = {k: v.clone() for k, v in vit.model.state_dict().items()}
+    train(short(steps=3), base=vit)
+    after = vit.model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_stop_ends_the_run_within_one_step(vit):
+    stop = threading.Event()
+    seen = []
+    for event in run(short(steps=200, emit_every=1), base=vit, stop=stop):
+        seen.append(event)
+        if event.step == 5:
+            stop.set()
+    final = seen[-1]
+    assert final.kind == "stopped" and final.result.status == "stopped"
+    assert final.result.steps_done == 5
+    assert "stopped" in final.message
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [
+        # 6 blocks: qkv (3 blocks of 192·8 + 8) and proj (192·8 + 8), plus a 192→10 head.
+        ("symlora", 6 * (3 * (192 * 8 + 8) + (192 * 8 + 8)) + 192 * 10 + 10),
+        ("lora", 6 * (8 * (192 + 576) + 8 * (192 + 192)) + 192 * 10 + 10),
+        ("head-only", 192 * 10 + 10),
+        ("full", None),
+    ],
+)
+def test_trainable_count_per_method(vit, method, expected):
+    start = next(iter(run(short(method=method, steps=1), base=vit)))
+    total = sum(p.numel() for p in vit.model.parameters())
+    assert start.trainable_params == (expected if expected is not None else total)
+    assert start.total_params >= total
+
+
+def test_absurd_learning_rate_ends_with_an_error_event(vit):
+    events = list(run(short(method="full", lr=1e30, steps=30, emit_every=1), base=vit))
+    final = events[-1]
+    assert final.kind == "error" and final.result.status == "error"
+    assert "learning rate" in final.message and final.result.steps_done < 30
+
+
+def test_bad_config_values_raise_clear_errors():
+    with pytest.raises(ValueError, match="method"):
+        RunConfig(method="dora").resolved()
+    with pytest.raises(ValueError, match="steps"):
+        RunConfig(steps=0).resolved()
+    with pytest.raises(ValueError, match="lr"):
+        RunConfig(lr=float("nan")).resolved()
+    with pytest.raises(ValueError, match="preset"):
+        RunConfig(preset="nope").resolved()
+
+
+def test_default_lambda_learning_rate_speeds_up_symlora_start(vit):
+    """The default Λ learning rate (×√n, symlora.optim) beats the plain one early on."""
+    def acc_after(**kw):
+        return train(short(method="symlora", steps=25, eval_every=25, batch_size=64, lr=3e-3, **kw), base=vit).metric_after
+
+    assert acc_after() > acc_after(lambda_lr_ratio=1.0) + 0.05
