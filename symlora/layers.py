@@ -12,6 +12,11 @@ computed together: one GEMM with the concatenated Q on one side, one batched pro
 on the other; no n×n matrix is ever formed while training.
 
 The wrapped layer may be an ``nn.Linear`` or a 1×1, stride-1 ``nn.Conv2d``.
+
+Training and unmerged inference of a Linear go through :mod:`symlora.fast` — base and
+adapter in one autograd node, about the cost of the frozen layer alone.  The plain
+formula (``base_layer(x) + delta(x)``) remains for 1×1 convolutions, active dropout, a
+base layer that is itself trained, and ``symlora.fast.OPTIONS.enabled = False``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import fast
 from .config import AdapterConfig
 
 
@@ -81,15 +87,33 @@ class AdapterLayer(nn.Module):
         """The explicit update ΔW (out_features × in_features), scaling included."""
         raise NotImplementedError
 
+    def fused_linear(self, x: Tensor) -> Tensor:
+        """Base layer plus update for a 2-D x (rows × in_features), one fused autograd node."""
+        raise NotImplementedError
+
     def adapter_parameters(self) -> dict[str, nn.Parameter]:
         """The trainable adapter tensors by their local names."""
         return {n: p for n, p in self.named_parameters() if not n.startswith("base_layer.")}
 
     # -- shared machinery --------------------------------------------------------
+    def uses_fused_path(self) -> bool:
+        """Whether :meth:`forward` takes the fused path now (see the module docstring)."""
+        base = self.base_layer
+        return (
+            fast.OPTIONS.enabled
+            and not self.is_conv
+            and not (self.training and isinstance(self.lora_dropout, nn.Dropout))
+            and not base.weight.requires_grad
+            and (base.bias is None or not base.bias.requires_grad)
+        )
+
     def forward(self, x: Tensor) -> Tensor:
-        y = self.base_layer(x)
         if self.disabled or self.merged:
-            return y
+            return self.base_layer(x)
+        if self.uses_fused_path():
+            y = self.fused_linear(x.reshape(-1, self.in_features))
+            return y.view(*x.shape[:-1], self.out_features)
+        y = self.base_layer(x)
         h = self.lora_dropout(x)
         if self.is_conv:
             return y + self.delta(h.movedim(1, -1)).movedim(-1, 1).to(y.dtype)
@@ -128,6 +152,10 @@ class LoraLayer(AdapterLayer):
 
     def delta(self, x: Tensor) -> Tensor:
         return self.lora_B(self.lora_A(x)) * self.scaling
+
+    def fused_linear(self, x: Tensor) -> Tensor:
+        base = self.base_layer
+        return fast.lora_linear(x, base.weight, base.bias, self.lora_A.weight, self.lora_B.weight, self.scaling)
 
     def delta_weight(self) -> Tensor:
         return (self.lora_B.weight @ self.lora_A.weight) * self.scaling
@@ -184,6 +212,12 @@ class SymLoraLayer(AdapterLayer):
         # side: out = Σ_b (x_b·Q_b ⊙ Λ_b)·Q_bᵀ, blocks along the input
         h = torch.einsum("...bn,nbr->...br", x.unflatten(-1, (self.k, self.n)), q)
         return (h.flatten(-2) * lam) @ self.lora_Q.T
+
+    def fused_linear(self, x: Tensor) -> Tensor:
+        base = self.base_layer
+        return fast.symlora_linear(
+            x, base.weight, base.bias, self.lora_Q, self.lora_lambda, self.layout, self.k, self.scaling
+        )
 
     def block_deltas(self) -> Tensor:
         """The k symmetric blocks s·Q_b·diag(Λ_b)·Q_bᵀ, shape (k, n, n)."""

@@ -1,0 +1,53 @@
+"""Start SymLoRA Lab: ``python -m app`` or the ``symlora-lab`` console script.
+
+Listens on 127.0.0.1:7860 by default; ``--host``/``--port`` or the usual
+``GRADIO_SERVER_NAME``/``GRADIO_SERVER_PORT`` change that (``--host 0.0.0.0`` in Docker /
+Hugging Face Spaces).  Gradio's usage analytics are off unless
+``GRADIO_ANALYTICS_ENABLED`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="symlora-lab", description="SymLoRA Lab: fine-tune models live in the browser.")
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                        help="interface to listen on (default: $GRADIO_SERVER_NAME or 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
+                        help="port (default: $GRADIO_SERVER_PORT or 7860)")
+    parser.add_argument("--share", action="store_true", help="also open a public gradio.live tunnel (needs internet)")
+    return parser.parse_args(argv)
+
+
+def configure_threads() -> None:
+    """On a CPU, split the cores between the trainings that may run at once (measured:
+    one thread each beats oversubscription on a busy 2-core machine)."""
+    import torch
+
+    from .lab import heavy_concurrency
+
+    if torch.cuda.is_available() or os.environ.get("SYMLORA_THREADS"):
+        if os.environ.get("SYMLORA_THREADS", "").isdigit():
+            torch.set_num_threads(int(os.environ["SYMLORA_THREADS"]))
+        return
+    cores = os.cpu_count() or 1
+    torch.set_num_threads(max(1, cores // heavy_concurrency("cpu")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    configure_threads()
+    from .ui import build_demo, launch
+
+    demo = build_demo()
+    launch(demo, server_name=args.host, server_port=args.port, share=args.share)
+
+
+if __name__ == "__main__":
+    main()

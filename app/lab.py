@@ -1,0 +1,126 @@
+"""The app's one server-side object: caches, session runs, device facts and catalogs.
+
+A :class:`Lab` is made by ``build_demo`` and closed over by its handlers (no module
+globals), so two demos in one process (tests) never share run state.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from typing import Any
+
+from .sessions import Bases, Runs, TunedModels
+from .settings import Settings
+
+DEFAULT_PRESET = "digits"
+
+
+def heavy_concurrency(device: str) -> int:
+    """How many trainings run at once: ``SYMLORA_CONCURRENCY``, else 1 on a CPU with ≤ 4
+    cores (2 on bigger CPUs), and on a GPU one per ~12 GB of its memory (at most 8)."""
+    env = os.environ.get("SYMLORA_CONCURRENCY", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if device == "cuda":
+        import torch
+
+        gb = torch.cuda.get_device_properties(0).total_memory / 2**30
+        return max(1, min(8, int(gb // 12)))
+    return 1 if (os.cpu_count() or 1) <= 4 else 2
+
+
+class Lab:
+    """Caches and per-session state shared by every tab of one demo."""
+
+    def __init__(self) -> None:
+        self.bases = Bases()
+        self.runs = Runs()
+        self.tuned = TunedModels()
+
+    # -- device --------------------------------------------------------------------
+    @cached_property
+    def device(self) -> str:
+        from symlora.train import pick_device
+
+        return pick_device("auto").type
+
+    @property
+    def device_choices(self) -> list[tuple[str, str]]:
+        import torch
+
+        choices = [(f"auto ({self.device})", "auto"), ("cpu", "cpu")]
+        if torch.cuda.is_available():
+            choices.append((f"cuda ({torch.cuda.get_device_name(0)})", "cuda"))
+        if self.device == "mps":
+            choices.append(("mps", "mps"))
+        return choices
+
+    def device_note(self) -> str:
+        if self.device == "cpu":
+            return ("Running on **CPU** (no GPU found): the presets are sized for it — a run takes "
+                    "seconds to a minute, and runs from different users take turns.")
+        return f"Running on **{self.device.upper()}**."
+
+    @cached_property
+    def heavy_limit(self) -> int:
+        return heavy_concurrency(self.device)
+
+    # -- catalogs ------------------------------------------------------------------
+    @cached_property
+    def presets(self) -> dict[str, Any]:
+        from symlora.presets import PRESETS
+
+        return dict(PRESETS)
+
+    def preset(self, name: str | None) -> Any:
+        return self.presets.get(name or "") or self.presets.get(DEFAULT_PRESET) or next(iter(self.presets.values()))
+
+    def preset_choices(self, allowed: list[str] | None = None) -> list[tuple[str, str]]:
+        names = [n for n in self.presets if not allowed or n in allowed] or list(self.presets)
+        return [(n + (" (needs internet)" if self.presets[n].needs_internet else ""), n) for n in names]
+
+    def default_settings(self, preset: str | None = None) -> Settings:
+        return Settings.from_preset(self.preset(preset))
+
+    @cached_property
+    def models(self) -> dict[str, Any]:
+        from symlora.zoo import MODELS
+
+        return dict(MODELS)
+
+    @cached_property
+    def datasets(self) -> dict[str, Any]:
+        from symlora.data import DATASETS
+
+        return dict(DATASETS)
+
+    def model_task(self, model: str) -> str:
+        spec = self.models.get(model)
+        return getattr(spec, "task", "vision") if spec is not None else "vision"
+
+    def data_choices(self, model: str) -> list[str]:
+        """Dataset names for ``model``'s task; fortunes as one entry per installed category."""
+        task = self.model_task(model)
+        names: list[str] = []
+        for name, spec in self.datasets.items():
+            if getattr(spec, "task", task) != task:
+                continue
+            if name == "fortunes":
+                names += [f"fortunes:{c}" for c in self.fortune_categories]
+            else:
+                names.append(name)
+        return names
+
+    @cached_property
+    def fortune_categories(self) -> list[str]:
+        from symlora.data import fortune_categories
+
+        try:
+            return fortune_categories()
+        except Exception:  # the Debian package is missing: the preset's own error explains
+            return []
+
+    def data_description(self, data: str) -> str:
+        spec = self.datasets.get(data.partition(":")[0])
+        return getattr(spec, "description", "") if spec is not None else ""

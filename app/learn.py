@@ -1,0 +1,65 @@
+"""The Learn tab's live widgets: a parameter calculator and a "build a ΔW" toy.
+
+Pure functions (numbers and a figure); ``app.tab_learn`` wires them to sliders.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .learn_text import TEXT  # noqa: F401  (re-exported for the tab)
+from .params import adapter_size
+from .plots import matrix_figure
+
+
+
+def calculator(n_in: int, n_out: int, r: int, layers: int) -> str:
+    """A Markdown table: LoRA vs SymLoRA weights for ``layers`` layers of shape in→out."""
+    n_in, n_out, r, layers = int(n_in), int(n_out), int(r), int(layers)
+    full = n_in * n_out
+    lora = adapter_size((n_in, n_out), "lora", r)
+    rows = [
+        "| | per layer | × layers | vs full fine-tune |",
+        "|---|---:|---:|---:|",
+        f"| Full fine-tune (in·out) | {full:,} | {full * layers:,} | 100 % |",
+        f"| LoRA r·(in + out) | {lora:,} | {lora * layers:,} | {100 * lora / full:.2f} % |",
+    ]
+    try:
+        sym = adapter_size((n_in, n_out), "symlora", r)
+    except ValueError:
+        rows.append("| SymLoRA | – | – | sides are not whole multiples: LoRA only |")
+        return "\n".join(rows)
+    k = max(n_in, n_out) // min(n_in, n_out)
+    n = min(n_in, n_out)
+    how = "n·r + r" if k == 1 else f"{k}·(n·r + r), n = {n}"
+    rows.append(f"| SymLoRA {how} | {sym:,} | {sym * layers:,} | {100 * sym / full:.2f} % |")
+    rows.append(f"\nSymLoRA needs **{sym / lora:.0%}** of LoRA's weights here.")
+    return "\n".join(rows)
+
+
+def toy_delta_w(l1: float, l2: float, l3: float, orthonormal: bool, seed: int = 0, n: int = 12, scale: float = 1.0):
+    """ΔW = s·Q·diag(Λ)·Qᵀ for a random Q (n × 3) and its eigenvalues, largest |λ| first."""
+    g = torch.Generator().manual_seed(int(seed))
+    q = torch.randn(n, 3, generator=g, dtype=torch.float64) / n ** 0.5
+    if orthonormal:
+        q, _ = torch.linalg.qr(q)
+    lam = torch.tensor([l1, l2, l3], dtype=torch.float64)
+    dw = scale * q @ torch.diag(lam) @ q.T
+    eig = torch.linalg.eigvalsh(dw)
+    eig = eig[eig.abs().argsort(descending=True)][:3]
+    return dw, eig
+
+
+def toy_figure(l1: float, l2: float, l3: float, orthonormal: bool, seed: int = 0):
+    """The figure and a caption for the toy ΔW."""
+    dw, eig = toy_delta_w(l1, l2, l3, orthonormal, seed)
+    fig = matrix_figure(dw.tolist(), eig.tolist())
+    shown = ", ".join(f"{v:+.3f}" for v in eig.tolist())
+    if orthonormal:
+        note = "With orthonormal columns in Q, the eigenvalues of ΔW **are** Λ."
+    else:
+        note = "Q's columns are random (not orthonormal), so the eigenvalues of ΔW differ from Λ — same signs, different sizes."
+    caption = (f"Λ = ({l1:+.2f}, {l2:+.2f}, {l3:+.2f}) → eigenvalues of ΔW: ({shown}). {note} "
+               f"ΔW is 12 × 12 = 144 numbers built from 12·3 + 3 = 39 weights; it is symmetric: "
+               f"max |ΔW − ΔWᵀ| = {float((dw - dw.T).abs().max()):.1e}.")
+    return fig, caption

@@ -1,0 +1,257 @@
+"""Per-session run state for many users at once.
+
+* :class:`Bases` loads each pretrained model once per process (and a few datasets).  The
+  engine deep-copies the base for every run and never mutates it, so sharing is safe.
+* :class:`Runs` maps a browser session to its active runs' stop flags, so Stop and a
+  closed tab (``demo.unload``) end exactly that session's runs within one step.
+* :class:`SavedRun` is what a session keeps after a run, in ``gr.State``: CPU tensors
+  (adapter/head weights) and small lists, never a live ``nn.Module``.
+* :class:`TunedModels` rebuilds the tuned model of a :class:`SavedRun` on demand
+  (base copy + adapter + weights) and keeps the last few small ones ready.
+"""
+
+from __future__ import annotations
+
+import copy
+import gc
+import logging
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from .plots import Curve
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+PEFT_PREFIX = "base_model.model."
+MAX_KEPT_PARAMS = 30_000_000   # a run's trained weights above this are not kept in the session
+MAX_CACHED_TUNED_PARAMS = 300_000_000  # ready tuned models in all (≈ 1.2 GB: two small LMs or many ViTs)
+FINAL_TTL_S = 300  # a run's last page update is kept this long for a Stop handler
+
+
+class Bases:
+    """Pretrained models (one per name) and recently used datasets, loaded once."""
+
+    def __init__(self, max_datasets: int = 4) -> None:
+        self._models: dict[str, Any] = {}
+        self._datasets: OrderedDict[tuple[str, int], Any] = OrderedDict()
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+        self._max_datasets = max_datasets
+
+    def _lock(self, key: str) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def model(self, name: str) -> Any:
+        """The shared base bundle ``name`` (never modify it; the engine copies it)."""
+        if name in self._models:
+            return self._models[name]
+        with self._lock("model:" + name):
+            if name not in self._models:
+                from symlora.zoo import load_model
+
+                log.info("loading base model %s", name)
+                bundle = load_model(name)
+                bundle.model.eval()
+                self._models[name] = bundle
+        return self._models[name]
+
+    def dataset(self, name: str, seed: int) -> Any:
+        """Dataset ``name`` split with ``seed`` (the last few are kept)."""
+        key = (name, int(seed))
+        with self._guard:
+            if key in self._datasets:
+                self._datasets.move_to_end(key)
+                return self._datasets[key]
+        with self._lock(f"data:{name}:{seed}"):
+            from symlora.data import load_dataset
+
+            splits = load_dataset(name, seed=int(seed))
+        with self._guard:
+            self._datasets[key] = splits
+            while len(self._datasets) > self._max_datasets:
+                self._datasets.popitem(last=False)
+        return splits
+
+    def loaded_models(self) -> list[str]:
+        return list(self._models)
+
+
+class Runs:
+    """Stop flags of the runs each session has going, by ``(session, kind)`` where kind is
+    ``"train"`` or ``"compare"``; plus the run ids a session made (to free them on close)."""
+
+    def __init__(self) -> None:
+        self._active: dict[tuple[str, str], set[threading.Event]] = {}
+        self._finals: dict[tuple[str, str], Any] = {}
+        self._made: dict[str, set[str]] = {}
+        self._changed = threading.Condition()
+
+    def begin(self, session: str, kind: str) -> threading.Event:
+        """Register a new run; its stop flag is returned."""
+        flag = threading.Event()
+        with self._changed:
+            self._active.setdefault((session, kind), set()).add(flag)
+            self._finals.pop((session, kind), None)
+        return flag
+
+    def finish(self, session: str, kind: str, flag: threading.Event, final: Any = None) -> None:
+        """The run is over (idempotent); ``final`` — its last page update — is kept for a
+        Stop handler waiting in :meth:`wait_final`."""
+        with self._changed:
+            flags = self._active.get((session, kind))
+            if flags is not None:
+                flags.discard(flag)
+                if not flags:
+                    del self._active[(session, kind)]
+            if final is not None:
+                self._finals[(session, kind)] = (time.monotonic(), final)
+            cutoff = time.monotonic() - FINAL_TTL_S  # nobody waited for these
+            for key in [k for k, (t, _) in self._finals.items() if t < cutoff]:
+                del self._finals[key]
+            self._changed.notify_all()
+
+    def stop(self, session: str, kind: str | None = None) -> int:
+        """Ask the session's runs (of ``kind``, or all) to stop before their next step."""
+        with self._changed:
+            flags = [f for (s, k), fs in self._active.items() if s == session and kind in (None, k) for f in fs]
+        for flag in flags:
+            flag.set()
+        return len(flags)
+
+    def wait_final(self, session: str, kind: str, timeout: float) -> Any:
+        """Wait until the session has no ``kind`` run; return the final update it left
+        (``None`` when there is none or the wait timed out)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._active.get((session, kind)) and (left := deadline - time.monotonic()) > 0:
+                self._changed.wait(left)
+            if self._active.get((session, kind)):
+                return None
+            item = self._finals.pop((session, kind), None)
+        return None if item is None else item[1]
+
+    def active(self, session: str | None = None) -> int:
+        """How many runs are going (in ``session``, or in all)."""
+        with self._changed:
+            return sum(len(fs) for (s, _), fs in self._active.items() if session in (None, s))
+
+    def remember(self, session: str, run_id: str) -> None:
+        with self._changed:
+            self._made.setdefault(session, set()).add(run_id)
+
+    def forget(self, session: str) -> set[str]:
+        """Drop what is kept for ``session``; returns the run ids it made."""
+        with self._changed:
+            for key in [k for k in self._finals if k[0] == session]:
+                del self._finals[key]
+            return self._made.pop(session, set())
+
+
+@dataclass
+class SavedRun:
+    """A finished run as a session keeps it (CPU tensors and small lists only)."""
+
+    label: str
+    settings: Settings
+    summary: dict[str, Any]
+    curve: Curve
+    metric_name: str
+    spectra: list[tuple[int, dict[str, list[list[float]]]]] = field(default_factory=list)
+    trainable_state: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    adapter_config: dict[str, Any] | None = None
+    classes: list[str] | None = None
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    weights_kept: bool = True
+
+    @classmethod
+    def from_result(cls, label: str, settings: Settings, result: Any, curve: Curve,
+                    spectra: list[tuple[int, dict[str, list[list[float]]]]]) -> "SavedRun":
+        state = {k: v.detach().to("cpu") for k, v in (result.trainable_state or {}).items()}
+        kept = sum(v.numel() for v in state.values()) <= MAX_KEPT_PARAMS
+        return cls(label=label, settings=settings, summary=result.summary(), curve=curve,
+                   metric_name=result.metric_name, spectra=spectra, trainable_state=state if kept else {},
+                   adapter_config=result.adapter_config, classes=result.classes, weights_kept=kept)
+
+
+def rebuild_tuned(saved: SavedRun, base: Any) -> Any:
+    """The tuned model of ``saved``: a copy of ``base`` with the run's new head, adapters
+    and trained weights (eval mode).  Raises ``ValueError`` when the weights do not fit."""
+    if not saved.weights_kept:
+        raise ValueError("this run's trained weights were too large to keep in the session; run it again to try it")
+    from symlora import AdapterConfig, inject
+
+    bundle = copy.deepcopy(base)
+    if saved.classes and hasattr(bundle, "reset_head"):
+        bundle.reset_head(list(saved.classes), seed=saved.settings.seed)
+    if saved.adapter_config:
+        inject(bundle.model, AdapterConfig.from_dict(saved.adapter_config))
+    state = {k.removeprefix(PEFT_PREFIX): v for k, v in saved.trainable_state.items()}
+    result = bundle.model.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        raise ValueError(f"the saved weights do not fit the model: unexpected {result.unexpected_keys[:3]}")
+    bundle.model.eval()
+    return bundle
+
+
+class TunedModels:
+    """Tuned models by run id: the most recent ones stay ready, within ``capacity`` models
+    and ``budget`` parameters (≈ 4 bytes each); older ones are rebuilt when asked for."""
+
+    def __init__(self, capacity: int = 3, budget: int = MAX_CACHED_TUNED_PARAMS) -> None:
+        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
+        self._guard = threading.Lock()
+        self.capacity = capacity
+        self.budget = budget
+
+    def put(self, run_id: str, bundle: Any) -> None:
+        size = sum(p.numel() for p in bundle.model.parameters())
+        if size > self.budget:
+            return
+        with self._guard:
+            self._items[run_id] = (bundle, size)
+            self._items.move_to_end(run_id)
+            while len(self._items) > self.capacity or sum(n for _, n in self._items.values()) > self.budget:
+                self._items.popitem(last=False)
+
+    def get(self, saved: SavedRun, bases: Bases) -> Any:
+        with self._guard:
+            if saved.run_id in self._items:
+                self._items.move_to_end(saved.run_id)
+                return self._items[saved.run_id][0]
+        bundle = rebuild_tuned(saved, bases.model(saved.settings.model))
+        self.put(saved.run_id, bundle)
+        return bundle
+
+    def drop(self, run_ids: list[str] | set[str]) -> None:
+        with self._guard:
+            for run_id in run_ids:
+                self._items.pop(run_id, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def free_memory() -> None:
+    """Return freed memory to the system: Python garbage, the GPU allocator's cache, and
+    (glibc) the free pages each worker thread's malloc arena keeps after a run."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    _malloc_trim()
+
+
+def _malloc_trim() -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        pass

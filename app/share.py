@@ -1,0 +1,135 @@
+"""Share links: the whole setup (seed included) and the lesson view in a query string.
+
+    ?preset=digits&model=fmnist-vit&data=mnist-5k&method=symlora&r=8&alpha=16
+     &targets=qkv,proj&lr=0.003&steps=60&batch=64&seed=0&device=auto
+     &lesson=1&panels=train,try,learn&presets=digits,fortunes
+
+Parsing never fails: unknown keys are ignored and a value that does not parse (or is out
+of range) is dropped with a note, so a mangled link still opens the app.
+"""
+
+from __future__ import annotations
+
+import math
+import urllib.parse
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .settings import LIMITS, METHOD_LABELS, Settings
+
+PANELS: tuple[str, ...] = ("train", "compare", "try", "learn")
+# query key → Settings field
+KEYS: dict[str, str] = {
+    "preset": "preset", "model": "model", "data": "data", "method": "method", "r": "r",
+    "alpha": "lora_alpha", "targets": "targets", "lr": "lr", "steps": "steps",
+    "batch": "batch_size", "seed": "seed", "device": "device",
+}
+_INTS = {"r", "steps", "batch_size", "seed"}
+_FLOATS = {"lora_alpha", "lr"}
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass
+class Lesson:
+    """What a teacher's link shows: lesson mode hides advanced controls, ``panels`` are the
+    visible tabs, ``presets`` the presets students may pick (empty = all)."""
+
+    enabled: bool = False
+    panels: list[str] = field(default_factory=lambda: list(PANELS))
+    presets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Shared:
+    """A parsed link: the settings it names (only those present), the lesson, and notes
+    about values that were dropped."""
+
+    values: dict[str, Any]
+    lesson: Lesson
+    problems: list[str]
+
+    def apply(self, settings: Settings) -> Settings:
+        """``settings`` with this link's values on top."""
+        return settings.replace(**self.values)
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def to_query(settings: Settings, lesson: Lesson | None = None) -> str:
+    """The query string (with the leading ``?``) that reproduces ``settings``."""
+    params: list[tuple[str, str]] = [(key, _fmt(getattr(settings, name))) for key, name in KEYS.items()]
+    if lesson is not None and lesson.enabled:
+        params.append(("lesson", "1"))
+        panels = [p for p in PANELS if p in lesson.panels] or ["train"]
+        params.append(("panels", ",".join(panels)))
+        if lesson.presets:
+            params.append(("presets", ",".join(lesson.presets)))
+    return "?" + urllib.parse.urlencode(params, safe=",")
+
+
+def parse_query(params: Mapping[str, str] | str) -> Shared:
+    """Read a link's query (a mapping, or the ``?a=b`` string) back into settings and lesson."""
+    if isinstance(params, str):
+        params = dict(urllib.parse.parse_qsl(params.lstrip("?"), keep_blank_values=True))
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, name in KEYS.items():
+        raw = params.get(key)
+        if raw is None:
+            continue
+        raw = str(raw).strip()
+        try:
+            if name in _INTS:
+                number = _number(raw)
+                if number != int(number):
+                    raise ValueError(raw)
+                value: Any = int(number)
+            elif name in _FLOATS:
+                value = _number(raw)
+            elif name == "targets":
+                value = _csv(raw)
+            else:
+                if not raw:
+                    raise ValueError(raw)
+                value = raw
+            if name in LIMITS:
+                low, high = LIMITS[name]
+                if not low <= value <= high:
+                    raise ValueError(raw)
+            if name == "method" and value not in METHOD_LABELS:
+                raise ValueError(raw)
+        except ValueError:
+            problems.append(f"ignored {key}={raw!r} from the link")
+            continue
+        values[name] = value
+    lesson = Lesson(
+        enabled=str(params.get("lesson", "")).strip().lower() in _TRUE,
+        panels=[p for p in _csv(str(params.get("panels", ""))) if p in PANELS] or list(PANELS),
+        presets=_csv(str(params.get("presets", ""))),
+    )
+    return Shared(values, lesson, problems)
+
+
+def restrict(choices: Iterable[str], allowed: list[str]) -> list[str]:
+    """The ``choices`` a lesson allows (all of them when ``allowed`` is empty or matches none)."""
+    choices = list(choices)
+    kept = [c for c in choices if c in allowed]
+    return kept or choices

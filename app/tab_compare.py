@@ -1,0 +1,250 @@
+"""The Compare tab: LoRA vs SymLoRA (and optionally head-only) on identical terms.
+
+Same data, seed (so the same batches in the same order), layers, learning rate and steps —
+taken from the Train tab — at equal rank or at an equal parameter budget.  Runs go one
+after another, so each one's step time and memory are measured undisturbed; their curves
+overlay live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from . import plots
+from .errors import readable
+from .lab import Lab
+from .params import estimate
+from .runner import Job, Update, format_metric, run_label, status_line, stream
+from .sessions import SavedRun, free_memory
+from .settings import LIMITS, Settings
+from .tab_train import add_run, run_choices, target_choices
+
+INTRO = ("### LoRA vs SymLoRA, fairly\n"
+         "Both runs use the **settings of the Train tab**: the same data, the same seed (so the very same "
+         "batches in the same order), the same layers, learning rate and number of steps. They run one after "
+         "the other, so their timings and memory do not disturb each other. Choose whether both get the "
+         "same rank *r*, or the same number of trainable weights.")
+TABLE_HEADERS = ["method", "r", "trainable params", "vs LoRA", "before", "after", "step (ms)",
+                 "training memory (MB)", "wall (s)"]
+MEMORY_NOTE = ("Memory bars count the tensors of one training step (weights, gradients, optimizer state, "
+               "activations); process-level growth is left out here because whichever run goes first pays "
+               "for the allocator's warm-up.")
+
+
+@dataclass
+class CompareUI:
+    budget: Any
+    include_head: Any
+    start: Any
+    stop: Any
+    status: Any
+    curves: Any
+    memory: Any
+    table: Any
+    conclusion: Any
+
+    @property
+    def outputs(self) -> list[Any]:
+        return [self.status, self.curves, self.memory, self.table, self.conclusion]
+
+
+def build(lab: Lab) -> CompareUI:
+    """Lay out the Compare tab (call inside ``gr.Tab``)."""
+    gr.Markdown(INTRO)
+    with gr.Row():
+        budget = gr.Radio([("Equal rank r", "rank"), ("Equal parameter budget", "budget")], value="rank",
+                          label="Fair by…", elem_id="compare-budget",
+                          info="Equal rank: SymLoRA uses about half the weights. Equal budget: SymLoRA gets a "
+                               "higher rank so both train the same number of weights.")
+        include_head = gr.Checkbox(True, label="Also run head-only", elem_id="compare-head",
+                                   info="The no-adapter baseline: only the new classifier head learns (vision).")
+    with gr.Row():
+        start = gr.Button("▶ Run the comparison", variant="primary", elem_id="compare-start")
+        stop = gr.Button("■ Stop", variant="stop", elem_id="compare-stop")
+    status = gr.Markdown("Press **Run the comparison**: LoRA first, then SymLoRA (then head-only).",
+                         elem_id="compare-status", min_height=60)
+    curves = gr.Plot(plots.curves_figure([], revision="compare"), label="Curves of every run", show_label=False,
+                     elem_id="compare-curves")
+    memory = gr.Plot(plots.memory_figure([], revision="compare-mem"), label="Memory per method", show_label=False,
+                     elem_id="compare-memory")
+    gr.Markdown(MEMORY_NOTE)
+    table = gr.Dataframe(headers=TABLE_HEADERS, value=None, interactive=False, label="Result", elem_id="compare-table")
+    conclusion = gr.Markdown(elem_id="compare-conclusion")
+    return CompareUI(budget, include_head, start, stop, status, curves, memory, table, conclusion)
+
+
+def plan(lab: Lab, settings: Settings, budget: str, include_head: bool) -> tuple[list[Settings], str]:
+    """The runs to make and a sentence on how they were made comparable."""
+    bundle = lab.bases.model(settings.model)
+    head = getattr(bundle, "head_name", None)
+    symmetric = {v for _, v in target_choices(lab, settings.model, "symlora")}
+    wanted = list(settings.targets) or []
+    targets = [k for k in wanted if k in symmetric]
+    note = ""
+    if wanted and len(targets) < len(wanted):
+        note = f" Layers SymLoRA cannot adapt were left out for both: {', '.join(sorted(set(wanted) - symmetric))}."
+    if wanted and not targets:
+        targets = []  # fall back to the model's defaults
+    spec = targets or bundle.default_targets
+    lora = settings.replace(method="lora", targets=targets)
+    sym = settings.replace(method="symlora", targets=targets)
+    n_lora = estimate(bundle.model, "lora", lora.r, spec).adapter
+    how = f"Both at rank r = {settings.r}."
+    if budget == "budget":
+        best = min(range(1, int(LIMITS["r"][1]) + 1),
+                   key=lambda r: abs(estimate(bundle.model, "symlora", r, spec).adapter - n_lora))
+        sym = sym.replace(r=best)
+        n_sym = estimate(bundle.model, "symlora", best, spec).adapter
+        how = (f"Equal budget: LoRA r = {lora.r} has {n_lora:,} adapter weights; SymLoRA r = {best} has "
+               f"{n_sym:,}.")
+    runs = [lora, sym]
+    if include_head and head:
+        runs.append(settings.replace(method="head-only", targets=[]))
+    return runs, how + note
+
+
+def tensor_bytes(memory: dict[str, int]) -> int:
+    """Bytes of the tensors a step holds (everything but the process-level "other")."""
+    return sum(v for k, v in memory.items() if k not in ("other", "total"))
+
+
+def tensors_only(memory: dict[str, int]) -> dict[str, int]:
+    return {k: v for k, v in memory.items() if k != "other"}
+
+
+def summary_rows(results: list[tuple[Settings, Any]]) -> list[list[Any]]:
+    lora = next((res.trainable_params for s, res in results if s.method == "lora"), None)
+    rows = []
+    for s, res in results:
+        name = res.metric_name
+        rows.append([
+            run_label(s).split(" r=")[0], s.r if s.is_adapter else "–", f"{res.trainable_params:,}",
+            f"{res.trainable_params / lora:.0%}" if lora else "–",
+            format_metric(name, res.metric_before), format_metric(name, res.metric_after),
+            f"{res.step_ms:.0f}" if res.step_ms else "–", f"{tensor_bytes(res.memory.to_dict()) / 2**20:.1f}",
+            f"{res.wall_s:.1f}",
+        ])
+    return rows
+
+
+def conclusion(results: list[tuple[Settings, Any]]) -> str:
+    """Two sentences on the outcome, worded by the actual gap (no cheerleading)."""
+    by = {s.method: res for s, res in results}
+    if "lora" not in by or "symlora" not in by:
+        return ""
+    lo, sy = by["lora"], by["symlora"]
+    name = lo.metric_name
+    a, b = sy.metric_after, lo.metric_after
+    if a is None or b is None:
+        return ""
+    share = sy.trainable_params / lo.trainable_params if lo.trainable_params else 0
+    if name == "accuracy":
+        gap = 100 * (a - b)  # percentage points, positive = SymLoRA better
+        close = abs(gap) < 2
+    else:  # perplexity: lower is better
+        gap = 100 * (b - a) / b
+        close = abs(gap) < 5
+    verdict = "matched" if close else ("beat" if gap > 0 else "trailed")
+    text = (f"**SymLoRA {verdict} LoRA** ({name} {format_metric(name, a)} vs {format_metric(name, b)}) while "
+            f"training **{share:.0%}** of LoRA's weights ({sy.trainable_params:,} vs {lo.trainable_params:,}, "
+            f"head included).")
+    if "head-only" in by:
+        text += (f" Head-only reached {format_metric(name, by['head-only'].metric_after)}: the gap to it is what "
+                 f"changing the inside of the network buys.")
+    return text + " Few steps and one seed are one sample: try more steps or another seed before concluding."
+
+
+def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: Any) -> Any:
+    """Connect the Compare tab; returns its run event."""
+    outputs = c.outputs + [runs_state, try_run]
+    skips = (gr.skip(),) * (len(outputs) - 1)
+
+    def produce(settings: Settings, budget: str, include_head: bool, runs: dict, session: str, flag: Any):
+        final = None
+        try:
+            yield Update(("Preparing the comparison…",) + skips)
+            plan_runs, how = plan(lab, settings, budget, include_head)
+            base = lab.bases.model(settings.model)
+            dataset = lab.bases.dataset(settings.data, settings.seed)
+            done: list[tuple[Settings, Any]] = []
+            curves: list[plots.Curve] = []
+            mem_rows: list[tuple[str, dict]] = []
+            metric_name = "accuracy"
+            for i, s in enumerate(plan_runs):
+                if flag.is_set():
+                    break
+                label = run_label(s)
+                for event, tracker, emit in stream(s, base=base, dataset=dataset, stop=flag, label=label):
+                    if not emit:
+                        continue
+                    metric_name = event.metric_name
+                    head = f"Run {i + 1} of {len(plan_runs)}. {how}\n\n"
+                    values = [head + status_line(event, label),
+                              plots.curves_figure(curves + [tracker.curve], metric_name, revision="compare"),
+                              plots.memory_figure(mem_rows + [(label, tensors_only(event.memory.to_dict()))],
+                                                  revision="compare-mem"),
+                              gr.skip(), gr.skip(), gr.skip(), gr.skip()]
+                    if event.is_final:
+                        result = event.result
+                        saved = SavedRun.from_result("Compare: " + label, s, result, tracker.curve, tracker.spectra)
+                        if getattr(result, "bundle", None) is not None:
+                            lab.tuned.put(saved.run_id, result.bundle)
+                            result.bundle = None
+                        lab.runs.remember(session, saved.run_id)
+                        runs = add_run(runs, saved)
+                        done.append((s, result))
+                        curves.append(tracker.curve)
+                        mem_rows.append((label, tensors_only(result.memory.to_dict())))
+                        values[3] = summary_rows(done)
+                        values[5] = runs
+                        values[6] = run_choices(runs)
+                        if event.kind == "error":
+                            yield Update(tuple(values), event.message)
+                            flag.set()
+                            break
+                    yield Update(tuple(values))
+            stopped = flag.is_set()
+            text = ("■ **Comparison stopped.** " if stopped else "✓ **Comparison finished.** ") + how
+            final = (text, plots.curves_figure(curves, metric_name, revision="compare"),
+                     plots.memory_figure(mem_rows, revision="compare-mem"), summary_rows(done),
+                     conclusion(done), runs, run_choices(runs))
+            lab.runs.finish(session, "compare", flag, final)
+            yield Update(final)
+        finally:
+            lab.runs.finish(session, "compare", flag, final)
+            free_memory()
+
+    def compare(preset: str, model: str, data: str, method: str, r: float, lora_alpha: float, targets: str,
+                lr: float, steps: float, batch_size: float, seed: float, device: str, budget: str,
+                include_head: bool, runs: dict, request: gr.Request):
+        settings = Settings.from_values(preset, model, data, method, r, lora_alpha, targets, lr, steps,
+                                        batch_size, seed, device)
+        session = request.session_hash or "anonymous"
+        flag = lab.runs.begin(session, "compare")
+        job = Job(produce(settings, budget, include_head, runs, session, flag), flag)
+        try:
+            for update in job.relay():
+                if update.warning:
+                    gr.Warning(update.warning)
+                yield update.values
+        except Exception as err:  # noqa: BLE001 — every failure becomes a readable message in the page
+            message = err.message if isinstance(err, gr.Error) else readable(err)
+            yield (f"⚠ **The comparison could not go on:** {message}",) + skips
+            raise gr.Error(message) from err
+
+    event = c.start.click(compare, controls + [c.budget, c.include_head, runs_state], outputs, api_name="compare",
+                          api_visibility="undocumented", concurrency_id="heavy", concurrency_limit=lab.heavy_limit,
+                          show_progress="full", show_progress_on=[c.status])
+
+    def stop(request: gr.Request):
+        session = request.session_hash or "anonymous"
+        if not lab.runs.stop(session, "compare"):
+            return ("Nothing is running (a comparison waiting in the queue was cancelled).",) + skips
+        return lab.runs.wait_final(session, "compare", timeout=120) or (("■ Stopping…",) + skips)
+
+    c.stop.click(stop, None, outputs, cancels=[event], concurrency_limit=None, api_visibility="private",
+                 show_progress="hidden")
+    return event

@@ -1,0 +1,476 @@
+"""The Train tab: presets, settings, live parameter count, and a streamed training run.
+
+``build`` lays the tab out and returns its components; ``wire`` connects the events.
+The ``/train`` endpoint (public, streaming) is the Start button itself, so the page and
+``gradio_client`` scripts run exactly the same code.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from . import plots
+from .analysis import symmetry_note
+from .errors import readable
+from .lab import Lab
+from .params import estimate, formula_text, kinds_for, layer_kinds
+from .runner import Job, Update, run_label, status_line, stream
+from .sessions import SavedRun, free_memory
+from .settings import FIELDS, LIMITS, METHOD_CHOICES, METHOD_LABELS, Settings
+
+MAX_RUNS_KEPT = 4  # per session, oldest dropped first
+
+EXPLAIN_CURVES = ("**What you are looking at:** the loss (left) is how wrong the model is on the batch it "
+                  "just trained on — it should fall. The metric (right) is measured on held-out data the model "
+                  "never trains on: that is the number that matters. Faint dots are single steps, the line is smoothed.")
+EXPLAIN_MEMORY = ("**Memory of one training step.** Frozen weights cost the same for every method; adapters "
+                  "shrink *trainable weights, gradients and optimizer state*. Activations (what the backward pass "
+                  "needs) often dominate — LoRA saves parameters, not automatically memory. *Other* is the rest of the "
+                 "process's growth (temporaries, allocator slack; on a CPU it includes one-time warm-up).")
+EXPLAIN_SPECTRUM = ("**What the adapter learned.** Each row of the heatmap is one adapted layer (or square "
+                    "block); each cell one of its r directions. For SymLoRA the values are the *signed eigenvalues* "
+                    "of ΔW = s·Q·diag(Λ)·Qᵀ (red = negative); for LoRA the singular values of s·B·A. They start at "
+                    "exactly 0 (Λ = 0 / B = 0) and grow as the layer changes. Drag the slider to go back in time.")
+
+
+@dataclass
+class TrainUI:
+    """The Train tab's components."""
+
+    controls: list[Any]  # in settings.FIELDS order
+    preset: Any
+    preset_info: Any
+    lesson_banner: Any
+    model: Any
+    data: Any
+    method: Any
+    r: Any
+    lora_alpha: Any
+    targets: Any
+    targets_text: Any
+    lr: Any
+    steps: Any
+    batch_size: Any
+    seed: Any
+    device: Any
+    dice: Any
+    advanced: Any
+    param_md: Any
+    param_plot: Any
+    start: Any
+    stop: Any
+    reset: Any
+    status: Any
+    curves: Any
+    memory: Any
+    spectrum: Any
+    spec_slider: Any
+    spec_note: Any
+    event_json: Any
+    spectra_state: Any
+    share_box: Any
+    lesson_on: Any
+    lesson_panels: Any
+    lesson_presets: Any
+    make_link: Any
+    link: Any
+
+    @property
+    def outputs(self) -> list[Any]:
+        """What a training run updates (the ``/train`` endpoint's outputs, before states)."""
+        return [self.status, self.curves, self.memory, self.spectrum, self.spec_slider, self.spec_note, self.event_json]
+
+
+def build(lab: Lab) -> TrainUI:
+    """Lay out the Train tab (call inside ``gr.Tab``)."""
+    s = lab.default_settings()
+    preset_obj = lab.preset(s.preset)
+    lesson_banner = gr.Markdown(visible=False, elem_id="lesson-banner")
+    preset = gr.Radio(lab.preset_choices(), value=s.preset, label="1 · Pick an experiment (preset)",
+                      info="A ready-made setup: a pretrained model, new data to teach it, and settings that work. "
+                           "Then press Start.", elem_id="preset")
+    preset_info = gr.Markdown(preset_description(lab, preset_obj), elem_id="preset-info")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4, min_width=320):
+            method = gr.Radio(METHOD_CHOICES, value=s.method, label="2 · Method",
+                              info="SymLoRA: ΔW = s·Q·diag(Λ)·Qᵀ (about half of LoRA's weights). LoRA: ΔW = s·B·A. "
+                                   "Head only: train just the last layer. Full: train every weight.",
+                              elem_id="method")
+            r = gr.Slider(1, int(LIMITS["r"][1]), value=s.r, step=1, label="Rank r",
+                          info="How many directions each adapter may change. More = more weights.", elem_id="rank",
+                          visible=s.is_adapter)
+            steps = gr.Slider(1, int(LIMITS["steps"][1]), value=s.steps, step=1, label="Steps",
+                              info="How many batches to learn from. Each step is one small update.", elem_id="steps")
+            with gr.Row(equal_height=True):
+                seed = gr.Number(value=s.seed, precision=0, minimum=0, maximum=LIMITS["seed"][1], label="Seed",
+                                 info="Same seed + same settings → the same curves on this machine.",
+                                 elem_id="seed", scale=3)
+                dice = gr.Button("New seed", size="sm", scale=1, elem_id="dice")
+            with gr.Accordion("Advanced settings", open=False, elem_id="advanced") as advanced:
+                model = gr.Dropdown(list(lab.models), value=s.model, label="Pretrained model",
+                                    info="The network we start from; its weights stay frozen (except with Full).",
+                                    elem_id="model")
+                data = gr.Dropdown(lab.data_choices(s.model), value=s.data, label="Data",
+                                   info="What the model learns now (a new task it was not trained on).",
+                                   elem_id="data", allow_custom_value=True)
+                lora_alpha = gr.Number(value=s.lora_alpha, minimum=LIMITS["lora_alpha"][0], label="lora_alpha (α)",
+                                       info="The update is scaled by s = α / r, so changing r keeps its size similar.",
+                                       elem_id="alpha", visible=s.is_adapter)
+                targets = gr.CheckboxGroup([], value=[], label="Target layers",
+                                           info="Which layers get an adapter (× how many, in→out shape). SymLoRA lists "
+                                                "only square layers or whole multiples (split into square blocks).",
+                                           elem_id="targets", visible=s.is_adapter)
+                targets_text = gr.Textbox(",".join(s.targets), visible=False, label="targets",
+                                          info="Comma-separated layer kinds (e.g. attn.qkv,attn.proj); empty = the model's default.")
+                lr = gr.Number(value=s.lr, minimum=LIMITS["lr"][0], maximum=LIMITS["lr"][1], label="Learning rate",
+                               info="Step size of AdamW (warm-up, then cosine decay). Too big → the loss explodes.",
+                               elem_id="lr")
+                batch_size = gr.Number(value=s.batch_size, precision=0, minimum=1, maximum=LIMITS["batch_size"][1],
+                                       label="Batch size", info="Examples per step: bigger is smoother but slower.",
+                                       elem_id="batch")
+                device = gr.Dropdown(lab.device_choices, value="auto", label="Device",
+                                     info=lab.device_note().replace("**", ""), elem_id="device")
+            param_md = gr.Markdown(label="Parameter count", elem_id="param-count")
+            param_plot = gr.Plot(label="Trainable parameters per method", show_label=False, elem_id="param-plot")
+            with gr.Row():
+                start = gr.Button("▶ Start training", variant="primary", elem_id="start")
+                stop = gr.Button("■ Stop", variant="stop", elem_id="stop")
+                reset = gr.Button("↺ Reset", elem_id="reset")
+            status = gr.Markdown("Press **Start** to fine-tune the pretrained model. " + lab.device_note(),
+                                 label="Status", elem_id="status", min_height=60)
+        with gr.Column(scale=7, min_width=420):
+            curves = gr.Plot(plots.curves_figure([]), label="Loss and metric", show_label=False, elem_id="curves")
+            gr.Markdown(EXPLAIN_CURVES)
+            memory = gr.Plot(plots.memory_figure([]), label="Memory breakdown", show_label=False, elem_id="memory")
+            gr.Markdown(EXPLAIN_MEMORY)
+            spectrum = gr.Plot(plots.spectrum_figure(None, s.method), label="Spectrum of ΔW", show_label=False, elem_id="spectrum")
+            spec_slider = gr.Slider(0, 1, value=0, step=1, label="Training time (evaluation point)",
+                                    info="Which moment of the run the spectrum shows (0 = before training).",
+                                    interactive=False, elem_id="spec-slider")
+            spec_note = gr.Markdown(EXPLAIN_SPECTRUM, label="Spectrum note", elem_id="spec-note")
+            with gr.Accordion("Raw event (what the /train API streams)", open=False):
+                event_json = gr.JSON(label="Last event", elem_id="event-json")
+    spectra_state = gr.State({"method": s.method, "spectra": []})
+    with gr.Accordion("Share this setup · teacher link", open=False, elem_id="share") as share_box:
+        gr.Markdown("The link holds every setting and the seed: whoever opens it gets the same setup "
+                    "(and, on the same machine, the same curves). For a lesson, hide the advanced settings "
+                    "and choose which tabs and presets students see.")
+        with gr.Row():
+            lesson_on = gr.Checkbox(False, label="Lesson mode", info="Hide advanced settings in the link's page.",
+                                    elem_id="lesson-on")
+            lesson_panels = gr.CheckboxGroup([("Train", "train"), ("Compare", "compare"), ("Try", "try"), ("Learn", "learn")],
+                                             value=["train", "compare", "try", "learn"], label="Tabs to show",
+                                             info="Only these tabs appear in lesson mode.", elem_id="lesson-panels")
+            lesson_presets = gr.CheckboxGroup(lab.preset_choices(), value=[], label="Presets to offer",
+                                              info="None ticked = all presets.", elem_id="lesson-presets")
+        with gr.Row():
+            make_link = gr.Button("Make link", elem_id="make-link", scale=1)
+            link = gr.Textbox(label="Link", buttons=["copy"], interactive=False, elem_id="share-link", scale=5,
+                              info="Copy it into a chat, a slide or a worksheet.")
+    # The targets travel as text (the checkboxes' choices depend on the model, and an API
+    # client should not need them): the checkboxes write it in the browser.
+    controls = [preset, model, data, method, r, lora_alpha, targets_text, lr, steps, batch_size, seed, device]
+    assert len(controls) == len(FIELDS)
+    return TrainUI(controls, preset, preset_info, lesson_banner, model, data, method, r, lora_alpha, targets, targets_text,
+                   lr, steps, batch_size, seed, device, dice,
+                   advanced, param_md, param_plot, start, stop, reset, status, curves, memory, spectrum, spec_slider,
+                   spec_note, event_json, spectra_state, share_box, lesson_on, lesson_panels, lesson_presets,
+                   make_link, link)
+
+
+# --------------------------------------------------------------------------- helpers
+def preset_description(lab: Lab, preset: Any) -> str:
+    net = " · ⚠ needs internet" if preset.needs_internet else ""
+    return (f"**{preset.name}** — {preset.description}  \n"
+            f"<small>model `{preset.model}` · data `{preset.data}` · {preset.steps} steps{net}</small>")
+
+
+def target_choices(lab: Lab, model: str, method: str) -> list[tuple[str, str]]:
+    """(label, value) for each layer kind of ``model`` that ``method`` can adapt."""
+    bundle = lab.bases.model(model)
+    head = getattr(bundle, "head_name", None)
+    kinds = layer_kinds(bundle.model, exclude=(head,) if head else ())
+    return [(k.describe(), k.suffix) for k in kinds if method != "symlora" or k.symmetric]
+
+
+def target_update(lab: Lab, model: str, method: str, wanted: list[str] | str | None) -> dict[str, Any]:
+    """A CheckboxGroup update: choices for (model, method) and the wanted kinds that fit
+    (the model's default targets when nothing fits)."""
+    bundle = lab.bases.model(model)
+    choices = target_choices(lab, model, method)
+    allowed = {v for _, v in choices}
+    check = "lora" if method not in ("symlora", "lora") else method
+    value = [k for k in kinds_for(bundle.model, wanted, check) if k in allowed] if wanted else []
+    if not value:
+        value = [k for k in kinds_for(bundle.model, bundle.default_targets, check) if k in allowed]
+    return gr.update(choices=choices, value=value, visible=method in ("symlora", "lora"))
+
+
+def n_classes(lab: Lab, model: str, data: str) -> int | None:
+    if lab.model_task(model) != "vision":
+        return None
+    try:
+        return len(lab.bases.dataset(data, 0).classes)
+    except Exception:
+        return None
+
+
+def param_view(lab: Lab, model: str, data: str, method: str, r: float, targets: list[str]) -> tuple[str, Any]:
+    """The parameter counter: Markdown and a bar per method at these settings."""
+    try:
+        bundle = lab.bases.model(model)
+    except Exception as err:  # noqa: BLE001 — shown to the user
+        return f"⚠ {readable(err)}", plots.params_figure({}, method)
+    r = int(r)
+    head = getattr(bundle, "head_name", None)
+    classes = n_classes(lab, model, data)
+    spec = list(targets) or bundle.default_targets
+    counts: dict[str, int] = {}
+    mine = None
+    for m in ("symlora", "lora", "head-only", "full"):
+        try:
+            est = estimate(bundle.model, m, r, spec, head_name=head, n_classes=classes)
+        except ValueError as err:
+            if m == method:
+                return f"⚠ {err}", plots.params_figure(counts, method)
+            continue
+        if m != "full":
+            counts[m] = est.trainable
+        if m == method:
+            mine = est
+    if mine is None:
+        return "", plots.params_figure(counts, method)
+    label = METHOD_LABELS[method] + (f" r={r}" if method in ("symlora", "lora") else "")
+    text = (f"**{label}** trains **{mine.trainable:,}** of {mine.total:,} parameters "
+            f"(**{mine.percent:.2f} %**)")
+    if method in ("symlora", "lora"):
+        text += f": adapters {mine.adapter:,} on {len(mine.layers)} layers"
+        text += f" + new head {mine.head:,}." if mine.head else "."
+        text += "\n\n" + formula_text(mine, r)
+        other = "lora" if method == "symlora" else "symlora"
+        if counts.get(other):
+            a = mine.adapter
+            b = counts[other] - mine.head
+            if method == "symlora" and b:
+                text += f"\n\nLoRA on the same layers needs {b:,} adapter weights: SymLoRA uses **{a / b:.0%}** of that."
+            elif a:
+                text += f"\n\nSymLoRA on the same layers would need {b:,} adapter weights (**{b / a:.0%}** of LoRA's)."
+    elif method == "head-only":
+        text += ": only the new classifier head."
+    else:
+        text += ": every weight (the baseline adapters try to match)."
+    return text, plots.params_figure(counts, method)
+
+
+def spectrum_view(spectra: list, method: str, index: int | None = None) -> tuple[Any, Any]:
+    """(spectrum figure, slider update) for snapshot ``index`` (default: the latest)."""
+    if not spectra:
+        return plots.spectrum_figure(None, method), gr.update(minimum=0, maximum=1, value=0, interactive=False)
+    index = len(spectra) - 1 if index is None else max(0, min(int(index), len(spectra) - 1))
+    step, spec = spectra[index]
+    fig = plots.spectrum_figure(spec, method, step)
+    return fig, gr.update(minimum=0, maximum=max(1, len(spectra) - 1), value=index, interactive=len(spectra) > 1)
+
+
+def memory_rows(tracker_label: str, event: Any) -> list[tuple[str, dict[str, int]]]:
+    return [(tracker_label, event.memory.to_dict())]
+
+
+def add_run(runs: dict[str, SavedRun] | None, saved: SavedRun) -> dict[str, SavedRun]:
+    """The session's runs with ``saved`` added under a unique label (newest last)."""
+    runs = dict(runs or {})
+    label, i = saved.label, 2
+    while label in runs:
+        label, i = f"{saved.label} #{i}", i + 1
+    saved.label = label
+    runs[label] = saved
+    while len(runs) > MAX_RUNS_KEPT:
+        runs.pop(next(iter(runs)))
+    return runs
+
+
+def run_choices(runs: dict[str, SavedRun] | None) -> Any:
+    labels = list(reversed(list(runs or {})))
+    return gr.update(choices=["Latest run"] + labels, value="Latest run")
+
+
+# --------------------------------------------------------------------------- wiring
+@dataclass
+class Wired:
+    """What other parts of the page need from the Train tab's wiring."""
+
+    train_event: Any
+    update_params: Any
+    param_inputs: list[Any]
+    param_outputs: list[Any]
+
+
+def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
+    """Connect the Train tab's events."""
+    param_inputs = [t.model, t.data, t.method, t.r, t.targets]
+    param_outputs = [t.param_md, t.param_plot]
+
+    def update_params(model, data, method, r, targets):
+        return param_view(lab, model, data, method, r, targets)
+
+    light = dict(concurrency_id="light", concurrency_limit=4, api_visibility="private", show_progress="hidden")
+
+    def on_preset(name):
+        p = lab.preset(name)
+        s = Settings.from_preset(p)
+        try:
+            tgt = target_update(lab, s.model, s.method, p.target_modules)
+        except Exception as err:  # noqa: BLE001 — e.g. an online-only model offline
+            gr.Warning(readable(err))
+            tgt = gr.update(choices=[], value=[], visible=s.is_adapter)
+        return {
+            t.preset_info: preset_description(lab, p), t.model: s.model,
+            t.data: gr.update(choices=lab.data_choices(s.model), value=s.data), t.method: s.method,
+            t.r: gr.update(value=s.r, visible=s.is_adapter), t.lora_alpha: gr.update(value=s.lora_alpha, visible=s.is_adapter),
+            t.targets: tgt, t.lr: s.lr, t.steps: s.steps, t.batch_size: s.batch_size, t.seed: s.seed,
+        }
+
+    preset_outputs = [t.preset_info, t.model, t.data, t.method, t.r, t.lora_alpha, t.targets, t.lr,
+                      t.steps, t.batch_size, t.seed]
+    t.preset.input(on_preset, t.preset, preset_outputs, **light).then(update_params, param_inputs, param_outputs, **light)
+
+    def on_model(model, method, targets):
+        try:
+            tgt = target_update(lab, model, method, targets)
+        except Exception as err:  # noqa: BLE001
+            raise gr.Error(readable(err)) from err
+        choices = lab.data_choices(model)
+        return gr.update(choices=choices, value=choices[0] if choices else None), tgt
+
+    t.model.input(on_model, [t.model, t.method, t.targets], [t.data, t.targets], **light).then(
+        update_params, param_inputs, param_outputs, **light)
+
+    def on_method(model, method, targets):
+        adapter = method in ("symlora", "lora")
+        return target_update(lab, model, method, targets), gr.update(visible=adapter), gr.update(visible=adapter)
+
+    t.method.input(on_method, [t.model, t.method, t.targets], [t.targets, t.r, t.lora_alpha], **light).then(
+        update_params, param_inputs, param_outputs, **light)
+    for comp in (t.data, t.targets):
+        comp.input(update_params, param_inputs, param_outputs, **light)
+    t.targets.change(None, t.targets, t.targets_text, js="(v) => (v || []).join(',')", queue=False,
+                     show_progress="hidden")
+    t.r.release(update_params, param_inputs, param_outputs, **light)
+    t.dice.click(lambda: random.randint(0, 99_999), None, t.seed, **light)
+
+    # -- training ------------------------------------------------------------------
+    train_outputs = t.outputs + [t.spectra_state, runs_state, try_run]
+
+    skip_all = (gr.skip(),) * (len(train_outputs) - 1)
+
+    def produce(settings: Settings, runs: dict, session: str, flag: Any):
+        """The run as page updates (runs in the Job's worker thread)."""
+        final = None
+        label = run_label(settings)
+        try:
+            yield Update((f"Preparing **{label}** (loading the model and data)…",) + skip_all)
+            base = lab.bases.model(settings.model)
+            dataset = lab.bases.dataset(settings.data, settings.seed)
+            shown_spectra = -1
+            for event, tracker, emit in stream(settings, base=base, dataset=dataset, stop=flag, label=label):
+                if not emit:
+                    continue
+                if len(tracker.spectra) != shown_spectra or event.is_final:
+                    shown_spectra = len(tracker.spectra)
+                    spec_fig, slider = spectrum_view(tracker.spectra, settings.method)
+                else:
+                    spec_fig, slider = gr.skip(), gr.skip()
+                update = [status_line(event), plots.curves_figure([tracker.curve], event.metric_name),
+                          plots.memory_figure(memory_rows(label, event)), spec_fig, slider, gr.skip(),
+                          event.to_dict(), {"method": settings.method, "spectra": list(tracker.spectra)},
+                          gr.skip(), gr.skip()]
+                warning = None
+                if event.is_final:
+                    result = event.result
+                    bundle = getattr(result, "bundle", None)
+                    saved = SavedRun.from_result(label, settings, result, tracker.curve, tracker.spectra)
+                    if bundle is not None:
+                        lab.tuned.put(saved.run_id, bundle)
+                    lab.runs.remember(session, saved.run_id)
+                    runs = add_run(runs, saved)
+                    update[5] = EXPLAIN_SPECTRUM + "\n\n" + symmetry_note(bundle, settings.method)
+                    update[8] = runs
+                    update[9] = run_choices(runs)
+                    if event.kind == "error":
+                        warning = event.message or "the run ended with an error"
+                    final = tuple(update)
+                    lab.runs.finish(session, "train", flag, final)  # before yielding: Stop may be waiting
+                yield Update(tuple(update), warning)
+        finally:
+            lab.runs.finish(session, "train", flag, final)
+            free_memory()
+
+    def train(preset: str, model: str, data: str, method: str, r: float, lora_alpha: float, targets: str,
+              lr: float, steps: float, batch_size: float, seed: float, device: str, runs: dict,
+              request: gr.Request):
+        """Fine-tune ``model`` on ``data`` with ``method`` (symlora, lora, head-only, full) and stream the run.
+        ``targets``: comma-separated layer kinds such as ``attn.qkv,attn.proj`` (empty: the model's default)."""
+        try:
+            settings = Settings.from_values(preset, model, data, method, r, lora_alpha, targets, lr, steps,
+                                            batch_size, seed, device)
+        except (TypeError, ValueError) as err:
+            raise gr.Error(f"Invalid settings: {err}") from err
+        session = request.session_hash or "anonymous"
+        flag = lab.runs.begin(session, "train")
+        job = Job(produce(settings, runs, session, flag), flag)
+        try:
+            for update in job.relay():
+                if update.warning:
+                    gr.Warning(update.warning)
+                yield update.values
+        except Exception as err:  # noqa: BLE001 — every failure becomes a readable message in the page
+            message = err.message if isinstance(err, gr.Error) else readable(err)
+            yield (f"⚠ **The run could not go on:** {message}",) + skip_all
+            raise gr.Error(message) from err
+
+    train_event = t.start.click(
+        train, t.controls + [runs_state], train_outputs, api_name="train",
+        api_description="Fine-tune with the given settings; streams status, plots and the raw event (JSON) "
+                        "a few times a second. The last update carries the final result.",
+        concurrency_id="heavy", concurrency_limit=lab.heavy_limit, show_progress="full", show_progress_on=[t.status],
+    )
+
+    def stop(request: gr.Request):
+        session = request.session_hash or "anonymous"
+        if not lab.runs.stop(session, "train"):
+            return ("Nothing is running (a run waiting in the queue was cancelled).",) + skip_all
+        final = lab.runs.wait_final(session, "train", timeout=120)
+        return final or ("■ Stopping…",) + skip_all
+
+    t.stop.click(stop, None, train_outputs, cancels=[train_event], concurrency_limit=None,
+                 api_visibility="private", show_progress="hidden")
+
+    def on_spec_slider(index, state):
+        fig, _ = spectrum_view(state.get("spectra", []), state.get("method", "symlora"), index)
+        return fig
+
+    t.spec_slider.release(on_spec_slider, [t.spec_slider, t.spectra_state], t.spectrum, **light)
+
+    def reset(preset, request: gr.Request):
+        lab.runs.stop(request.session_hash or "anonymous")
+        out = on_preset(preset)
+        s = lab.default_settings(preset)
+        out.update({
+            t.status: "Settings reset to the preset. Press **Start** to train.",
+            t.curves: plots.curves_figure([]), t.memory: plots.memory_figure([]),
+            t.spectrum: plots.spectrum_figure(None, s.method),
+            t.spec_slider: gr.update(minimum=0, maximum=1, value=0, interactive=False),
+            t.spec_note: EXPLAIN_SPECTRUM, t.event_json: None,
+            t.spectra_state: {"method": s.method, "spectra": []}, t.device: "auto",
+        })
+        return out
+
+    reset_outputs = preset_outputs + [t.status, t.curves, t.memory, t.spectrum, t.spec_slider, t.spec_note,
+                                      t.event_json, t.spectra_state, t.device]
+    t.reset.click(reset, t.preset, reset_outputs, cancels=[train_event], api_visibility="private",
+                  concurrency_limit=None, show_progress="hidden").then(update_params, param_inputs, param_outputs, **light)
+    return Wired(train_event, update_params, param_inputs, param_outputs)

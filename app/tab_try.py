@@ -1,0 +1,307 @@
+"""The Try tab: the base model and the tuned model side by side, downloads, merge check.
+
+Vision runs: draw on a sketchpad, upload an image, or take a random test image; both
+models' top-5 classes are shown.  Text runs: a prompt, and both models' continuations.
+``/predict`` (public) classifies one image with the session's latest run.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from .analysis import adapter_downloads, merge_check
+from .errors import readable
+from .lab import Lab
+from .runner import format_metric
+from .sessions import SavedRun
+
+LATEST = "Latest run"
+CANVAS = 280
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+
+
+def example_images() -> list[str]:
+    """The shipped example pictures (``assets/examples``), digits first."""
+    if not EXAMPLES_DIR.is_dir():
+        return []
+    return [str(p) for p in sorted(EXAMPLES_DIR.glob("*.png"))]
+
+
+@dataclass
+class TryUI:
+    run: Any
+    note: Any
+    vision: Any
+    sketch: Any
+    image: Any
+    sample: Any
+    truth: Any
+    base_label: Any
+    tuned_label: Any
+    probs: Any
+    text: Any
+    prompt: Any
+    temperature: Any
+    max_tokens: Any
+    gen_seed: Any
+    generate: Any
+    base_text: Any
+    tuned_text: Any
+    downloads: Any
+    prepare: Any
+    adapter_file: Any
+    peft_file: Any
+    merge: Any
+    merge_md: Any
+
+
+def blank_canvas() -> dict[str, Any]:
+    """A black sketchpad (digits and clothes in our data are light on dark)."""
+    black = np.zeros((CANVAS, CANVAS, 3), dtype=np.uint8)
+    return {"background": black, "layers": [], "composite": black}
+
+
+def build(lab: Lab) -> TryUI:
+    """Lay out the Try tab (call inside ``gr.Tab``)."""
+    with gr.Row():
+        run = gr.Dropdown([LATEST], value=LATEST, label="Tuned model", allow_custom_value=True, elem_id="try-run",
+                          info="Which of your runs to try (your last four are kept for an hour).", scale=2)
+        note = gr.Markdown("Train a model on the **Train** tab first; until then only the base model answers.",
+                           elem_id="try-note")
+    with gr.Group(visible=True) as vision:
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                with gr.Tab("Draw", elem_id="try-draw-tab"):
+                    sketch = gr.Sketchpad(value=blank_canvas(), label="Draw here (white on black, like the data)",
+                                          canvas_size=(CANVAS, CANVAS), image_mode="RGB", type="numpy",
+                                          brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", default_size=18),
+                                          elem_id="try-sketch", layers=False)
+                with gr.Tab("Upload", elem_id="try-upload-tab"):
+                    image = gr.Image(type="numpy", image_mode="RGB", label="An image", sources=["upload", "clipboard"],
+                                     elem_id="try-image", height=300)
+                    sample = gr.Button("Random test image", elem_id="try-sample")
+                    truth = gr.Markdown(elem_id="try-truth")
+                    if example_images():
+                        gr.Examples([[p] for p in example_images()], inputs=[image], label="Examples (click one)",
+                                    examples_per_page=15)
+            with gr.Column(scale=1):
+                base_label = gr.Label(num_top_classes=5, label="Base model (pretrained, before)", elem_id="try-base")
+                tuned_label = gr.Label(num_top_classes=5, label="Tuned model (after)", elem_id="try-tuned")
+                probs = gr.JSON(visible=False, label="probabilities")  # every class, for API clients
+    with gr.Group(visible=False) as text:
+        prompt = gr.Textbox("Captain's log, stardate", label="Prompt", elem_id="try-prompt", lines=2,
+                            info="Both models continue this text.")
+        with gr.Row():
+            temperature = gr.Slider(0, 1.5, value=0.8, step=0.05, label="Temperature",
+                                    info="0 = always the most likely word; higher = more surprising.")
+            max_tokens = gr.Slider(5, 120, value=40, step=1, label="Length (tokens)", info="How much to write.")
+            gen_seed = gr.Number(0, precision=0, label="Sampling seed", info="Same seed → same text.")
+        generate = gr.Button("Generate", variant="primary", elem_id="try-generate")
+        with gr.Row():
+            base_text = gr.Textbox(label="Base model (before)", lines=5, interactive=False, elem_id="try-base-text")
+            tuned_text = gr.Textbox(label="Tuned model (after)", lines=5, interactive=False, elem_id="try-tuned-text")
+    with gr.Accordion("Take it home: downloads and the merge check", open=False) as downloads:
+        gr.Markdown("The adapter in this library's format (`adapter_config.json` + `adapter_model.safetensors`), and "
+                    "the same update exported as a **plain PEFT LoRA** that PEFT, diffusers or vLLM load as-is "
+                    "(A = Qᵀ, B = s·Q·diag(Λ)). The merge check folds ΔW into W and compares.")
+        with gr.Row():
+            prepare = gr.Button("Prepare downloads", elem_id="try-prepare")
+            merge = gr.Button("Check merge", elem_id="try-merge")
+        with gr.Row():
+            adapter_file = gr.File(label="Adapter (symlora format)", elem_id="try-adapter-file")
+            peft_file = gr.File(label="PEFT LoRA export", elem_id="try-peft-file")
+        merge_md = gr.Markdown(elem_id="try-merge-md")
+    return TryUI(run, note, vision, sketch, image, sample, truth, base_label, tuned_label, probs, text, prompt,
+                 temperature, max_tokens, gen_seed, generate, base_text, tuned_text, downloads, prepare, adapter_file,
+                 peft_file, merge, merge_md)
+
+
+# --------------------------------------------------------------------------- helpers
+def pick_run(runs: dict[str, SavedRun] | None, choice: str | None) -> SavedRun | None:
+    """The run named ``choice`` (or the newest for "Latest run" / an unknown name)."""
+    if not runs:
+        return None
+    if choice in runs:
+        return runs[choice]
+    return list(runs.values())[-1]
+
+
+def as_label(pairs: list[tuple[str, float]]) -> dict[str, float]:
+    return {label: float(p) for label, p in pairs}
+
+
+def sketch_image(value: Any) -> np.ndarray | None:
+    """The drawn picture from a Sketchpad value, or ``None`` when nothing is drawn."""
+    if value is None:
+        return None
+    img = value.get("composite") if isinstance(value, dict) else value
+    if img is None:
+        return None
+    img = np.asarray(img)
+    if img.size == 0 or int(img[..., :3].max()) == 0:
+        return None
+    return img
+
+
+def match_background(image: np.ndarray, dark: bool) -> np.ndarray:
+    """Invert a light-background picture when the model's data is light-on-dark (a photo of
+    a digit on paper), so that what the model sees resembles what it was trained on."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[-1] == 4:
+        img = img[..., :3]
+    border = np.concatenate([img[0].ravel(), img[-1].ravel(), img[:, 0].ravel(), img[:, -1].ravel()])
+    if dark and border.mean() > 127:
+        return (255 - img.astype(np.int16)).astype(np.uint8)
+    return img
+
+
+def dark_data(lab: Lab, data: str, seed: int) -> bool:
+    """Whether the dataset's images are light objects on a dark background."""
+    try:
+        images = lab.bases.dataset(data, seed).test.images[:64]
+    except Exception:  # noqa: BLE001
+        return False
+    border = images[:, 0].float().mean()
+    return bool(border < 64)
+
+
+# --------------------------------------------------------------------------- wiring
+def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, list[Any], list[Any]]:
+    """Connect the Try tab (``default_model``: the Train tab's model dropdown); returns
+    ``(fn, inputs, outputs)`` that refreshes the tab after a run."""
+    infer = dict(concurrency_id="infer", concurrency_limit=2)
+
+    def classify_both(image: Any, run: str, runs: dict, model: str):
+        """Top classes of ``image`` from the base model and from the session's tuned model
+        (``run``: "Latest run" or a run's name; ``model``: the base to use before any run)."""
+        from symlora.predict import classify
+
+        if image is None:
+            return None, None, None, "Draw, upload or sample an image first."
+        saved = pick_run(runs, run)
+        model_name = saved.settings.model if saved else model
+        try:
+            base = lab.bases.model(model_name)
+            if not hasattr(base, "labels"):
+                return None, None, None, "This run is a language model: use the prompt box."
+            dark = dark_data(lab, saved.settings.data, saved.settings.seed) if saved else True
+            image = match_background(image, dark)
+            base_out = as_label(classify(base, image, k=len(base.labels)))
+            if saved is None:
+                return base_out, None, {"base": base_out, "tuned": None}, "No tuned model yet: train one on the **Train** tab."
+            tuned = lab.tuned.get(saved, lab.bases)
+            tuned_out = as_label(classify(tuned, image, k=len(tuned.labels)))
+        except Exception as err:  # noqa: BLE001
+            raise gr.Error(readable(err)) from err
+        return (base_out, tuned_out, {"base": base_out, "tuned": tuned_out},
+                f"Tuned model: **{saved.label}** ({saved.settings.data}).")
+
+    outs = [t.base_label, t.tuned_label, t.probs, t.note]
+    t.image.change(classify_both, [t.image, t.run, runs_state, default_model], outs, api_name="predict",
+                   api_description="Classify an image with the pretrained base model and with this session's "
+                                   "tuned model (after /train): two {label, confidences} dicts and a note.",
+                   **infer)
+    t.sketch.input(lambda v, *a: classify_both(sketch_image(v), *a) if sketch_image(v) is not None else (gr.skip(),) * 4,
+                    [t.sketch, t.run, runs_state, default_model], outs, trigger_mode="always_last",
+                    api_visibility="private", show_progress="hidden", **infer)
+
+    def sample(choice: str, runs: dict, model: str):
+        saved = pick_run(runs, choice)
+        if saved is None:
+            raise gr.Error("Train a model first: the test images come from the run's data.")
+        try:
+            data = lab.bases.dataset(saved.settings.data, saved.settings.seed)
+        except Exception as err:  # noqa: BLE001
+            raise gr.Error(readable(err)) from err
+        i = random.randrange(len(data.test))
+        img = data.test.images[i].numpy()
+        img = img[..., 0] if img.shape[-1] == 1 else img
+        img = np.kron(img, np.ones((8, 8) + (() if img.ndim == 2 else (1,)), dtype=np.uint8))  # show it big
+        truth = data.test.classes[int(data.test.labels[i])]
+        return img, f"Test image #{i}: the true answer is **{truth}**."
+
+    t.sample.click(sample, [t.run, runs_state, default_model], [t.image, t.truth], api_visibility="private",
+                   **infer)  # the image's change event then classifies it
+    t.image.upload(lambda: "", None, t.truth, api_visibility="private", queue=False, show_progress="hidden")
+
+    def generate_both(prompt: str, temperature: float, max_tokens: float, seed: float, choice: str, runs: dict,
+                      model: str):
+        from symlora.predict import generate
+
+        saved = pick_run(runs, choice)
+        try:
+            base = lab.bases.model(saved.settings.model if saved else model)
+            if not hasattr(base, "tokenizer"):
+                raise gr.Error("This run classifies images: use the image tools.")
+            kw = dict(max_new_tokens=int(max_tokens), temperature=float(temperature), seed=int(seed))
+            base_out = prompt + generate(base, prompt, **kw)
+            if saved is None:
+                return base_out, "", "No tuned model yet: train one on the **Train** tab."
+            tuned = lab.tuned.get(saved, lab.bases)
+            return base_out, prompt + generate(tuned, prompt, **kw), f"Tuned model: **{saved.label}**."
+        except gr.Error:
+            raise
+        except Exception as err:  # noqa: BLE001
+            raise gr.Error(readable(err)) from err
+
+    t.generate.click(generate_both, [t.prompt, t.temperature, t.max_tokens, t.gen_seed, t.run, runs_state, default_model],
+                     [t.base_text, t.tuned_text, t.note], api_name="generate",
+                     api_description="Continue a prompt with the base and the tuned language model.", **infer)
+
+    def prepare(choice: str, runs: dict):
+        saved = pick_run(runs, choice)
+        if saved is None:
+            raise gr.Error("Train a model first.")
+        try:
+            tuned = lab.tuned.get(saved, lab.bases)
+            name = f"{saved.settings.preset}-{saved.settings.method}-r{saved.settings.r}"
+            return adapter_downloads(tuned, name)
+        except Exception as err:  # noqa: BLE001
+            raise gr.Error(readable(err)) from err
+
+    t.prepare.click(prepare, [t.run, runs_state], [t.adapter_file, t.peft_file], api_visibility="private", **infer)
+
+    def check_merge(choice: str, runs: dict, prompt: str):
+        saved = pick_run(runs, choice)
+        if saved is None:
+            raise gr.Error("Train a model first.")
+        try:
+            base = lab.bases.model(saved.settings.model)
+            tuned = lab.tuned.get(saved, lab.bases)
+            if hasattr(tuned, "preprocess"):
+                data = lab.bases.dataset(saved.settings.data, saved.settings.seed)
+                inputs = tuned.preprocess(data.test.images[:32]).cpu()
+            else:
+                inputs = tuned.encode([prompt or "Hello"], max_tokens=32)
+                inputs = {k: v.cpu() for k, v in inputs.items() if k != "labels"}
+            return merge_check(tuned, base, inputs)
+        except Exception as err:  # noqa: BLE001
+            raise gr.Error(readable(err)) from err
+
+    t.merge.click(check_merge, [t.run, runs_state, t.prompt], t.merge_md, api_visibility="private", **infer)
+
+    def on_run(choice: str, runs: dict, model: str):
+        saved = pick_run(runs, choice)
+        name = saved.settings.model if saved else model
+        is_text = lab.model_task(name) == "text"
+        if saved is None:
+            note = "Train a model on the **Train** tab first; until then only the base model answers."
+        else:
+            s = saved.summary
+            name = s["metric_name"]
+            note = (f"Trying **{saved.label}** on `{saved.settings.data}`: {name} "
+                    f"{format_metric(name, s['metric_before'])} → **{format_metric(name, s['metric_after'])}** "
+                    f"after {s['steps_done']} steps.")
+        return gr.update(visible=not is_text), gr.update(visible=is_text), note
+
+    t.run.change(on_run, [t.run, runs_state, default_model], [t.vision, t.text, t.note], api_visibility="private",
+                 show_progress="hidden")
+    default_model.change(on_run, [t.run, runs_state, default_model], [t.vision, t.text, t.note],
+                         api_visibility="private", show_progress="hidden")
+    return on_run, [t.run, runs_state, default_model], [t.vision, t.text, t.note]

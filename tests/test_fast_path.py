@@ -1,0 +1,219 @@
+"""The fused path of the adapter layers (symlora.fast) against the reference formulas.
+
+Every variant the fast path can take (dense or batched blocks, concatenated or separate
+forward and backward GEMMs) must give the reference output and the reference gradients
+of Q, Λ (or A, B) and x, for square, stacked and side layers, with and without bias.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from symlora import AdapterConfig, LoraLayer, SymLoraLayer
+from symlora.fast import fast_path_options
+from symlora.layers import reference_symlora_delta
+
+LAYOUTS = {"square": (6, 6), "stacked": (4, 12), "side": (12, 4)}  # (in, out)
+VARIANTS = [
+    dict(blocks=b, concat_forward=c, concat_backward=cb)
+    for b, c, cb in itertools.product(["dense", "batched"], ["always", "never"], [False, True])
+    if not (c == "never" and cb)
+]
+VARIANT_IDS = [f"{v['blocks']}-{'cat' if v['concat_forward'] == 'always' else 'acc'}{'-catbw' if v['concat_backward'] else ''}"
+               for v in VARIANTS]
+
+
+def make(method, layout, *, bias=True, r=2, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    n_in, n_out = LAYOUTS[layout]
+    base = nn.Linear(n_in, n_out, bias=bias).to(dtype)
+    for p in base.parameters():
+        p.requires_grad_(False)
+    cls = SymLoraLayer if method == "symlora" else LoraLayer
+    layer = cls(base, AdapterConfig(method=method, r=r, lora_alpha=3.0))
+    with torch.no_grad():  # a non-zero update everywhere (Λ and B start at zero)
+        for p in layer.adapter_parameters().values():
+            p.copy_(torch.randn_like(p) * 0.5)
+    return layer
+
+
+def reference(layer, x):
+    """(y, grads) from the textbook formula with fresh leaves, for an upstream grad g."""
+    params = {k: p.detach().clone().requires_grad_(True) for k, p in layer.adapter_parameters().items()}
+    x = x.detach().clone().requires_grad_(True)
+    base = layer.base_layer
+    if isinstance(layer, SymLoraLayer):
+        delta = reference_symlora_delta(x, params["lora_Q"], params["lora_lambda"], layer.layout, layer.k, layer.scaling)
+    else:
+        delta = layer.scaling * F.linear(F.linear(x, params["lora_A.weight"]), params["lora_B.weight"])
+    return F.linear(x, base.weight, base.bias) + delta, x, params
+
+
+def check_against_reference(layer, x, *, atol=1e-8):
+    x = x.clone().requires_grad_(True)
+    assert layer.uses_fused_path()
+    y = layer(x)
+    g = torch.randn_like(y)
+    (y * g).sum().backward()
+
+    y_ref, x_ref, params = reference(layer, x)
+    (y_ref * g).sum().backward()
+    assert y.shape == y_ref.shape and y.dtype == y_ref.dtype
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-10)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=atol)
+    for name, p in layer.adapter_parameters().items():
+        assert p.grad is not None and p.grad.shape == p.shape and p.grad.dtype == p.dtype, name
+        torch.testing.assert_close(p.grad, params[name].grad, rtol=0, atol=atol, msg=name)
+        assert params[name].grad.abs().max() > 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_symlora_fast_path_equals_reference(layout, bias, variant):
+    layer = make("symlora", layout, bias=bias, r=3)
+    x = torch.randn(2, 5, layer.in_features, dtype=torch.float64)  # (batch, tokens, features)
+    with fast_path_options(**variant):
+        check_against_reference(layer, x)
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v["blocks"] == "dense"], ids=lambda v: str(v))
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "nobias"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_lora_fast_path_equals_plain_formula(layout, bias, variant):
+    layer = make("lora", layout, bias=bias, r=3)
+    x = torch.randn(3, 4, layer.in_features, dtype=torch.float64)
+    with fast_path_options(**variant):
+        check_against_reference(layer, x)
+
+
+@pytest.mark.parametrize("method", ["symlora", "lora"])
+def test_fast_path_matches_the_plain_autograd_path(method):
+    """The switch only changes speed: same output and gradients as the plain path."""
+    layer = make(method, "stacked")
+    x = torch.randn(7, layer.in_features, dtype=torch.float64, requires_grad=True)
+    results = []
+    for enabled in (True, False):
+        layer.zero_grad()
+        x.grad = None
+        with fast_path_options(enabled=enabled):
+            assert layer.uses_fused_path() == enabled
+            y = layer(x)
+            y.pow(2).sum().backward()
+        results.append([y.detach(), x.grad.clone()] + [p.grad.clone() for p in layer.adapter_parameters().values()])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("method", ["symlora", "lora"])
+def test_input_without_grad_and_no_grad_mode(method):
+    layer = make(method, "side")
+    x = torch.randn(4, layer.in_features, dtype=torch.float64)  # the first layer: x needs no grad
+    y = layer(x)
+    y.sum().backward()
+    assert all(p.grad is not None for p in layer.adapter_parameters().values())
+    y_ref, _, _ = reference(layer, x)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), y_ref.detach(), rtol=0, atol=1e-10)
+
+
+def test_frozen_adapter_still_passes_the_input_gradient():
+    layer = make("symlora", "stacked")
+    for p in layer.adapter_parameters().values():
+        p.requires_grad_(False)
+    x = torch.randn(3, layer.in_features, dtype=torch.float64, requires_grad=True)
+    layer(x).sum().backward()
+    _, x_ref, _ = reference(layer, x)
+    y_ref, x_ref, _ = reference(layer, x)
+    y_ref.sum().backward()
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=VARIANT_IDS)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("method", ["symlora", "lora"])
+def test_bf16_autocast_dtype_and_closeness(method, layout, variant):
+    """Under CPU autocast the output has the base layer's dtype and stays close to the
+    float64 reference (bf16 precision), and the adapter gradients keep the params' dtype."""
+    layer = make(method, layout, dtype=torch.float32, r=2)
+    x = torch.randn(2, 8, layer.in_features)
+    with fast_path_options(**variant), torch.autocast("cpu", dtype=torch.bfloat16):
+        base_out = layer.base_layer(x)
+        out = layer(x)
+        out.float().sum().backward()
+    assert out.dtype == base_out.dtype == torch.bfloat16
+    y_ref, _, _ = reference(layer.double(), x.double())
+    err = (out.double() - y_ref).norm() / y_ref.norm()
+    assert err < 2e-2
+    for p in layer.adapter_parameters().values():
+        assert p.grad is not None and p.grad.dtype == p.dtype and torch.isfinite(p.grad).all()
+
+
+def test_update_is_not_rounded_into_a_bf16_weight():
+    """A small ΔW beside a large W must survive bf16: the fast path adds x·ΔWᵀ in the
+    compute dtype next to x·Wᵀ and never folds ΔW into a rounded copy of W (bf16 keeps
+    8 bits: W + ΔW with |W| = 1, |ΔW| ~ 1e-3 would round back to W)."""
+    n = 64
+    base = nn.Linear(n, n, bias=False).requires_grad_(False)
+    with torch.no_grad():
+        base.weight.fill_(1.0)
+    layer = SymLoraLayer(base, AdapterConfig(method="symlora", r=4))
+    with torch.no_grad():
+        layer.lora_lambda.fill_(1e-3)
+    # Rows of ±1 with as many + as -: x·Wᵀ is exactly 0, so y is the update alone.
+    signs = torch.tensor([1.0, -1.0]).repeat(n // 2)
+    x = torch.stack([signs[torch.randperm(n)] for _ in range(16)])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+    delta = x.double() @ layer.delta_weight().detach().double().T
+    assert delta.abs().max() > 1e-3
+    torch.testing.assert_close(y.double(), delta, rtol=2e-2, atol=1e-4)
+
+
+def test_fallbacks_keep_the_plain_formula():
+    """Active dropout, a 1×1 conv and a trained base layer take the plain path."""
+    dropped = SymLoraLayer(nn.Linear(6, 6), AdapterConfig(method="symlora", r=2, lora_dropout=0.1))
+    dropped.base_layer.requires_grad_(False)
+    assert not dropped.train().uses_fused_path()
+    assert dropped.eval().uses_fused_path()
+    conv = SymLoraLayer(nn.Conv2d(4, 12, 1), AdapterConfig(method="symlora", r=2))
+    assert not conv.uses_fused_path()
+    trained_base = LoraLayer(nn.Linear(6, 6), AdapterConfig(method="lora", r=2))
+    assert not trained_base.uses_fused_path()  # base weight still requires grad
+    x = torch.randn(3, 6)
+    trained_base(x).sum().backward()
+    assert trained_base.base_layer.weight.grad is not None
+
+
+COMPILE_VARIANTS = [VARIANTS[i] for i in (0, 1, 2, 4)]
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
+@pytest.mark.parametrize("variant", COMPILE_VARIANTS, ids=[VARIANT_IDS[i] for i in (0, 1, 2, 4)])
+@pytest.mark.parametrize("method", ["symlora", "lora"])
+def test_compiles_without_graph_breaks(method, variant, autocast):
+    """Dynamo traces forward and backward in one graph (``fullgraph=True`` fails on any
+    break), and the compiled layer computes what the eager one does (aot_eager backend:
+    no C++ toolchain needed)."""
+    torch._dynamo.reset()
+    layer = make(method, "stacked", dtype=torch.float32)
+    x = torch.randn(2, 3, layer.in_features, requires_grad=True)
+
+    def run(module):
+        layer.zero_grad()
+        x.grad = None
+        with fast_path_options(**variant), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = module(x)
+        y.float().pow(2).sum().backward()
+        return [y.detach().float(), x.grad.clone()] + [p.grad.clone() for p in layer.adapter_parameters().values()]
+
+    got = run(torch.compile(layer, backend="aot_eager", fullgraph=True))
+    want = run(layer)
+    tol = 2e-2 if autocast else 1e-5
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
