@@ -41,7 +41,9 @@ def configure_threads() -> None:
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
+    for name in ("symlora", "app"):
+        logging.getLogger(name).setLevel(logging.INFO)
     configure_threads()
     from .ui import build_demo, launch
 

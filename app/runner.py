@@ -105,13 +105,26 @@ def run_label(settings: Settings, prefix: str = "") -> str:
     return f"{prefix}{name}"
 
 
+def eval_every(settings: Settings) -> int:
+    """Evaluate as many times per run as the preset does, whatever the number of steps
+    (the preset's ``eval_every`` is tuned for its own step count)."""
+    from symlora.presets import get_preset
+
+    try:
+        preset = get_preset(settings.preset)
+        evaluations = max(1, preset.steps // max(1, preset.eval_every or preset.steps))
+    except ValueError:
+        evaluations = 4
+    return max(1, settings.steps // evaluations)
+
+
 def stream(settings: Settings, *, base: Any, dataset: Any, stop: Any, label: str,
            keep_model: bool = True) -> Iterator[tuple[Any, Tracker, bool]]:
     """Run the engine on ``settings`` and yield ``(event, tracker, emit)`` for each event."""
     from symlora.train import run
 
     tracker = Tracker(label, settings.method)
-    config = settings.to_run_config()
+    config = settings.to_run_config(eval_every=eval_every(settings))
     for event in run(config, base=base, dataset=dataset, stop=stop, keep_model=keep_model):
         emit = tracker.add(event)
         yield event, tracker, emit

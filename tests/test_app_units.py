@@ -183,3 +183,11 @@ def test_command_line_defaults_and_environment(monkeypatch):
     monkeypatch.setenv("GRADIO_SERVER_PORT", "8080")
     assert (parse_args([]).host, parse_args([]).port) == ("0.0.0.0", 8080)
     assert parse_args(["--host", "::1", "--port", "9000"]).port == 9000
+
+
+def test_runs_evaluate_as_often_as_their_preset_whatever_the_length():
+    from app.runner import eval_every
+
+    s = Settings(preset="digits", steps=100)
+    n = 100 // eval_every(s)
+    assert 20 // eval_every(s.replace(steps=20)) == n and 1000 // eval_every(s.replace(steps=1000)) == n
