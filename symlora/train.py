@@ -66,6 +66,8 @@ class RunConfig:
     seed: int | None = None
     eval_every: int | None = None
     max_tokens: int | None = None
+    image_size: int | None = None
+    eval_size: int | None = None
     device: str = "auto"
     use_rslora: bool = False
     symlora_init: str = "gaussian"
@@ -82,7 +84,7 @@ class RunConfig:
         preset = get_preset(self.preset)
         values = dataclasses.asdict(self)
         for name in ("model", "data", "method", "r", "lora_alpha", "target_modules", "lr", "steps",
-                     "batch_size", "seed", "eval_every", "max_tokens"):
+                     "batch_size", "seed", "eval_every", "max_tokens", "image_size"):
             if values[name] is None:
                 values[name] = getattr(preset, name, None)
         cfg = RunConfig(**values)
@@ -172,18 +174,19 @@ def prepare(
     without it the model is loaded.  ``dataset`` overrides the config's data by name."""
     device = device or pick_device(cfg.device)
     data = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
-    bundle = copy.deepcopy(base) if base is not None else load_model(cfg.model)
+    options = {"image_size": cfg.image_size} if cfg.image_size else {}
+    bundle = copy.deepcopy(base) if base is not None else load_model(cfg.model, **options)
     with _SEED_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if isinstance(bundle, VisionModel):
             if not isinstance(data, ImageSplits):
                 raise ValueError(f"model {bundle.name!r} classifies images but data {getattr(data, 'name', '?')!r} is text")
             bundle.reset_head(data.train.classes, seed=cfg.seed)
-            task = ImageClassification(bundle, data, device)
+            task = ImageClassification(bundle, data, device, eval_limit=cfg.eval_size or 2000)
         else:
             if not isinstance(data, TextSplits):
                 raise ValueError(f"model {bundle.name!r} is a language model but data {getattr(data, 'name', '?')!r} is images")
-            task = LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64)
+            task = LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 64)
         adapter = apply_method(bundle, cfg)
     bundle.model.to(device)
     return bundle, task, adapter
