@@ -1,0 +1,53 @@
+"""The claim benchmark's grid runner, on a 2-step, 1-seed smoke configuration."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def claim():
+    spec = importlib.util.spec_from_file_location("claim", ROOT / "bench" / "claim.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["claim"] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_smoke_grid_writes_a_well_formed_results_file(claim, tmp_path):
+    out = tmp_path / "claim.json"
+    assert claim.main(["--smoke", "--tasks", "fewshot", "--device", "cpu", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert {"meta", "summary", "runs"} <= set(results)
+    labels = {s["label"] for s in results["summary"]}
+    assert {"head-only", "full", "lora r=2", "symlora r=2"} <= labels
+    assert any(label.startswith("symlora r=3 (budget of lora r=2)") for label in labels)
+    for run in results["runs"]:
+        assert run["steps_done"] == 2 and run["metric_name"] == "accuracy"
+        assert 0.0 <= run["metric_after"] <= 1.0
+    lora = next(r for r in results["runs"] if r["label"] == "lora r=2")
+    assert all(0.0 <= f <= 1.0 for f in lora["symmetric_fraction"].values()) and lora["symmetric_fraction"]
+    table = out.with_suffix(".md").read_text()
+    assert "| fewshot | symlora r=2 |" in table
+
+
+@pytest.mark.parametrize("r", [2, 8])
+def test_equal_budget_pairing_matches_parameter_counts_within_one_percent(claim, r):
+    from symlora.data import load_dataset
+    from symlora.train import RunConfig
+    from symlora.zoo import load_model
+
+    base = load_model("fmnist-vit")
+    data = load_dataset("mnist-5k")
+    cfg = RunConfig(preset="digits", device="cpu")
+    rb, ratio = claim.budget_rank(base, cfg, r, data)
+    assert abs(ratio - 1) < 0.01
+    assert rb > r, "SymLoRA needs a higher rank for the same budget"
