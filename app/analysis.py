@@ -42,14 +42,16 @@ def symmetric_share(model: torch.nn.Module) -> tuple[float, int] | None:
     return (weighted / total, count) if total else None
 
 
-def symmetry_note(bundle: Any, method: str) -> str:
-    """A sentence on how symmetric the learned update is."""
+def symmetry_note(bundle: Any, method: str, share: tuple[float, int] | None = None) -> str:
+    """A sentence on how symmetric the learned update is (``share``: what
+    :func:`symmetric_share` gave, when the model itself is not at hand)."""
     if method == "symlora":
         return ("**SymLoRA:** every ΔW block is symmetric by construction (symmetric fraction 1.00): "
                 "the bars are *signed* eigenvalues — positive stretches a direction, negative shrinks/flips it.")
-    if method != "lora" or bundle is None:
+    if method != "lora" or (bundle is None and share is None):
         return ""
-    share = symmetric_share(bundle.model)
+    if share is None:
+        share = symmetric_share(bundle.model)
     if share is None:
         return ""
     value, blocks = share

@@ -15,6 +15,9 @@ def readable(err: BaseException) -> str:
     name = type(err).__name__
     text = str(err).strip() or name
     if name in _FRIENDLY:
+        first = text.split(" ", 1)[0]
+        if "." in first or "/" in first:  # starts with a file name: keep its case
+            return text
         return text[0].upper() + text[1:] if text else name
     log.exception("unexpected error in the app", exc_info=err)
     return f"Something went wrong ({name}: {text}). Try Reset, or another preset."

@@ -1,7 +1,8 @@
 """The app's one server-side object: caches, session runs, device facts and catalogs.
 
-A :class:`Lab` is made by ``build_demo`` and closed over by its handlers (no module
-globals), so two demos in one process (tests) never share run state.
+A :class:`Lab` is made by ``build_demo`` and closed over by its handlers, so two demos in
+one process (tests) never share run state; only the read-only pretrained models
+(:data:`app.sessions.BASES`) are shared by the whole process.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ import os
 from functools import cached_property
 from typing import Any
 
-from .sessions import Bases, Runs, TunedModels
+from .sessions import BASES, Runs, TunedModels
 from .settings import Settings
+from .userdata import UserDataCache
 
 DEFAULT_PRESET = "digits"
 
@@ -34,9 +36,10 @@ class Lab:
     """Caches and per-session state shared by every tab of one demo."""
 
     def __init__(self) -> None:
-        self.bases = Bases()
+        self.bases = BASES  # pretrained models are read-only: one copy per process (app.gpu uses it too)
         self.runs = Runs()
         self.tuned = TunedModels()
+        self.user_data = UserDataCache()
 
     # -- device --------------------------------------------------------------------
     @cached_property
@@ -58,8 +61,9 @@ class Lab:
 
     def device_note(self) -> str:
         if self.device == "cpu":
-            return ("Running on **CPU** (no GPU found): the presets are sized for it — a run takes "
-                    "seconds to a minute, and runs from different users take turns.")
+            return ("Running on **CPU** (no GPU found): the offline presets are sized for it — a run takes "
+                    "seconds to a minute, and runs from different users take turns. Presets marked "
+                    "“needs a GPU” are very slow here.")
         return f"Running on **{self.device.upper()}**."
 
     @cached_property
@@ -78,7 +82,21 @@ class Lab:
 
     def preset_choices(self, allowed: list[str] | None = None) -> list[tuple[str, str]]:
         names = [n for n in self.presets if not allowed or n in allowed] or list(self.presets)
-        return [(n + (" (needs internet)" if self.presets[n].needs_internet else ""), n) for n in names]
+        return [(n + self.preset_marks(n), n) for n in names]
+
+    def preset_marks(self, name: str) -> str:
+        """`` (needs internet)`` / `` (needs a GPU)`` after a preset's name, where that applies here."""
+        preset = self.presets[name]
+        marks = ["needs internet"] if preset.needs_internet else []
+        if self.device == "cpu" and not self.cpu_sized(preset):
+            marks.append("needs a GPU")
+        return f" ({', '.join(marks)})" if marks else ""
+
+    @staticmethod
+    def cpu_sized(preset: Any) -> bool:
+        """Whether a preset runs in about a minute on a small CPU: the offline presets are
+        tuned for one (``symlora.presets``); hub models at full resolution are not."""
+        return not preset.needs_internet or "GPU" not in preset.description
 
     def default_settings(self, preset: str | None = None) -> Settings:
         return Settings.from_preset(self.preset(preset))

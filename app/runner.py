@@ -1,13 +1,14 @@
 """Driving an engine run for a web page: throttled updates and readable status lines.
 
-:func:`stream` runs ``symlora.train.run`` in the calling thread (a Gradio generator
-handler, so Stop and a closed tab can end it) and yields ``(event, tracker, emit)``:
+:func:`stream` runs ``symlora.train.run`` through :func:`app.gpu.train_stream` in the
+calling thread (a :class:`Job` worker) and yields ``(event, tracker, emit)``:
 ``emit`` is True at most a few times a second plus at every evaluation and at the end,
 so the page gets light, regular updates however fast the steps are.
 """
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 import time
@@ -118,14 +119,23 @@ def eval_every(settings: Settings) -> int:
     return max(1, settings.steps // evaluations)
 
 
-def stream(settings: Settings, *, base: Any, dataset: Any, stop: Any, label: str,
+def stream(settings: Settings, *, stop: Any, label: str, data: Any = None,
            keep_model: bool = True) -> Iterator[tuple[Any, Tracker, bool]]:
-    """Run the engine on ``settings`` and yield ``(event, tracker, emit)`` for each event."""
-    from symlora.train import run
+    """Run ``settings`` through :func:`app.gpu.train_stream` (the ZeroGPU-ready call) and
+    yield ``(event, tracker, emit)`` for each engine event.
+
+    ``stop``: the run's :class:`~app.sessions.RunFlag` (its files carry Stop / Pause /
+    Step); ``data``: the user's own ``ImageSplits`` / ``TextSplits``, or None for the
+    settings' dataset; ``keep_model``: hand the trained model back in-process (not across
+    a ZeroGPU process boundary, where the Try tab rebuilds it from the weights)."""
+    from .gpu import ZERO_GPU, data_payload, event_from_payload, train_stream
 
     tracker = Tracker(label, settings.method)
-    config = settings.to_run_config(eval_every=eval_every(settings))
-    for event in run(config, base=base, dataset=dataset, stop=stop, keep_model=keep_model):
+    config = settings.to_run_config(eval_every=eval_every(settings)).to_dict()
+    payload = data_payload(data) if data is not None else None
+    control = getattr(stop, "path", None)
+    for item in train_stream(config, payload, control, keep_model and not ZERO_GPU):
+        event = event_from_payload(item)
         emit = tracker.add(event)
         yield event, tracker, emit
 
@@ -145,7 +155,9 @@ class Job:
         self._queue: queue.Queue = queue.Queue()
         self._producer = producer
         self.stop = stop
-        self.thread = threading.Thread(target=self._work, name=name, daemon=True)
+        # The handler's context (Gradio's request): ``spaces.GPU`` reads it in the worker.
+        context = contextvars.copy_context()
+        self.thread = threading.Thread(target=context.run, args=(self._work,), name=name, daemon=True)
         self.thread.start()
 
     def _work(self) -> None:

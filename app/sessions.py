@@ -2,8 +2,10 @@
 
 * :class:`Bases` loads each pretrained model once per process (and a few datasets).  The
   engine deep-copies the base for every run and never mutates it, so sharing is safe.
-* :class:`Runs` maps a browser session to its active runs' stop flags, so Stop and a
-  closed tab (``demo.unload``) end exactly that session's runs within one step.
+* :class:`Runs` maps a browser session to its active runs' :class:`RunFlag` s, so Stop and
+  a closed tab (``demo.unload``) end exactly that session's runs within one step.
+* :class:`RunFlag` is a stop flag that also pauses and single-steps a run, readable from
+  another process through files (what a ZeroGPU worker sees: see :mod:`app.gpu`).
 * :class:`SavedRun` is what a session keeps after a run, in ``gr.State``: CPU tensors
   (adapter/head weights) and small lists, never a live ``nn.Module``.
 * :class:`TunedModels` rebuilds the tuned model of a :class:`SavedRun` on demand
@@ -15,11 +17,15 @@ from __future__ import annotations
 import copy
 import gc
 import logging
+import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,6 +39,8 @@ PEFT_PREFIX = "base_model.model."
 MAX_KEPT_PARAMS = 30_000_000   # a run's trained weights above this are not kept in the session
 MAX_CACHED_TUNED_PARAMS = 300_000_000  # ready tuned models in all (≈ 1.2 GB: two small LMs or many ViTs)
 FINAL_TTL_S = 300  # a run's last page update is kept this long for a Stop handler
+PAUSE_LIMIT_S = 300  # a run paused longer than this is stopped (it holds a training slot)
+TEST_SAMPLE = 64  # test images a run on the user's own data keeps for the Try tab
 
 
 class Bases:
@@ -84,6 +92,96 @@ class Bases:
         return list(self._models)
 
 
+BASES = Bases()  # the process's pretrained models: shared by every demo and by app.gpu.train_stream
+
+
+class RunFlag(threading.Event):
+    """A run's stop flag, plus pause and single-step, mirrored in files under :attr:`path`.
+
+    The app sets and reads it like a ``threading.Event`` (``set()`` = stop).  The training
+    function only gets :attr:`path` (a string survives pickling into a ZeroGPU worker
+    process) and polls it with :func:`control_check` before every step.
+    """
+
+    ROOT = Path(tempfile.gettempdir()) / "symlora-lab-flags"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.path = str(self.ROOT / uuid.uuid4().hex)
+        self.closed = False
+        self.last_status = ""  # the run's latest status line (shown again when it is paused)
+
+    def _touch(self, name: str) -> None:
+        if self.closed:
+            return
+        os.makedirs(self.path, exist_ok=True)
+        Path(self.path, name).touch()
+
+    def _remove(self, name: str) -> None:
+        try:
+            os.remove(os.path.join(self.path, name))
+        except FileNotFoundError:
+            pass
+
+    def set(self) -> None:  # stop
+        super().set()
+        try:
+            self._touch("stop")
+        except OSError:  # a read-only temp dir: the in-process flag still works
+            log.warning("cannot write the stop file of %s", self.path)
+
+    def pause(self) -> None:
+        self._touch("pause")
+
+    def resume(self) -> None:
+        self._remove("pause")
+
+    def step(self) -> None:
+        """While paused: let exactly one more step run."""
+        self._touch("step")
+
+    @property
+    def paused(self) -> bool:
+        return os.path.exists(os.path.join(self.path, "pause")) and not self.is_set()
+
+    def close(self) -> None:
+        """The run is over: remove the files (idempotent)."""
+        self.closed = True
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def control_check(path: str | None, pause_limit_s: float = PAUSE_LIMIT_S):
+    """The engine's ``stop`` callable for a :class:`RunFlag` 's files: True = stop now.
+
+    Called before every step.  While the run is paused it waits here (so the training
+    thread simply sleeps) until Resume, Step (one step, then paused again), Stop, or
+    ``pause_limit_s`` (then it stops the run).
+    """
+    if not path:
+        return None
+    stop, pause, step = (os.path.join(path, name) for name in ("stop", "pause", "step"))
+
+    def check() -> bool:
+        waited_since = None
+        while True:
+            if os.path.exists(stop):
+                return True
+            if not os.path.exists(pause):
+                return False
+            try:
+                os.remove(step)
+                return False
+            except FileNotFoundError:
+                pass
+            waited_since = waited_since or time.monotonic()
+            if time.monotonic() - waited_since > pause_limit_s:
+                log.info("run paused for more than %.0f s: stopping it", pause_limit_s)
+                return True
+            time.sleep(0.05)
+
+    return check
+
+
 class Runs:
     """Stop flags of the runs each session has going, by ``(session, kind)`` where kind is
     ``"train"`` or ``"compare"``; plus the run ids a session made (to free them on close)."""
@@ -94,9 +192,9 @@ class Runs:
         self._made: dict[str, set[str]] = {}
         self._changed = threading.Condition()
 
-    def begin(self, session: str, kind: str) -> threading.Event:
+    def begin(self, session: str, kind: str) -> RunFlag:
         """Register a new run; its stop flag is returned."""
-        flag = threading.Event()
+        flag = RunFlag()
         with self._changed:
             self._active.setdefault((session, kind), set()).add(flag)
             self._finals.pop((session, kind), None)
@@ -113,6 +211,8 @@ class Runs:
                     del self._active[(session, kind)]
             if final is not None:
                 self._finals[(session, kind)] = (time.monotonic(), final)
+            if isinstance(flag, RunFlag):
+                flag.close()
             cutoff = time.monotonic() - FINAL_TTL_S  # nobody waited for these
             for key in [k for k, (t, _) in self._finals.items() if t < cutoff]:
                 del self._finals[key]
@@ -137,6 +237,11 @@ class Runs:
                 return None
             item = self._finals.pop((session, kind), None)
         return None if item is None else item[1]
+
+    def flags(self, session: str, kind: str) -> list[threading.Event]:
+        """The flags of the session's ``kind`` runs now going."""
+        with self._changed:
+            return list(self._active.get((session, kind), ()))
 
     def active(self, session: str | None = None) -> int:
         """How many runs are going (in ``session``, or in all)."""
@@ -170,15 +275,24 @@ class SavedRun:
     classes: list[str] | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     weights_kept: bool = True
+    data_name: str | None = None  # the user's own data (its file name), None for the settings' dataset
+    test_sample: Any = field(default=None, repr=False)  # a few test images of the user's data (ImageDataset)
+
+    @property
+    def data_label(self) -> str:
+        """What the run trained on, for people: ``your data “shapes.zip”`` or ``mnist-5k``."""
+        return f"your data “{self.data_name}”" if self.data_name else self.settings.data
 
     @classmethod
     def from_result(cls, label: str, settings: Settings, result: Any, curve: Curve,
-                    spectra: list[tuple[int, dict[str, list[list[float]]]]]) -> "SavedRun":
+                    spectra: list[tuple[int, dict[str, list[list[float]]]]], data_name: str | None = None,
+                    test_sample: Any = None) -> "SavedRun":
         state = {k: v.detach().to("cpu") for k, v in (result.trainable_state or {}).items()}
         kept = sum(v.numel() for v in state.values()) <= MAX_KEPT_PARAMS
         return cls(label=label, settings=settings, summary=result.summary(), curve=curve,
                    metric_name=result.metric_name, spectra=spectra, trainable_state=state if kept else {},
-                   adapter_config=result.adapter_config, classes=result.classes, weights_kept=kept)
+                   adapter_config=result.adapter_config, classes=result.classes, weights_kept=kept,
+                   data_name=data_name, test_sample=test_sample)
 
 
 def rebuild_tuned(saved: SavedRun, base: Any) -> Any:

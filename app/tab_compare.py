@@ -18,7 +18,7 @@ from .errors import readable
 from .lab import Lab
 from .params import estimate
 from .runner import Job, Update, format_metric, run_label, status_line, stream
-from .sessions import SavedRun, free_memory
+from .sessions import TEST_SAMPLE, SavedRun, free_memory
 from .settings import LIMITS, Settings
 from .tab_train import add_run, run_choices, target_choices
 
@@ -157,18 +157,21 @@ def conclusion(results: list[tuple[Settings, Any]]) -> str:
     return text + " Few steps and one seed are one sample: try more steps or another seed before concluding."
 
 
-def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: Any) -> Any:
-    """Connect the Compare tab; returns its run event."""
+def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: Any, data_inputs: list[Any]) -> Any:
+    """Connect the Compare tab; returns its run event.  ``data_inputs``: the Train tab's
+    own-data widgets (zip, text): a comparison trains on the same data as a run would."""
     outputs = c.outputs + [runs_state, try_run]
     skips = (gr.skip(),) * (len(outputs) - 1)
 
-    def produce(settings: Settings, budget: str, include_head: bool, runs: dict, session: str, flag: Any):
+    def produce(settings: Settings, budget: str, include_head: bool, runs: dict, session: str, flag: Any,
+                zip_path: Any = None, text: str = ""):
         final = None
         try:
             yield Update(("Preparing the comparison…",) + skips)
             plan_runs, how = plan(lab, settings, budget, include_head)
-            base = lab.bases.model(settings.model)
-            dataset = lab.bases.dataset(settings.data, settings.seed)
+            user = lab.user_data.resolve(lab.model_task(settings.model), zip_path, text, settings.seed)
+            if user is not None:
+                how += f" On your data “{user.name}” ({user.summary()})."
             done: list[tuple[Settings, Any]] = []
             curves: list[plots.Curve] = []
             mem_rows: list[tuple[str, dict]] = []
@@ -176,8 +179,8 @@ def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: 
             for i, s in enumerate(plan_runs):
                 if flag.is_set():
                     break
-                label = run_label(s)
-                for event, tracker, emit in stream(s, base=base, dataset=dataset, stop=flag, label=label):
+                label = run_label(s) + (f" · {user.name}" if user else "")
+                for event, tracker, emit in stream(s, data=user.splits if user else None, stop=flag, label=label):
                     if not emit:
                         continue
                     metric_name = event.metric_name
@@ -189,7 +192,9 @@ def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: 
                               gr.skip(), gr.skip(), gr.skip(), gr.skip()]
                     if event.is_final:
                         result = event.result
-                        saved = SavedRun.from_result("Compare: " + label, s, result, tracker.curve, tracker.spectra)
+                        saved = SavedRun.from_result("Compare: " + label, s, result, tracker.curve, tracker.spectra,
+                                                     data_name=user.name if user else None,
+                                                     test_sample=user.test_sample(TEST_SAMPLE) if user else None)
                         if getattr(result, "bundle", None) is not None:
                             lab.tuned.put(saved.run_id, result.bundle)
                             result.bundle = None
@@ -219,12 +224,13 @@ def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: 
 
     def compare(preset: str, model: str, data: str, method: str, r: float, lora_alpha: float, targets: str,
                 lr: float, steps: float, batch_size: float, seed: float, device: str, budget: str,
-                include_head: bool, runs: dict, request: gr.Request):
+                include_head: bool, data_zip: str | None = None, data_text: str = "", runs: dict | None = None,
+                request: gr.Request = None):
         settings = Settings.from_values(preset, model, data, method, r, lora_alpha, targets, lr, steps,
                                         batch_size, seed, device)
         session = request.session_hash or "anonymous"
         flag = lab.runs.begin(session, "compare")
-        job = Job(produce(settings, budget, include_head, runs, session, flag), flag)
+        job = Job(produce(settings, budget, include_head, runs or {}, session, flag, data_zip, data_text or ""), flag)
         try:
             for update in job.relay():
                 if update.warning:
@@ -235,7 +241,8 @@ def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: 
             yield (f"⚠ **The comparison could not go on:** {message}",) + skips
             raise gr.Error(message) from err
 
-    event = c.start.click(compare, controls + [c.budget, c.include_head, runs_state], outputs, api_name="compare",
+    event = c.start.click(compare, controls + [c.budget, c.include_head] + list(data_inputs) + [runs_state], outputs,
+                          api_name="compare",
                           api_visibility="undocumented", concurrency_id="heavy", concurrency_limit=lab.heavy_limit,
                           show_progress="full", show_progress_on=[c.status])
 

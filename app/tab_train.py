@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -19,7 +20,8 @@ from .errors import readable
 from .lab import Lab
 from .params import estimate, formula_text, kinds_for, layer_kinds
 from .runner import Job, Update, run_label, status_line, stream
-from .sessions import SavedRun, free_memory
+from .sessions import TEST_SAMPLE, SavedRun, free_memory
+from .userdata import file_path, read_text_file
 from .settings import FIELDS, LIMITS, METHOD_CHOICES, METHOD_LABELS, Settings
 
 MAX_RUNS_KEPT = 4  # per session, oldest dropped first
@@ -31,6 +33,18 @@ EXPLAIN_MEMORY = ("**Memory of one training step.** Frozen weights cost the same
                   "shrink *trainable weights, gradients and optimizer state*. Activations (what the backward pass "
                   "needs) often dominate — LoRA saves parameters, not automatically memory. *Other* is the rest of the "
                  "process's growth (temporaries, allocator slack; on a CPU it includes one-time warm-up).")
+OWN_IMAGES = ("**Teach it your own classes.** Make one folder per class, put its pictures in it, zip the folders "
+              "and upload the zip — for example `cats/1.jpg`, `cats/2.jpg`, …, `dogs/1.jpg`, … (one wrapping folder "
+              "is fine). Limits: {limits} Your pictures are read in memory for your runs only; Gradio deletes uploads "
+              "from the server within about an hour. **Clear the file** to go back to the preset's data.")
+OWN_TEXT = ("**Teach it a style.** Paste text — quotes, poems, lyrics, recipes — with the pieces separated by blank "
+            "lines or by lines holding only `%` (like Debian's fortune files), or upload a .txt file. Limits: {limits} "
+            "**Empty the box** to go back to the preset's data.")
+PAUSE_LABEL, RESUME_LABEL, STEP_LABEL = "‖ Pause", "▶ Resume", "⇥ Step"
+PAUSED = ("‖ **Paused** — **⇥ Step** trains one more step, **▶ Resume** goes on. (A run paused for 5 minutes "
+          "is stopped: others may be waiting for the trainer.)")
+SHARE_NO_UPLOADS = ("⚠ **Links cannot carry your own data.** Whoever opens this link trains on the preset's data, "
+                    "not on {name}: send them your file too.")
 EXPLAIN_SPECTRUM = ("**What the adapter learned.** Each row of the heatmap is one adapted layer (or square "
                     "block); each cell one of its r directions. For SymLoRA the values are the *signed eigenvalues* "
                     "of ΔW = s·Q·diag(Λ)·Qᵀ (red = negative); for LoRA the singular values of s·B·A. They start at "
@@ -78,6 +92,22 @@ class TrainUI:
     lesson_presets: Any
     make_link: Any
     link: Any
+    own_data: Any = None
+    own_images: Any = None
+    own_text: Any = None
+    data_zip: Any = None
+    data_text: Any = None
+    data_txt: Any = None
+    data_note: Any = None
+    user_state: Any = None
+    share_note: Any = None
+    pause: Any = None
+    step: Any = None
+
+    @property
+    def data_inputs(self) -> list[Any]:
+        """The user's own data as ``/train`` takes it: the zip, the text."""
+        return [self.data_zip, self.data_text]
 
     @property
     def outputs(self) -> list[Any]:
@@ -94,6 +124,21 @@ def build(lab: Lab) -> TrainUI:
                       info="A ready-made setup: a pretrained model, new data to teach it, and settings that work. "
                            "Then press Start.", elem_id="preset")
     preset_info = gr.Markdown(preset_description(lab, preset_obj), elem_id="preset-info")
+    vision = lab.model_task(s.model) == "vision"
+    limits = lab.user_data.limits
+    with gr.Accordion("Use your own data (optional)", open=False, elem_id="own-data") as own_data:
+        with gr.Group(visible=vision) as own_images:
+            gr.Markdown(OWN_IMAGES.format(limits=limits.zip_text()), elem_id="own-images-help", padding=True)
+            data_zip = gr.File(label="Your images: a .zip with one folder per class", file_types=[".zip"],
+                               type="filepath", elem_id="data-zip", height=120)
+        with gr.Group(visible=not vision) as own_text:
+            gr.Markdown(OWN_TEXT.format(limits=limits.text_text()), elem_id="own-text-help", padding=True)
+            data_text = gr.Textbox("", label="Your text", lines=5, max_lines=12, elem_id="data-text",
+                                   placeholder="The first quote or poem…\n\nThe second one, after a blank line…\n\n…")
+            data_txt = gr.File(label="…or upload a .txt file", file_types=[".txt"], type="filepath",
+                               elem_id="data-txt", height=90)
+    data_note = gr.Markdown(visible=False, elem_id="data-note")
+    user_state = gr.State(None)  # {"name", "kind", "classes"} of the user's data in use, or None
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=320):
             method = gr.Radio(METHOD_CHOICES, value=s.method, label="2 · Method",
@@ -139,7 +184,10 @@ def build(lab: Lab) -> TrainUI:
             with gr.Row():
                 start = gr.Button("▶ Start training", variant="primary", elem_id="start")
                 stop = gr.Button("■ Stop", variant="stop", elem_id="stop")
-                reset = gr.Button("↺ Reset", elem_id="reset")
+            with gr.Row():
+                pause = gr.Button(PAUSE_LABEL, size="sm", min_width=80, elem_id="pause")
+                step = gr.Button(STEP_LABEL, size="sm", min_width=80, elem_id="step")
+                reset = gr.Button("↺ Reset", size="sm", min_width=80, elem_id="reset")
             status = gr.Markdown("Press **Start** to fine-tune the pretrained model. " + lab.device_note(),
                                  label="Status", elem_id="status", min_height=60)
         with gr.Column(scale=7, min_width=420):
@@ -167,6 +215,7 @@ def build(lab: Lab) -> TrainUI:
                                              info="Only these tabs appear in lesson mode.", elem_id="lesson-panels")
             lesson_presets = gr.CheckboxGroup(lab.preset_choices(), value=[], label="Presets to offer",
                                               info="None ticked = all presets.", elem_id="lesson-presets")
+        share_note = gr.Markdown(visible=False, elem_id="share-note")
         with gr.Row():
             make_link = gr.Button("Make link", elem_id="make-link", scale=1)
             link = gr.Textbox(label="Link", buttons=["copy"], interactive=False, elem_id="share-link", scale=5,
@@ -179,7 +228,9 @@ def build(lab: Lab) -> TrainUI:
                    lr, steps, batch_size, seed, device, dice,
                    advanced, param_md, param_plot, start, stop, reset, status, curves, memory, spectrum, spec_slider,
                    spec_note, event_json, spectra_state, share_box, lesson_on, lesson_panels, lesson_presets,
-                   make_link, link)
+                   make_link, link, own_data=own_data, own_images=own_images, own_text=own_text, data_zip=data_zip,
+                   data_text=data_text, data_txt=data_txt, data_note=data_note, user_state=user_state,
+                   share_note=share_note, pause=pause, step=step)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -219,15 +270,17 @@ def n_classes(lab: Lab, model: str, data: str) -> int | None:
         return None
 
 
-def param_view(lab: Lab, model: str, data: str, method: str, r: float, targets: list[str]) -> tuple[str, Any]:
-    """The parameter counter: Markdown and a bar per method at these settings."""
+def param_view(lab: Lab, model: str, data: str, method: str, r: float, targets: list[str],
+               classes: int | None = None) -> tuple[str, Any]:
+    """The parameter counter: Markdown and a bar per method at these settings (``classes``:
+    the number of classes of the user's own data, when it replaces ``data``)."""
     try:
         bundle = lab.bases.model(model)
     except Exception as err:  # noqa: BLE001 — shown to the user
         return f"⚠ {readable(err)}", plots.params_figure({}, method)
     r = int(r)
     head = getattr(bundle, "head_name", None)
-    classes = n_classes(lab, model, data)
+    classes = classes or n_classes(lab, model, data)
     spec = list(targets) or bundle.default_targets
     counts: dict[str, int] = {}
     mine = None
@@ -298,6 +351,34 @@ def run_choices(runs: dict[str, SavedRun] | None) -> Any:
     return gr.update(choices=["Latest run"] + labels, value="Latest run")
 
 
+def own_data_view(lab: Lab, model: str, zip_path: Any, text: str | None, seed: Any) -> tuple:
+    """The own-data widgets for ``model``: (zip value, accordion, image group, text group,
+    data note, share-link note, user state)."""
+    task = lab.model_task(model)
+    vision = task == "vision"
+    zip_value: Any = gr.skip()
+    note, user = "", None
+    try:
+        data = lab.user_data.resolve(task, zip_path, text, int(seed or 0))
+    except ValueError as err:
+        data = None
+        if vision:
+            zip_value = None  # cleared: the next run uses the preset's data
+            gr.Warning(f"Could not use your zip: {readable(err)}")
+            note = (f"⚠ **Your zip could not be used:** {readable(err)}  \nTraining uses the preset's data until "
+                    f"you upload a zip that works.")
+        else:
+            note = f"⚠ **Your text cannot be used yet:** {readable(err)}"
+    if data is not None:
+        what = "images" if data.kind == "images" else "text"
+        note = f"**Training on your {what}: `{data.name}`** — {data.summary()}."
+        user = {"name": data.name, "kind": data.kind, "classes": data.classes}
+    label = f"Use your own data — in use: {data.name}" if data is not None else "Use your own data (optional)"
+    share = SHARE_NO_UPLOADS.format(name=f"`{data.name}`") if data is not None else ""
+    return (zip_value, gr.update(label=label), gr.update(visible=vision), gr.update(visible=not vision),
+            gr.update(value=note, visible=bool(note)), gr.update(value=share, visible=data is not None), user)
+
+
 # --------------------------------------------------------------------------- wiring
 @dataclass
 class Wired:
@@ -307,17 +388,56 @@ class Wired:
     update_params: Any
     param_inputs: list[Any]
     param_outputs: list[Any]
+    data_view: Any = None
+    data_view_inputs: list[Any] | None = None
+    data_outputs: list[Any] | None = None
 
 
 def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
     """Connect the Train tab's events."""
-    param_inputs = [t.model, t.data, t.method, t.r, t.targets]
+    param_inputs = [t.model, t.data, t.method, t.r, t.targets, t.user_state]
     param_outputs = [t.param_md, t.param_plot]
 
-    def update_params(model, data, method, r, targets):
-        return param_view(lab, model, data, method, r, targets)
+    def update_params(model, data, method, r, targets, user=None):
+        classes = len(user["classes"]) if user and user.get("classes") else None
+        return param_view(lab, model, data, method, r, targets, classes)
 
     light = dict(concurrency_id="light", concurrency_limit=4, api_visibility="private", show_progress="hidden")
+
+    # -- the user's own data -------------------------------------------------------------
+    data_cfg = dict(concurrency_id="userdata", concurrency_limit=2, api_visibility="private", show_progress="hidden")
+    data_view_inputs = [t.model, t.data_zip, t.data_text, t.seed]
+    data_outputs = [t.data_zip, t.own_data, t.own_images, t.own_text, t.data_note, t.share_note, t.user_state]
+
+    def data_view(model, zip_path, text, seed):
+        """Which upload fits the model, and what data a run will use (a bad zip is
+        cleared with a warning, so the next run uses the preset's data)."""
+        return own_data_view(lab, model, zip_path, text, seed)
+
+    def after_data(event):
+        return event.then(data_view, data_view_inputs, data_outputs, **data_cfg).then(
+            update_params, param_inputs, param_outputs, **light)
+
+    after_data(t.data_zip.upload(lambda: gr.update(value="Checking your zip…", visible=True), None, t.data_note,
+                                 queue=False, show_progress="hidden", api_visibility="private"))
+    t.data_zip.clear(data_view, data_view_inputs, data_outputs, **data_cfg).then(
+        update_params, param_inputs, param_outputs, **light)
+    t.data_text.change(data_view, data_view_inputs, data_outputs, trigger_mode="always_last", **data_cfg).then(
+        update_params, param_inputs, param_outputs, **light)
+
+    def on_txt(path):
+        """A .txt upload goes into the text box (where the user sees and can edit it)."""
+        if not path:
+            return gr.skip(), gr.skip()
+        try:
+            text = read_text_file(file_path(path), lab.user_data.limits.text_file_bytes)
+            lab.user_data.text(text)  # the same checks as a run: empty, one piece only, too long
+        except ValueError as err:
+            gr.Warning(f"Could not use {Path(file_path(path)).name}: {readable(err)}")
+            return None, gr.skip()
+        return None, text
+
+    t.data_txt.upload(on_txt, t.data_txt, [t.data_txt, t.data_text], **data_cfg)
 
     def on_preset(name):
         p = lab.preset(name)
@@ -336,7 +456,7 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
 
     preset_outputs = [t.preset_info, t.model, t.data, t.method, t.r, t.lora_alpha, t.targets, t.lr,
                       t.steps, t.batch_size, t.seed]
-    t.preset.input(on_preset, t.preset, preset_outputs, **light).then(update_params, param_inputs, param_outputs, **light)
+    after_data(t.preset.input(on_preset, t.preset, preset_outputs, **light))
 
     def on_model(model, method, targets):
         try:
@@ -346,8 +466,7 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         choices = lab.data_choices(model)
         return gr.update(choices=choices, value=choices[0] if choices else None), tgt
 
-    t.model.input(on_model, [t.model, t.method, t.targets], [t.data, t.targets], **light).then(
-        update_params, param_inputs, param_outputs, **light)
+    after_data(t.model.input(on_model, [t.model, t.method, t.targets], [t.data, t.targets], **light))
 
     def on_method(model, method, targets):
         adapter = method in ("symlora", "lora")
@@ -367,24 +486,31 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
 
     skip_all = (gr.skip(),) * (len(train_outputs) - 1)
 
-    def produce(settings: Settings, runs: dict, session: str, flag: Any):
+    def produce(settings: Settings, runs: dict, session: str, flag: Any, zip_path: Any = None, text: str = ""):
         """The run as page updates (runs in the Job's worker thread)."""
         final = None
         label = run_label(settings)
         try:
             yield Update((f"Preparing **{label}** (loading the model and data)…",) + skip_all)
-            base = lab.bases.model(settings.model)
-            dataset = lab.bases.dataset(settings.data, settings.seed)
+            user = lab.user_data.resolve(lab.model_task(settings.model), zip_path, text, settings.seed)
+            who = ""
+            if user is not None:
+                label = f"{label} · {user.name}"
+                who = f"your data “{user.name}”"
+                yield Update((f"Preparing **{label}** on your data ({user.summary()})…",) + skip_all)
             shown_spectra = -1
-            for event, tracker, emit in stream(settings, base=base, dataset=dataset, stop=flag, label=label):
-                if not emit:
+            for event, tracker, emit in stream(settings, data=user.splits if user else None, stop=flag, label=label):
+                if not emit and not flag.paused:
                     continue
                 if len(tracker.spectra) != shown_spectra or event.is_final:
                     shown_spectra = len(tracker.spectra)
                     spec_fig, slider = spectrum_view(tracker.spectra, settings.method)
                 else:
                     spec_fig, slider = gr.skip(), gr.skip()
-                update = [status_line(event), plots.curves_figure([tracker.curve], event.metric_name),
+                status = flag.last_status = status_line(event, who)
+                if flag.paused and not event.is_final:
+                    status = PAUSED + "  \n" + status
+                update = [status, plots.curves_figure([tracker.curve], event.metric_name),
                           plots.memory_figure(memory_rows(label, event)), spec_fig, slider, gr.skip(),
                           event.to_dict(), {"method": settings.method, "spectra": list(tracker.spectra)},
                           gr.skip(), gr.skip()]
@@ -392,12 +518,16 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
                 if event.is_final:
                     result = event.result
                     bundle = getattr(result, "bundle", None)
-                    saved = SavedRun.from_result(label, settings, result, tracker.curve, tracker.spectra)
+                    saved = SavedRun.from_result(label, settings, result, tracker.curve, tracker.spectra,
+                                                 data_name=user.name if user else None,
+                                                 test_sample=user.test_sample(TEST_SAMPLE) if user else None)
                     if bundle is not None:
                         lab.tuned.put(saved.run_id, bundle)
+                        result.bundle = None
                     lab.runs.remember(session, saved.run_id)
                     runs = add_run(runs, saved)
-                    update[5] = EXPLAIN_SPECTRUM + "\n\n" + symmetry_note(bundle, settings.method)
+                    update[5] = EXPLAIN_SPECTRUM + "\n\n" + symmetry_note(bundle, settings.method,
+                                                                           getattr(result, "symmetry", None))
                     update[8] = runs
                     update[9] = run_choices(runs)
                     if event.kind == "error":
@@ -410,18 +540,20 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
             free_memory()
 
     def train(preset: str, model: str, data: str, method: str, r: float, lora_alpha: float, targets: str,
-              lr: float, steps: float, batch_size: float, seed: float, device: str, runs: dict,
-              request: gr.Request):
+              lr: float, steps: float, batch_size: float, seed: float, device: str, data_zip: str | None = None,
+              data_text: str = "", runs: dict | None = None, request: gr.Request = None):
         """Fine-tune ``model`` on ``data`` with ``method`` (symlora, lora, head-only, full) and stream the run.
-        ``targets``: comma-separated layer kinds such as ``attn.qkv,attn.proj`` (empty: the model's default)."""
+        ``targets``: comma-separated layer kinds such as ``attn.qkv,attn.proj`` (empty: the model's default).
+        Your own data replaces ``data``: ``data_zip`` (image models) is a .zip with one folder of images per
+        class; ``data_text`` (language models) is text whose pieces are separated by blank lines or ``%`` lines."""
         try:
             settings = Settings.from_values(preset, model, data, method, r, lora_alpha, targets, lr, steps,
                                             batch_size, seed, device)
         except (TypeError, ValueError) as err:
             raise gr.Error(f"Invalid settings: {err}") from err
-        session = request.session_hash or "anonymous"
+        session = (request.session_hash if request is not None else None) or "anonymous"
         flag = lab.runs.begin(session, "train")
-        job = Job(produce(settings, runs, session, flag), flag)
+        job = Job(produce(settings, runs or {}, session, flag, data_zip, data_text or ""), flag)
         try:
             for update in job.relay():
                 if update.warning:
@@ -433,7 +565,7 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
             raise gr.Error(message) from err
 
     train_event = t.start.click(
-        train, t.controls + [runs_state], train_outputs, api_name="train",
+        train, t.controls + t.data_inputs + [runs_state], train_outputs, api_name="train",
         api_description="Fine-tune with the given settings; streams status, plots and the raw event (JSON) "
                         "a few times a second. The last update carries the final result.",
         concurrency_id="heavy", concurrency_limit=lab.heavy_limit, show_progress="full", show_progress_on=[t.status],
@@ -447,7 +579,38 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         return final or ("■ Stopping…",) + skip_all
 
     t.stop.click(stop, None, train_outputs, cancels=[train_event], concurrency_limit=None,
-                 api_visibility="private", show_progress="hidden")
+                 api_visibility="private", show_progress="hidden").then(
+        lambda: PAUSE_LABEL, None, t.pause, queue=False, show_progress="hidden", api_visibility="private")
+
+    # -- pause / resume / step (the run waits before its next step; Stop still ends it) ----
+    def running_flag(request: gr.Request):
+        flags = lab.runs.flags(request.session_hash or "anonymous", "train")
+        return flags[-1] if flags else None
+
+    def pause(request: gr.Request):
+        flag = running_flag(request)
+        if flag is None or not hasattr(flag, "pause"):
+            return PAUSE_LABEL, "Nothing is running: press **Start** first."
+        if flag.paused:
+            flag.resume()
+            return PAUSE_LABEL, flag.last_status or gr.skip()
+        flag.pause()
+        return RESUME_LABEL, PAUSED + "  \n" + flag.last_status
+
+    def step(request: gr.Request):
+        flag = running_flag(request)
+        if flag is None or not hasattr(flag, "step"):
+            return PAUSE_LABEL, f"Nothing is running: press **Start**, then **{PAUSE_LABEL}** and **{STEP_LABEL}** through it."
+        if not flag.paused:  # first press: stop where it is, the next ones step
+            flag.pause()
+            return RESUME_LABEL, PAUSED + "  \n" + flag.last_status
+        flag.step()
+        return gr.skip(), gr.skip()
+
+    control = dict(queue=False, api_visibility="private", show_progress="hidden")
+    t.pause.click(pause, None, [t.pause, t.status], **control)
+    t.step.click(step, None, [t.pause, t.status], **control)
+    t.start.click(lambda: PAUSE_LABEL, None, t.pause, **control)
 
     def on_spec_slider(index, state):
         fig, _ = spectrum_view(state.get("spectra", []), state.get("method", "symlora"), index)
@@ -465,12 +628,12 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
             t.spectrum: plots.spectrum_figure(None, s.method),
             t.spec_slider: gr.update(minimum=0, maximum=1, value=0, interactive=False),
             t.spec_note: EXPLAIN_SPECTRUM, t.event_json: None,
-            t.spectra_state: {"method": s.method, "spectra": []}, t.device: "auto",
+            t.spectra_state: {"method": s.method, "spectra": []}, t.device: "auto", t.pause: PAUSE_LABEL,
         })
         return out
 
     reset_outputs = preset_outputs + [t.status, t.curves, t.memory, t.spectrum, t.spec_slider, t.spec_note,
-                                      t.event_json, t.spectra_state, t.device]
-    t.reset.click(reset, t.preset, reset_outputs, cancels=[train_event], api_visibility="private",
-                  concurrency_limit=None, show_progress="hidden").then(update_params, param_inputs, param_outputs, **light)
-    return Wired(train_event, update_params, param_inputs, param_outputs)
+                                      t.event_json, t.spectra_state, t.device, t.pause]
+    after_data(t.reset.click(reset, t.preset, reset_outputs, cancels=[train_event], api_visibility="private",
+                             concurrency_limit=None, show_progress="hidden"))
+    return Wired(train_event, update_params, param_inputs, param_outputs, data_view, data_view_inputs, data_outputs)

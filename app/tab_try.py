@@ -161,10 +161,18 @@ def match_background(image: np.ndarray, dark: bool) -> np.ndarray:
     return img
 
 
-def dark_data(lab: Lab, data: str, seed: int) -> bool:
-    """Whether the dataset's images are light objects on a dark background."""
+def test_images(lab: Lab, saved: SavedRun) -> Any:
+    """The test set a run was measured on (an ``ImageDataset``): a sample of the user's own
+    images when it trained on them, else its dataset's test split."""
+    if saved.test_sample is not None:
+        return saved.test_sample
+    return lab.bases.dataset(saved.settings.data, saved.settings.seed).test
+
+
+def dark_data(lab: Lab, saved: SavedRun) -> bool:
+    """Whether the run's images are light objects on a dark background."""
     try:
-        images = lab.bases.dataset(data, seed).test.images[:64]
+        images = test_images(lab, saved).images[:64]
     except Exception:  # noqa: BLE001
         return False
     border = images[:, 0].float().mean()
@@ -190,7 +198,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
             base = lab.bases.model(model_name)
             if not hasattr(base, "labels"):
                 return None, None, None, "This run is a language model: use the prompt box."
-            dark = dark_data(lab, saved.settings.data, saved.settings.seed) if saved else True
+            dark = dark_data(lab, saved) if saved else True
             image = match_background(image, dark)
             base_out = as_label(classify(base, image, k=len(base.labels)))
             if saved is None:
@@ -200,7 +208,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         except Exception as err:  # noqa: BLE001
             raise gr.Error(readable(err)) from err
         return (base_out, tuned_out, {"base": base_out, "tuned": tuned_out},
-                f"Tuned model: **{saved.label}** ({saved.settings.data}).")
+                f"Tuned model: **{saved.label}** (trained on {saved.data_label}).")
 
     outs = [t.base_label, t.tuned_label, t.probs, t.note]
     t.image.change(classify_both, [t.image, t.run, runs_state, default_model], outs, api_name="predict",
@@ -216,15 +224,18 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         if saved is None:
             raise gr.Error("Train a model first: the test images come from the run's data.")
         try:
-            data = lab.bases.dataset(saved.settings.data, saved.settings.seed)
+            test = test_images(lab, saved)
         except Exception as err:  # noqa: BLE001
             raise gr.Error(readable(err)) from err
-        i = random.randrange(len(data.test))
-        img = data.test.images[i].numpy()
+        if not hasattr(test, "images"):
+            raise gr.Error("This run is a language model: use the prompt box.")
+        i = random.randrange(len(test))
+        img = test.images[i].numpy()
         img = img[..., 0] if img.shape[-1] == 1 else img
-        img = np.kron(img, np.ones((8, 8) + (() if img.ndim == 2 else (1,)), dtype=np.uint8))  # show it big
-        truth = data.test.classes[int(data.test.labels[i])]
-        return img, f"Test image #{i}: the true answer is **{truth}**."
+        zoom = max(1, 224 // img.shape[0])  # show it big
+        img = np.kron(img, np.ones((zoom, zoom) + (() if img.ndim == 2 else (1,)), dtype=np.uint8))
+        truth = test.classes[int(test.labels[i])]
+        return img, f"Test image #{i} of {saved.data_label}: the true answer is **{truth}**."
 
     t.sample.click(sample, [t.run, runs_state, default_model], [t.image, t.truth], api_visibility="private",
                    **infer)  # the image's change event then classifies it
@@ -275,8 +286,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
             base = lab.bases.model(saved.settings.model)
             tuned = lab.tuned.get(saved, lab.bases)
             if hasattr(tuned, "preprocess"):
-                data = lab.bases.dataset(saved.settings.data, saved.settings.seed)
-                inputs = tuned.preprocess(data.test.images[:32]).cpu()
+                inputs = tuned.preprocess(test_images(lab, saved).images[:32]).cpu()
             else:
                 inputs = tuned.encode([prompt or "Hello"], max_tokens=32)
                 inputs = {k: v.cpu() for k, v in inputs.items() if k != "labels"}
@@ -295,7 +305,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         else:
             s = saved.summary
             name = s["metric_name"]
-            note = (f"Trying **{saved.label}** on `{saved.settings.data}`: {name} "
+            note = (f"Trying **{saved.label}**, trained on {saved.data_label}: {name} "
                     f"{format_metric(name, s['metric_before'])} → **{format_metric(name, s['metric_after'])}** "
                     f"after {s['steps_done']} steps.")
         return gr.update(visible=not is_text), gr.update(visible=is_text), note

@@ -46,6 +46,7 @@ HIDE_TABS_JS = """(panels) => {
   setTimeout(apply, 300);
   setTimeout(apply, 1500);
 }"""
+MAX_UPLOAD = "50mb"  # any upload (Gradio's own check); own-data zips have a lower limit (app.userdata.Limits)
 RUN_TTL_S = 3600  # a session's kept runs (CPU tensors) live this long after their last update
 
 
@@ -56,7 +57,8 @@ def launch_options() -> dict[str, Any]:
 
 def launch(demo: gr.Blocks, **kwargs: Any):
     """``demo.launch`` with the app's look; ``kwargs`` override (host, port, ...)."""
-    options = launch_options() | {"footer_links": ["api", "gradio"], "allowed_paths": [str(tab_try.EXAMPLES_DIR)]}
+    options = launch_options() | {"footer_links": ["api", "gradio"], "allowed_paths": [str(tab_try.EXAMPLES_DIR)],
+                                  "max_file_size": MAX_UPLOAD}
     options.update(kwargs)
     return demo.launch(**options)
 
@@ -82,7 +84,7 @@ def build_demo(lab: Lab | None = None) -> gr.Blocks:
         tab_of = {"train": tab_t, "compare": tab_c, "try": tab_y, "learn": tab_l}
 
         wired = tab_train.wire(lab, t, runs_state, y.run)
-        compare_event = tab_compare.wire(lab, c, t.controls, runs_state, y.run)
+        compare_event = tab_compare.wire(lab, c, t.controls, runs_state, y.run, t.data_inputs)
         refresh_try = tab_try.wire(lab, y, runs_state, t.model)
         for event in (wired.train_event, compare_event):
             event.then(*refresh_try, api_visibility="private", show_progress="hidden")
@@ -193,8 +195,9 @@ def wire_load(demo: gr.Blocks, lab: Lab, t: tab_train.TrainUI, tabs: Any, tab_of
 
     loaded = demo.load(on_load, None, outputs, api_visibility="private", show_progress="hidden")
     loaded.then(None, panels_box, None, js=HIDE_TABS_JS, queue=False, show_progress="hidden")
-    loaded.then(wired.update_params, wired.param_inputs, wired.param_outputs, api_visibility="private",
-                show_progress="hidden")
+    loaded.then(wired.data_view, wired.data_view_inputs, wired.data_outputs, api_visibility="private",
+                show_progress="hidden").then(wired.update_params, wired.param_inputs, wired.param_outputs,
+                                             api_visibility="private", show_progress="hidden")
 
 
 __all__ = ["build_demo", "launch", "launch_options"]

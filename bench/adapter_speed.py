@@ -55,6 +55,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no-concat": dict(concat_forward="never"),
     "concat-bw": dict(concat_backward=True),
 }
+# which variants --variants runs for which method (blocks exist for SymLoRA only)
+VARIANT_METHODS = {"plain": ("symlora", "lora"), "batched-blocks": ("symlora",), "dense-blocks": ("symlora",),
+                   "no-concat": ("symlora", "lora"), "concat-bw": ("symlora", "lora")}
 
 
 def log(msg: str) -> None:
@@ -189,7 +192,10 @@ class Trial:
         self.device = device
         self.options = VARIANTS.get(variant, {})
         self.times: list[float] = []
+        self.host_times: list[float] = []
         self.peak: int | None = None
+        self.gc_collections: int | None = None
+        self.profile: dict[str, Any] | None = None
         torch.manual_seed(0)
         with torch.device(device):
             model = work.build()
@@ -227,7 +233,37 @@ class Trial:
 
     def result(self) -> dict[str, Any]:
         return dict(phase=self.phase, step_ms=statistics.median(self.times), step_ms_min=min(self.times),
-                    peak_mem_bytes=self.peak, trainable_params=sum(p.numel() for p in self.params))
+                    peak_mem_bytes=self.peak, trainable_params=sum(p.numel() for p in self.params),
+                    host_ms=statistics.median(self.host_times) if self.host_times else None,
+                    gc_collections=self.gc_collections, times_ms=[round(t, 3) for t in self.times],
+                    profile=self.profile)
+
+    def profile_steps(self, steps: int = 3, top: int = 12) -> None:
+        """Kernel time per step under torch.profiler: GPU busy time, kernel count and the
+        kernels that take longest — where the time over the floor goes."""
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.device.type == "cuda" else [])
+        synchronize(self.device)
+        t0 = time.perf_counter()
+        with profile(activities=activities) as prof:
+            for _ in range(steps):
+                self.step()
+            synchronize(self.device)
+        wall = (time.perf_counter() - t0) * 1e3 / steps
+        kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"] if self.device.type == "cuda" \
+            else []
+        busy = sum(e.self_device_time_total for e in kernels) / 1e3 / steps
+        count = sum(e.count for e in kernels) / steps
+        top_rows = sorted(kernels, key=lambda e: -e.self_device_time_total)[:top]
+        self.profile = dict(
+            wall_ms_per_step=wall, gpu_busy_ms_per_step=busy, kernels_per_step=count,
+            top=[dict(name=e.key[:90], ms_per_step=e.self_device_time_total / 1e3 / steps, calls=e.count / steps)
+                 for e in top_rows],
+        )
+        log(f"  profile {self.label}: wall {wall:.2f} ms/step, GPU busy {busy:.2f} ms, {count:.0f} kernels")
+        for row in self.profile["top"]:
+            log(f"    {row['ms_per_step']:7.3f} ms  ×{row['calls']:5.1f}  {row['name']}")
 
 
 def measure_alone(trial: Trial, warmup: int, steps: int) -> None:
@@ -237,16 +273,21 @@ def measure_alone(trial: Trial, warmup: int, steps: int) -> None:
     for _ in range(warmup):
         trial.step()
     synchronize(device)
+    gc.collect()
+    gc_before = sum(g["collections"] for g in gc.get_stats())
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(steps)]
         for start, end in events:
             start.record()
+            t0 = time.perf_counter()
             trial.step()
+            trial.host_times.append((time.perf_counter() - t0) * 1e3)  # issuing only: no sync
             end.record()
         synchronize(device)
         trial.times = [a.elapsed_time(b) for a, b in events]
         trial.peak = torch.cuda.max_memory_allocated(device)
+        trial.gc_collections = sum(g["collections"] for g in gc.get_stats()) - gc_before
         return
     for _ in range(steps):
         t0 = clock()
@@ -304,7 +345,7 @@ def fmt(v: float | None, spec: str) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = []
     head = f"{'model':<16} {'phase':<5} {'method':<15} {'variant':<15} {'compiled':<8} {'step ms':>8} " \
-           f"{'×floor':>7} {'×PEFT':>7} {'peak MiB':>9} {'Δ floor':>8} {'trainable':>11}"
+           f"{'×floor':>7} {'×PEFT':>7} {'peak MiB':>9} {'Δ floor':>8} {'trainable':>11} {'min ms':>7} {'host ms':>7}"
     lines.append(head)
     lines.append("-" * len(head))
     for row in rows:
@@ -316,7 +357,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{row['model']:<16} {row['phase']:<5} {row['method']:<15} {row['variant']:<15} "
             f"{'yes' if row['compiled'] else 'no':<8} {row['step_ms']:>8.2f} {fmt(row['ratio_to_floor'], '.3f'):>7} "
             f"{fmt(row['ratio_to_peft'], '.3f'):>7} {fmt(peak / 2**20 if peak else None, '.0f'):>9} "
-            f"{fmt(delta, '+.0f'):>8} {row['trainable_params']:>11,}"
+            f"{fmt(delta, '+.0f'):>8} {row['trainable_params']:>11,} {fmt(row.get('step_ms_min'), '.2f'):>7} "
+            f"{fmt(row.get('host_ms'), '.2f'):>7}"
         )
     return "\n".join(lines)
 
@@ -354,8 +396,13 @@ def goals(rows: list[dict[str, Any]]) -> str:
 
 
 def report(rows: list[dict[str, Any]]) -> str:
+    order = {m: i for i, m in enumerate(METHODS + ("base", "symlora-merged"))}
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    rows = sorted(rows, key=lambda r: (models.index(r["model"]), r["phase"] != "train", r["compiled"],
+                                       r["variant"] != "default", order.get(r["method"], 99)))
     meta = rows[0] if rows else {}
-    header = f"device: {meta.get('device', '?')}, torch {meta.get('torch', '?')}, dtype {meta.get('dtype', '?')}, " \
+    header = f"device: {meta.get('device', '?')}, torch {meta.get('torch', '?')} ({meta.get('versions', '?')}), " \
+             f"dtype {meta.get('dtype', '?')}, " \
              f"median of {meta.get('steps', '?')} steps after {meta.get('warmup', '?')} warm-up " \
              f"({meta.get('timing', '?')}), r = {meta.get('r', '?')}"
     return f"{header}\n{table(rows)}\n\ngoals:\n{goals(rows)}"
@@ -378,7 +425,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None, help="timed steps (30 on a GPU, 20 on a CPU)")
     p.add_argument("--warmup", type=int, default=None, help="warm-up steps (10 on a GPU, 3 on a CPU)")
     p.add_argument("--tiny", action="store_true", help="tiny models, for smoke tests")
-    p.add_argument("--variants", action="store_true", help="add eager rows for the fast path's alternatives")
+    p.add_argument("--variants", nargs="?", const=",".join(VARIANTS), default="",
+                   help=f"add eager rows for the fast path's alternatives (comma list of {', '.join(VARIANTS)}; "
+                        "all when given without a list)")
+    p.add_argument("--compiled-variants", default="", help="like --variants, compiled (each one compile more)")
+    p.add_argument("--models-variants", default=None, help="restrict variant rows to these models (comma list)")
     p.add_argument("--no-infer", action="store_true", help="skip the merged-inference rows")
     p.add_argument("--interleave", choices=["auto", "yes", "no"], default="auto",
                    help="time all configurations of a model in alternating rounds (auto: on a CPU, whose "
@@ -386,6 +437,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="CPU timings: wall time, or process CPU time (robust on a shared machine)")
+    p.add_argument("--profile", default="", help="comma list of methods whose default rows also get a "
+                   "torch.profiler kernel summary (GPU busy time, kernel count, top kernels)")
     p.add_argument("--budget-s", type=float, default=None, help="skip configurations once this many seconds passed")
     p.add_argument("--out", default=None, help="also write the JSON here after every configuration")
     p.add_argument("--json", action="store_true", help="print JSON (one object per configuration) instead of the table")
@@ -413,29 +466,44 @@ def main(argv: list[str] | None = None) -> None:
     compile_modes = {"auto": [False, True] if gpu else [False], "yes": [False, True], "no": [False], "only": [True]}[
         args.compile]
 
-    # Order: eager rows, merged inference, variants, compiled rows, compiled full FT last
-    # (the slowest compile and the least interesting row): --budget-s cuts from the end.
-    plan: list[tuple[Workload, str, str, bool, str]] = []  # (work, method, variant, compiled, phase)
+    # Order (--budget-s cuts from the end): eager rows; compiled floor, PEFT and SymLoRA;
+    # merged inference; variants; compiled LoRA; compiled full fine-tuning (the slowest
+    # compile and the least interesting row).
     works = workloads(names, args.tiny, args.batch)
+    ranked: list[tuple[int, tuple[Workload, str, str, bool, str]]] = []
     for compiled in compile_modes:
         for work in works:
             for method in methods:
                 if compiled and method == "full" and args.compile_full == "no":
                     continue
-                plan.append((work, method, "default", compiled, "train"))
+                rank = 0 if not compiled else {"lora": 4, "full": 5}.get(method, 1)
+                ranked.append((rank, (work, method, "default", compiled, "train")))
     if not args.no_infer:
         for work in works:
-            plan += [(work, "base", "default", False, "infer"), (work, "symlora-merged", "default", False, "infer")]
+            ranked += [(2, (work, "base", "default", False, "infer")),
+                       (2, (work, "symlora-merged", "default", False, "infer"))]
+    variant_works = [w for w in works if args.models_variants is None
+                     or any(w.name.startswith(m) for m in args.models_variants.split(","))]
     if args.variants:
-        for work in works:
-            for name in VARIANTS:
-                for method in ("symlora", "lora"):
+        for work in variant_works:
+            for name in args.variants.split(","):
+                for method in VARIANT_METHODS[name]:
                     if method in methods:
-                        plan.append((work, method, name, False, "train"))
-    plan.sort(key=lambda c: (c[3], c[3] and c[1] == "full"))
+                        ranked.append((3, (work, method, name, False, "train")))
+    if args.compiled_variants and any(compile_modes):
+        for work in variant_works:
+            for name in args.compiled_variants.split(","):
+                if "symlora" in methods:  # compiles are expensive: SymLoRA only
+                    ranked.append((3, (work, "symlora", name, True, "train")))
+    plan = [cfg for _, cfg in sorted(ranked, key=lambda rc: rc[0])]
+
+    import peft
+    import timm
+    import transformers
 
     meta = dict(device=torch.cuda.get_device_name(device) if gpu else f"cpu ({torch.get_num_threads()} threads)",
-                torch=torch.__version__, dtype="bf16 autocast" if gpu else "fp32", steps=args.steps,
+                torch=torch.__version__, versions=f"timm {timm.__version__}, transformers {transformers.__version__}, "
+                                                  f"peft {peft.__version__}", dtype="bf16 autocast" if gpu else "fp32", steps=args.steps,
                 warmup=args.warmup, r=args.r,
                 timing=("interleaved rounds" if interleave else "back to back")
                 + (", process CPU time" if clock is time.process_time else ""))
@@ -473,6 +541,8 @@ def main(argv: list[str] | None = None) -> None:
             try:
                 trial = Trial(work, method, variant, compiled, phase, args.r, device)
                 measure_alone(trial, args.warmup, args.steps)
+                if phase == "train" and variant == "default" and method in args.profile.split(","):
+                    trial.profile_steps()
                 record(trial)
             except Exception as exc:  # a failing configuration must not lose the others
                 log(f"FAILED {label}: {type(exc).__name__}: {exc}")

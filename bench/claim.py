@@ -125,7 +125,7 @@ def grid(task: Task, ranks: list[int], seeds: int, device: str, budget: bool, st
     if fmnist_dir and task.data.startswith("fmnist"):
         kwargs["data_dir"] = fmnist_dir
     task_cfg = RunConfig(preset=task.preset, data=task.data, steps=steps or task.steps, lr=task.lr,
-                         batch_size=task.batch_size, device=device, eval_every=max(1, (steps or task.steps) // 12))
+                         batch_size=task.batch_size, device=device, eval_every=max(1, (steps or task.steps) // 6))
     task_cfg = _resolve_negative(replace(task_cfg, **knobs), model_width(base))
     configs: list[tuple[str, RunConfig]] = []
     for method in task.methods:
