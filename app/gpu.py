@@ -22,7 +22,6 @@ decorator and the same function simply runs in the app's worker thread.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections.abc import Iterator
@@ -31,8 +30,6 @@ from typing import Any
 import torch
 
 from .sessions import BASES, control_check
-
-log = logging.getLogger(__name__)
 
 try:  # only on Hugging Face Spaces; never a dependency of this project
     import spaces as _spaces  # type: ignore[import-not-found]

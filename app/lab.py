@@ -27,7 +27,10 @@ def heavy_concurrency(device: str) -> int:
     if device == "cuda":
         import torch
 
-        gb = torch.cuda.get_device_properties(0).total_memory / 2**30
+        try:
+            gb = torch.cuda.get_device_properties(0).total_memory / 2**30
+        except Exception:  # noqa: BLE001 — e.g. ZeroGPU's main process, which has no GPU of its own
+            return 2
         return max(1, min(8, int(gb // 12)))
     return 1 if (os.cpu_count() or 1) <= 4 else 2
 
@@ -54,7 +57,11 @@ class Lab:
 
         choices = [(f"auto ({self.device})", "auto"), ("cpu", "cpu")]
         if torch.cuda.is_available():
-            choices.append((f"cuda ({torch.cuda.get_device_name(0)})", "cuda"))
+            try:
+                name = torch.cuda.get_device_name(0)
+            except Exception:  # noqa: BLE001 — ZeroGPU: the GPU is lent per run
+                name = "GPU"
+            choices.append((f"cuda ({name})", "cuda"))
         if self.device == "mps":
             choices.append(("mps", "mps"))
         return choices

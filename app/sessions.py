@@ -40,7 +40,7 @@ MAX_KEPT_PARAMS = 30_000_000   # a run's trained weights above this are not kept
 MAX_CACHED_TUNED_PARAMS = 300_000_000  # ready tuned models in all (≈ 1.2 GB: two small LMs or many ViTs)
 FINAL_TTL_S = 300  # a run's last page update is kept this long for a Stop handler
 PAUSE_LIMIT_S = 300  # a run paused longer than this is stopped (it holds a training slot)
-TEST_SAMPLE = 64  # test images a run on the user's own data keeps for the Try tab
+TEST_SAMPLE = 32  # test images a run on the user's own data keeps for the Try tab
 
 
 class Bases:

@@ -567,7 +567,9 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
     train_event = t.start.click(
         train, t.controls + t.data_inputs + [runs_state], train_outputs, api_name="train",
         api_description="Fine-tune with the given settings; streams status, plots and the raw event (JSON) "
-                        "a few times a second. The last update carries the final result.",
+                        "a few times a second. The last update carries the final result. Optional own data "
+                        "replaces the preset's: data_zip (a .zip with one folder of images per class, for image "
+                        "models) or data_text (pieces separated by blank lines or '%' lines, for language models).",
         concurrency_id="heavy", concurrency_limit=lab.heavy_limit, show_progress="full", show_progress_on=[t.status],
     )
 

@@ -58,11 +58,16 @@ class UserData:
             return (f"{len(self.classes)} classes ({shown}) · {len(s.train)} training / {len(s.test)} test images")
         return f"{len(s.train)} pieces of text for training / {len(s.test)} held out"
 
-    def test_sample(self, n: int) -> Any:
-        """Up to ``n`` test images (an ``ImageDataset``, for the Try tab), or None for text."""
+    def test_sample(self, n: int, seed: int = 0) -> Any:
+        """Up to ``n`` test images drawn across every class (an ``ImageDataset``, for the
+        Try tab), or None for text."""
         if self.kind != "images":
             return None
-        return self.splits.test.subset(list(range(min(n, len(self.splits.test)))))
+        import torch
+
+        test = self.splits.test
+        order = torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))[:n]
+        return test.subset(order.sort().values)
 
 
 def read_text_file(path: str | os.PathLike, limit: int) -> str:
