@@ -101,9 +101,8 @@ class Lab:
 
     @staticmethod
     def cpu_sized(preset: Any) -> bool:
-        """Whether a preset runs in about a minute on a small CPU: the offline presets are
-        tuned for one (``symlora.presets``); hub models at full resolution are not."""
-        return not preset.needs_internet or "GPU" not in preset.description
+        """Whether a preset runs in about a minute on a small CPU (``Preset.cpu_sized``)."""
+        return preset.cpu_sized
 
     def default_settings(self, preset: str | None = None) -> Settings:
         return Settings.from_preset(self.preset(preset))

@@ -27,6 +27,7 @@ class Preset:
     data: str  # a symlora.data.load_dataset name, e.g. "mnist-5k" or "fortunes:startrek"
     description: str
     needs_internet: bool = False
+    cpu_sized: bool = True  # finishes in about a minute on a 2-core CPU
     method: str = "symlora"
     r: int = 8
     lora_alpha: float = 16.0
@@ -102,6 +103,7 @@ PRESETS: dict[str, Preset] = {
             data="cifar10",
             description="timm's ImageNet ViT-Tiny learns CIFAR-10 photos (model and data downloaded; a GPU helps)",
             needs_internet=True,
+            cpu_sized=False,
             target_modules=("attn.qkv", "attn.proj"),
             steps=200, lr=1e-3, batch_size=32, eval_every=50,
         ),
