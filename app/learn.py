@@ -5,6 +5,9 @@ Pure functions (numbers and a figure); ``app.tab_learn`` wires them to sliders.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from .learn_text import TEXT  # noqa: F401  (re-exported for the tab)
@@ -63,3 +66,43 @@ def toy_figure(l1: float, l2: float, l3: float, orthonormal: bool, seed: int = 0
                f"ΔW is 12 × 12 = 144 numbers built from 12·3 + 3 = 39 weights; it is symmetric: "
                f"max |ΔW − ΔWᵀ| = {float((dw - dw.T).abs().max()):.1e}.")
     return fig, caption
+
+
+RESULTS_FILE = Path(__file__).resolve().parent.parent / "assets" / "results" / "claim.json"
+
+
+def _find(summary: list[dict], task: str, label: str) -> dict | None:
+    return next((s for s in summary if s["task"] == task and s["label"] == label), None)
+
+
+def results_markdown(path: Path = RESULTS_FILE) -> str:
+    """"So is SymLoRA any good?" — the shipped benchmark (``bench/claim.py``) as a table
+    and one honest sentence per task: SymLoRA − LoRA at equal rank and equal budget."""
+    if not path.is_file():
+        return "*No benchmark results are shipped with this copy (run `python bench/claim.py`).*"
+    results = json.loads(path.read_text())
+    summary = results["summary"]
+    lines = ["| task | configuration | result (mean ± std over seeds) | trainable weights |", "|---|---|---|---:|"]
+    for s in summary:
+        lines.append(f"| {s['task']} | {s['label']} | {s['metric_name']} {s['metric_mean']:.3f} ± {s['metric_std']:.3f} "
+                     f"| {s['trainable_params']:,} |")
+    verdicts = []
+    for task in dict.fromkeys(s["task"] for s in summary):
+        for s in summary:
+            if s["task"] != task or not s["label"].startswith("lora r="):
+                continue
+            r = s["label"].removeprefix("lora r=")
+            same = _find(summary, task, f"symlora r={r}")
+            budget = next((b for b in summary if b["task"] == task and b["label"].endswith(f"(budget of lora r={r})")), None)
+            if same is None:
+                continue
+            sign = -1 if s["metric_name"] == "perplexity" else 1  # report "better is positive"
+            text = (f"**{task}, r = {r}:** SymLoRA − LoRA = {sign * (same['metric_mean'] - s['metric_mean']):+.3f} "
+                    f"with {same['trainable_params'] / s['trainable_params']:.0%} of the weights")
+            if budget is not None:
+                text += f"; at LoRA's budget ({budget['label'].split(' (')[0]}) {sign * (budget['metric_mean'] - s['metric_mean']):+.3f}"
+            verdicts.append(text + ".")
+    parts = [meta.get("hardware", "") for meta in results["meta"].get("parts", [results["meta"]])]
+    note = (f"\n\nMeasured with `bench/claim.py` on {', '.join(dict.fromkeys(parts))}; positive differences "
+            "favour SymLoRA. Where SymLoRA loses, the number says by how much.")
+    return "\n".join(lines) + "\n\n" + "  \n".join(verdicts) + note

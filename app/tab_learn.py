@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .learn import TEXT, calculator, toy_figure
+from .learn import TEXT, calculator, results_markdown, toy_figure
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
@@ -14,6 +14,7 @@ def build() -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             gr.Markdown(TEXT, latex_delimiters=LATEX, elem_id="learn-text")
+            gr.Markdown("### So is SymLoRA any good? Our measurements\n" + results_markdown(), elem_id="learn-results")
         with gr.Column(scale=2):
             gr.Markdown("### Parameter calculator\nHow many weights does an adapter need?")
             with gr.Row():

@@ -203,6 +203,26 @@ def markdown(summary: list[dict[str, Any]], header: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Write ``out`` (JSON: meta, summary, runs) and ``out.md``; return the Markdown."""
+    summary = summarise(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=1) + "\n")
+    header = "\n".join(f"Command: `{m['command']}` on {m['hardware']}, torch {m['torch']}, {m['wall_s']:.0f} s."
+                       for m in (meta.get("parts") or [meta]))
+    table = markdown(summary, header)
+    out.with_suffix(".md").write_text(table)
+    return table
+
+
+def merge(paths: list[str], out: Path) -> int:
+    """One results file from several runs of this script (e.g. one per task or machine)."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    rows = [row for part in parts for row in part["runs"]]
+    write(out, {"parts": [part["meta"] for part in parts]}, rows)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="digits,fewshot", help=f"comma-separated, from {', '.join(TASKS)}")
@@ -218,8 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init-scale", type=float, help="grid runs: Q's column norm at init (negative e: n^-e)")
     p.add_argument("--lambda-lr-ratio", type=float, help="grid runs: Λ's lr multiplier (negative e: n^-e)")
     p.add_argument("--smoke", action="store_true", help="2 steps, 1 seed, ranks 2: a plumbing check")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="combine finished result files into --out, run nothing")
     p.add_argument("--out", default="bench/results/claim.json")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.smoke:
         args.steps, args.seeds, args.ranks, args.init_steps = 2, 1, "2", 2
@@ -237,15 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.init_study:
         rows += init_study(args.seeds, device, args.init_steps, args.fashion_mnist_dir)
     hardware = torch.cuda.get_device_name() if device.startswith("cuda") else f"{platform.processor() or 'CPU'} ({torch.get_num_threads()} threads)"
-    summary = summarise(rows)
     meta = {"knobs": knobs, "command": " ".join(["python", "bench/claim.py"] + (argv if argv is not None else sys.argv[1:])),
             "hardware": hardware, "torch": torch.__version__, "wall_s": time.perf_counter() - t0}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=1) + "\n")
-    header = f"Command: `{meta['command']}` on {hardware}, torch {meta['torch']}, {meta['wall_s']:.0f} s."
-    out.with_suffix(".md").write_text(markdown(summary, header))
-    sys.stdout.write(markdown(summary, header))
+    sys.stdout.write(write(Path(args.out), meta, rows))
     return 0
 
 

@@ -1,0 +1,35 @@
+"""The Learn tab's benchmark table is read from the shipped results file, honestly worded."""
+
+from __future__ import annotations
+
+import json
+
+from app.learn import RESULTS_FILE, results_markdown
+
+
+def row(task, label, metric, params, name="accuracy"):
+    return {"task": task, "label": label, "metric_name": name, "metric_mean": metric, "metric_std": 0.01,
+            "trainable_params": params}
+
+
+def test_table_and_differences_come_from_the_file(tmp_path):
+    path = tmp_path / "claim.json"
+    summary = [row("digits", "lora r=8", 0.95, 1000), row("digits", "symlora r=8", 0.93, 600),
+               row("digits", "symlora r=12 (budget of lora r=8)", 0.96, 1005),
+               row("fortunes", "lora r=8", 30.0, 500, "perplexity"), row("fortunes", "symlora r=8", 32.0, 250, "perplexity")]
+    path.write_text(json.dumps({"meta": {"hardware": "test CPU"}, "summary": summary, "runs": []}))
+    text = results_markdown(path)
+    assert "| digits | symlora r=8 | accuracy 0.930 ± 0.010 | 600 |" in text
+    assert "SymLoRA − LoRA = -0.020 with 60% of the weights" in text, "a loss is shown as a loss"
+    assert "(symlora r=12) +0.010" in text
+    assert "SymLoRA − LoRA = -2.000" in text, "higher perplexity counts against SymLoRA"
+    assert "test CPU" in text
+
+
+def test_missing_file_says_how_to_make_it(tmp_path):
+    assert "bench/claim.py" in results_markdown(tmp_path / "none.json")
+
+
+def test_the_shipped_file_renders():
+    if RESULTS_FILE.is_file():
+        assert "SymLoRA − LoRA" in results_markdown()
