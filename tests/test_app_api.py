@@ -8,36 +8,24 @@ default preset through ``/train``, then asks ``/predict`` in the same session.  
 from __future__ import annotations
 
 import json
-import os
-import socket
 import time
 import urllib.parse
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+from app_harness import serve_app
 
 gradio_client = pytest.importorskip("gradio_client")
 
 STEPS = 20
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def served():
     """(demo, url) of an app running in this process."""
-    from app.ui import build_demo, launch
-
-    demo = build_demo()
-    _, url, _ = launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield demo, url
-    demo.close()
+    with serve_app() as demo_url:
+        yield demo_url
 
 
 @pytest.fixture(scope="module")

@@ -9,15 +9,14 @@ afterwards stays within a stated bound of before.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import threading
 import time
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+from app_harness import serve_app
+
 gradio_client = pytest.importorskip("gradio_client")
 
 pytestmark = pytest.mark.slow
@@ -35,12 +34,6 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def events(updates) -> list[dict]:
     out = []
     for u in updates:
@@ -54,11 +47,7 @@ def events(updates) -> list[dict]:
 def test_ten_sessions_train_at_once_each_with_its_own_results(tmp_path):
     from PIL import Image
 
-    from app.ui import build_demo, launch
-
-    demo = build_demo()
-    _, url, _ = launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    try:
+    with serve_app() as (demo, url):
         s = demo.lab.default_settings().replace(steps=STEPS)
         args = s.values()
         args[6] = ",".join(s.targets)
@@ -124,5 +113,3 @@ def test_ten_sessions_train_at_once_each_with_its_own_results(tmp_path):
               f"before → {memory_after:.0f} MB after (bound +{MEMORY_BOUND_MB} MB); "
               f"heavy concurrency limit {demo.lab.heavy_limit}")
         assert memory_after - memory_before < MEMORY_BOUND_MB
-    finally:
-        demo.close()

@@ -13,26 +13,19 @@ import io
 import json
 import os
 import pickle
-import socket
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+from app_harness import serve_app
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import handle_file  # noqa: E402
 
 STEPS = 4
 FAST = dict(steps=STEPS, batch_size=16)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def shape_png(kind: str, rng: np.random.Generator, size: int = 28) -> bytes:
@@ -64,12 +57,8 @@ def shapes_members(per_class: int = 20, classes=("circle", "square"), seed: int 
 @pytest.fixture(scope="module")
 def served():
     """(demo, url) of an app running in this process."""
-    from app.ui import build_demo, launch
-
-    demo = build_demo()
-    _, url, _ = launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield demo, url
-    demo.close()
+    with serve_app() as demo_url:
+        yield demo_url
 
 
 @pytest.fixture(scope="module")

@@ -7,78 +7,32 @@ a 2-core CPU.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import socket
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+from app_harness import chromium_context, open_page, require_chromium, serve_app, shot
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 STEPS = 20
 
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+require_chromium()
 
 
 @pytest.fixture(scope="module")
 def served():
     """(demo, url) of an app in this process; tab closes are noticed within ~1 s."""
-    old = os.environ.get("GRADIO_HEARTBEAT_INTERVAL")
-    os.environ["GRADIO_HEARTBEAT_INTERVAL"] = "1"
-    from app.ui import build_demo, launch
-
-    demo = build_demo()
-    _, url, _ = launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield demo, url.rstrip("/") + "/"
-    demo.close()
-    if old is None:
-        os.environ.pop("GRADIO_HEARTBEAT_INTERVAL", None)
-    else:
-        os.environ["GRADIO_HEARTBEAT_INTERVAL"] = old
+    with serve_app(heartbeat=1) as (demo, url):
+        yield demo, url.rstrip("/") + "/"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    profile = tempfile.mkdtemp(prefix="symlora-chromium-")
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=ARGS, headless=True,
-                                                       viewport={"width": 1400, "height": 1000})
+    with chromium_context() as context:
         yield context
-        context.close()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-def open_page(browser, url: str):
-    page = browser.new_page()
-    page.goto(url)
-    page.wait_for_selector("#param-count:has-text('parameters')", timeout=90_000)  # the page load has run
-    return page
-
-
-def shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 def plot_traces(page, elem_id: str) -> list[str]:

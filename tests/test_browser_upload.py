@@ -8,60 +8,31 @@ Screenshots go to ``test-artifacts/``.  About a minute on a 2-core CPU.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from app_harness import chromium_context, open_page, require_chromium, serve_app, shot
 from test_app_upload import make_zip, shape_png, shapes_members
-
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--no-first-run", "--disable-quic", "--disable-sync"]
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
+require_chromium()
 
 
 @pytest.fixture(scope="module")
 def served():
-    from test_app_upload import free_port
-
-    from app.ui import build_demo, launch
-
-    demo = build_demo()
-    _, url, _ = launch(demo, server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    yield demo, url.rstrip("/") + "/"
-    demo.close()
+    """(demo, url) of an app in this process; tab closes are noticed within ~1 s."""
+    with serve_app(heartbeat=1) as (demo, url):
+        yield demo, url.rstrip("/") + "/"
 
 
 @pytest.fixture(scope="module")
 def browser():
-    profile = tempfile.mkdtemp(prefix="symlora-chromium-")
-    with sync_api.sync_playwright() as p:
-        context = p.chromium.launch_persistent_context(profile, executable_path=CHROMIUM, args=ARGS, headless=True,
-                                                       viewport={"width": 1400, "height": 1000})
+    with chromium_context() as context:
         yield context
-        context.close()
-    shutil.rmtree(profile, ignore_errors=True)
-
-
-def open_page(browser, url: str):
-    page = browser.new_page()
-    page.goto(url)
-    page.wait_for_selector("#param-count:has-text('parameters')", timeout=90_000)
-    return page
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +40,6 @@ def page(served, browser):
     page = open_page(browser, served[1] + "?steps=6&batch=16")
     yield page
     page.close()
-
-
-def shot(page, name: str) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    page.screenshot(path=str(path), full_page=True)
-    return path
 
 
 def test_upload_train_try_and_clear(page, tmp_path):
