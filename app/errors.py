@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+
+import gradio as gr
 
 log = logging.getLogger(__name__)
 
@@ -21,3 +24,17 @@ def readable(err: BaseException) -> str:
         return text[0].upper() + text[1:] if text else name
     log.exception("unexpected error in the app", exc_info=err)
     return f"Something went wrong ({name}: {text}). Try Reset, or another preset."
+
+
+def relay_to_page(job, what: str, skips: tuple) -> Iterator[tuple]:
+    """Yield a :class:`~app.runner.Job`'s page updates: its warnings become toasts, and
+    any failure becomes a status line ("The {what} could not go on: …") and a ``gr.Error``."""
+    try:
+        for update in job.relay():
+            if update.warning:
+                gr.Warning(update.warning)
+            yield update.values
+    except Exception as err:  # noqa: BLE001 — every failure becomes a readable message in the page
+        message = err.message if isinstance(err, gr.Error) else readable(err)
+        yield (f"⚠ **The {what} could not go on:** {message}",) + skips
+        raise gr.Error(message) from err

@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from . import plots
-from .errors import readable
+from .errors import readable, relay_to_page
 from .lab import Lab
 from .params import estimate
 from .runner import Job, Update, format_metric, run_label, status_line, stream
@@ -231,15 +231,7 @@ def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: 
         session = request.session_hash or "anonymous"
         flag = lab.runs.begin(session, "compare")
         job = Job(produce(settings, budget, include_head, runs or {}, session, flag, data_zip, data_text or ""), flag)
-        try:
-            for update in job.relay():
-                if update.warning:
-                    gr.Warning(update.warning)
-                yield update.values
-        except Exception as err:  # noqa: BLE001 — every failure becomes a readable message in the page
-            message = err.message if isinstance(err, gr.Error) else readable(err)
-            yield (f"⚠ **The comparison could not go on:** {message}",) + skips
-            raise gr.Error(message) from err
+        yield from relay_to_page(job, "comparison", skips)
 
     event = c.start.click(compare, controls + [c.budget, c.include_head] + list(data_inputs) + [runs_state], outputs,
                           api_name="compare",

@@ -16,7 +16,7 @@ import gradio as gr
 
 from . import plots
 from .analysis import symmetry_note
-from .errors import readable
+from .errors import readable, relay_to_page
 from .lab import Lab
 from .params import estimate, formula_text, kinds_for, layer_kinds
 from .runner import Job, Update, run_label, status_line, stream
@@ -554,15 +554,7 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         session = (request.session_hash if request is not None else None) or "anonymous"
         flag = lab.runs.begin(session, "train")
         job = Job(produce(settings, runs or {}, session, flag, data_zip, data_text or ""), flag)
-        try:
-            for update in job.relay():
-                if update.warning:
-                    gr.Warning(update.warning)
-                yield update.values
-        except Exception as err:  # noqa: BLE001 — every failure becomes a readable message in the page
-            message = err.message if isinstance(err, gr.Error) else readable(err)
-            yield (f"⚠ **The run could not go on:** {message}",) + skip_all
-            raise gr.Error(message) from err
+        yield from relay_to_page(job, "run", skip_all)
 
     train_event = t.start.click(
         train, t.controls + t.data_inputs + [runs_state], train_outputs, api_name="train",
