@@ -14,7 +14,7 @@ from typing import Any
 import gradio as gr
 
 from . import plots
-from .errors import readable, relay_to_page
+from .errors import relay_to_page
 from .lab import Lab
 from .params import estimate
 from .runner import Job, Update, format_metric, run_label, status_line, stream

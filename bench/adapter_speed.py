@@ -345,12 +345,17 @@ def fmt(v: float | None, spec: str) -> str:
 def table(rows: list[dict[str, Any]]) -> str:
     lines = []
     head = f"{'model':<16} {'phase':<5} {'method':<15} {'variant':<15} {'compiled':<8} {'step ms':>8} " \
-           f"{'×floor':>7} {'×PEFT':>7} {'peak MiB':>9} {'Δ floor':>8} {'trainable':>11} {'min ms':>7} {'host ms':>7}"
+           f"{'×floor':>7} {'×PEFT':>7} {'peak MiB':>9} {'Δ floor':>8} {'trainable':>11} {'min ms':>7} {'host ms':>7}" \
+           f" {'GPU ms':>7} {'GPU×fl':>7}"
     lines.append(head)
     lines.append("-" * len(head))
+    def gpu_ms(row):
+        return (row.get("profile") or {}).get("gpu_busy_ms_per_step") if row else None
+
     for row in rows:
-        floor_peak = next((o["peak_mem_bytes"] for o in rows if o["model"] == row["model"] and o["method"] == "floor"
-                           and o["compiled"] == row["compiled"] and o["phase"] == "train"), None)
+        floor_row = next((o for o in rows if o["model"] == row["model"] and o["method"] == "floor"
+                          and o["compiled"] == row["compiled"] and o["phase"] == "train"), None)
+        floor_peak = floor_row["peak_mem_bytes"] if floor_row else None
         peak = row.get("peak_mem_bytes")
         delta = (peak - floor_peak) / 2**20 if peak is not None and floor_peak is not None else None
         lines.append(
@@ -358,7 +363,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             f"{'yes' if row['compiled'] else 'no':<8} {row['step_ms']:>8.2f} {fmt(row['ratio_to_floor'], '.3f'):>7} "
             f"{fmt(row['ratio_to_peft'], '.3f'):>7} {fmt(peak / 2**20 if peak else None, '.0f'):>9} "
             f"{fmt(delta, '+.0f'):>8} {row['trainable_params']:>11,} {fmt(row.get('step_ms_min'), '.2f'):>7} "
-            f"{fmt(row.get('host_ms'), '.2f'):>7}"
+            f"{fmt(row.get('host_ms'), '.2f'):>7} {fmt(gpu_ms(row), '.2f'):>7} "
+            f"{fmt(gpu_ms(row) / gpu_ms(floor_row) if gpu_ms(row) and gpu_ms(floor_row) else None, '.3f'):>7}"
         )
     return "\n".join(lines)
 
@@ -381,6 +387,14 @@ def goals(rows: list[dict[str, Any]]) -> str:
             if sym and sym["ratio_to_peft"] is not None:
                 out.append(f"[{'x' if sym['ratio_to_peft'] <= 0.80 else ' '}] {tag}: symlora ≤ 0.80× PEFT "
                            f"({sym['ratio_to_peft']:.3f})")
+            floor = get(model, "floor", compiled)
+            busy = [(r.get("profile") or {}).get("gpu_busy_ms_per_step") if r else None for r in (sym, floor, peft)]
+            if busy[0] and busy[1]:  # the step can be bound by the host's launches; the GPU's own share
+                out.append(f"[{'x' if busy[0] <= 1.10 * busy[1] else ' '}] {tag}: symlora GPU busy time ≤ 1.10× "
+                           f"floor's ({busy[0] / busy[1]:.3f}; profiler)")
+            if busy[0] and busy[2]:
+                out.append(f"[{'x' if busy[0] <= 0.80 * busy[2] else ' '}] {tag}: symlora GPU busy time ≤ 0.80× "
+                           f"PEFT's ({busy[0] / busy[2]:.3f}; profiler)")
             if sym and peft and sym["peak_mem_bytes"] and peft["peak_mem_bytes"]:
                 ok = sym["peak_mem_bytes"] <= peft["peak_mem_bytes"]
                 out.append(f"[{'x' if ok else ' '}] {tag}: symlora peak memory ≤ PEFT's "
