@@ -21,7 +21,15 @@ outside the weights they train.  GPT-2's ``Conv1D`` layers are turned into ``nn.
     .venv/bin/python bench/adapter_speed.py                 # CPU: the vision preset's ViT, fp32, eager
     .venv/bin/python bench/adapter_speed.py --tiny --device cpu --compile yes   # smoke test of the GPU plan
 
-``--variants`` adds eager rows for the fast path's alternatives (and the plain formula).
+Columns besides the ratios: ``min ms`` (fastest step), ``host ms`` (median time the host
+takes to issue one step, without waiting for the GPU), and with ``--profile`` the GPU busy
+time per step from torch.profiler (``GPU ms``) and its ratio to the floor's.  When the GPU
+busy time is well under the step time, the step is bound by the host's kernel launches,
+not by the GPU: the adapter's own GPU cost is then the ``GPU×fl`` column.
+
+``--variants`` / ``--compiled-variants`` add rows for the fast path's alternatives (and the
+plain autograd formula); on a shared CPU, ``--threads 1 --clock cpu`` times process CPU
+time in interleaved rounds, which other work on the machine disturbs far less.
 """
 
 from __future__ import annotations
