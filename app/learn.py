@@ -102,6 +102,9 @@ def results_markdown(path: Path = RESULTS_FILE) -> str:
             if budget is not None:
                 text += f"; at LoRA's budget ({budget['label'].split(' (')[0]}) {sign * (budget['metric_mean'] - s['metric_mean']):+.3f}"
             verdicts.append(text + ".")
+    if any(s["task"] == "init-study" for s in summary):
+        verdicts.append("**init-study** = digits (MNIST-5k), r = 8, 300 steps: how SymLoRA should start. "
+                        "“Λ lr ×√n” is this app's default; the others start slower.")
     parts = [meta.get("hardware", "") for meta in results["meta"].get("parts", [results["meta"]])]
     note = (f"\n\nMeasured with `bench/claim.py` on {', '.join(dict.fromkeys(parts))}; positive differences "
             "favour SymLoRA. Where SymLoRA loses, the number says by how much.")
