@@ -109,7 +109,7 @@ def lora_factors(layer: AdapterLayer) -> tuple[Tensor, Tensor]:
     q_lam = q * (layer.lora_lambda.detach() * layer.scaling)  # Q·diag(Λ)·s, (n, k·r)
     if layer.layout == "square":
         return q.T, q_lam
-    k, n, r = layer.k, layer.n, layer.r
+    k, r = layer.k, layer.r
     if layer.layout == "stacked":  # ΔW = blockdiag(Q_b Λ_b) · Qᵀ
         b = torch.block_diag(*(q_lam[:, i * r:(i + 1) * r] for i in range(k)))  # (k·n, k·r)
         return q.T, b
