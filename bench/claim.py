@@ -15,6 +15,7 @@ Writes a JSON file with every run and a Markdown table next to it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import platform
@@ -23,14 +24,14 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import symlora  # noqa: E402
-from symlora.data import load_dataset  # noqa: E402
+from symlora.data import FASHION_MNIST_CLASSES, load_dataset  # noqa: E402
 from symlora.train import RunConfig, pick_device, prepare, run  # noqa: E402
 from symlora.zoo import load_model  # noqa: E402
 
@@ -56,8 +57,10 @@ TASKS: dict[str, Task] = {
     for t in (
         Task("digits", "digits", "mnist-5k", steps=300, lr=3e-3, batch_size=64),
         Task("fewshot", "digits", "fmnist-fewshot", steps=150, lr=2e-3, batch_size=32),
-        Task("fortunes", "fortunes", "fortunes:startrek", steps=30, lr=2e-3, batch_size=8, methods=("lora", "symlora")),
-        Task("fortunes-science", "fortunes", "fortunes:science", steps=30, lr=2e-3, batch_size=8, methods=("lora", "symlora")),
+        Task("fmnist-cnn", "efficientnet-digits", "fmnist-fewshot", steps=200, lr=3e-3, batch_size=64,
+             data_kwargs=dict(shots=100, classes=tuple(FASHION_MNIST_CLASSES), test_per_class=200)),
+        Task("fortunes", "fortunes", "fortunes:startrek", steps=24, lr=5e-3, batch_size=8, methods=("lora", "symlora")),
+        Task("fortunes-science", "fortunes", "fortunes:science", steps=24, lr=5e-3, batch_size=8, methods=("lora", "symlora")),
     )
 }
 
@@ -119,55 +122,60 @@ def model_width(bundle) -> int:
 
 
 def grid(task: Task, ranks: list[int], seeds: int, device: str, budget: bool, steps: int | None,
-         fmnist_dir: str | None, knobs: dict[str, Any]) -> list[dict[str, Any]]:
+         fmnist_dir: str | None, knobs: dict[str, Any], methods: set[str] | None = None) -> Iterator[dict[str, Any]]:
+    """Every run of one task, as it finishes (a configuration that equals an earlier one,
+    such as an equal-budget rank that is the equal rank, is reported without rerunning)."""
     base = load_model(RunConfig(preset=task.preset).resolved().model)
     kwargs = dict(task.data_kwargs)
     if fmnist_dir and task.data.startswith("fmnist"):
         kwargs["data_dir"] = fmnist_dir
     task_cfg = RunConfig(preset=task.preset, data=task.data, steps=steps or task.steps, lr=task.lr,
                          batch_size=task.batch_size, device=device, eval_every=max(1, (steps or task.steps) // 6))
-    task_cfg = _resolve_negative(replace(task_cfg, **knobs), model_width(base))
+    task_cfg = replace(task_cfg, **knobs)
+    if any(v is not None and v < 0 for v in (task_cfg.init_scale, task_cfg.lambda_lr_ratio)):
+        task_cfg = _resolve_negative(task_cfg, model_width(base))
+    wanted = [m for m in task.methods if methods is None or m in methods]
     configs: list[tuple[str, RunConfig]] = []
-    for method in task.methods:
+    for method in wanted:
         if method in ("head-only", "full"):
             configs.append((method, replace(task_cfg, method=method)))
     probe_data = load_dataset(task.data, seed=0, **kwargs)
     for r in ranks:
-        if "lora" in task.methods:
+        if "lora" in wanted:
             configs.append((f"lora r={r}", replace(task_cfg, method="lora", r=r)))
-        if "symlora" in task.methods:
+        if "symlora" in wanted:
             configs.append((f"symlora r={r}", replace(task_cfg, method="symlora", r=r)))
             if budget:
                 rb, ratio = budget_rank(base, task_cfg, r, probe_data)
                 log.info("%s: equal budget for LoRA r=%d is SymLoRA r=%d (params ×%.4f)", task.name, r, rb, ratio)
                 configs.append((f"symlora r={rb} (budget of lora r={r})", replace(task_cfg, method="symlora", r=rb)))
-    rows = []
+    done: dict[str, dict[str, Any]] = {}
     for label, cfg in configs:
         for seed in range(seeds):
-            data = load_dataset(task.data, seed=seed, **kwargs)
+            seeded = replace(cfg, seed=seed)
+            key = repr(seeded)
             t0 = time.perf_counter()
-            row = one_run(replace(cfg, seed=seed), base, data)
-            row |= {"task": task.name, "label": label, "seed": seed, "r": cfg.r if cfg.method in ("lora", "symlora") else None}
-            rows.append(row)
+            if key not in done:
+                done[key] = one_run(seeded, base, load_dataset(task.data, seed=seed, **kwargs))
+            row = done[key] | {"task": task.name, "label": label, "seed": seed,
+                               "r": cfg.r if cfg.method in ("lora", "symlora") else None}
             log.info("%-12s %-38s seed %d: %s %.4f → %.4f (%.1fs)", task.name, label, seed, row["metric_name"],
                      row["metric_before"], row["metric_after"], time.perf_counter() - t0)
-    return rows
+            yield row
 
 
-def init_study(seeds: int, device: str, steps: int, fmnist_dir: str | None) -> list[dict[str, Any]]:
+def init_study(seeds: int, device: str, steps: int, fmnist_dir: str | None) -> Iterator[dict[str, Any]]:
     """SymLoRA's slow start on digits: the same run under each initialisation rule."""
     base = load_model("fmnist-vit")
     width = model_width(base)
-    rows = []
     for name, knobs in [("lora", {})] + list(INIT_VARIANTS.items()):
         method = "lora" if name == "lora" else "symlora"
         for seed in range(seeds):
             cfg = _resolve_negative(RunConfig(preset="digits", method=method, steps=steps, lr=3e-3, batch_size=64,
                                               r=8, seed=seed, device=device, eval_every=max(1, steps // 12), **knobs), width)
             row = one_run(cfg, base, load_dataset("mnist-5k", seed=seed))
-            rows.append(row | {"task": "init-study", "label": name, "seed": seed, "r": 8})
             log.info("init %-18s seed %d: %.4f", name, seed, row["metric_after"])
-    return rows
+            yield row | {"task": "init-study", "label": name, "seed": seed, "r": 8}
 
 
 def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -226,7 +234,8 @@ def merge(paths: list[str], out: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", default="digits,fewshot", help=f"comma-separated, from {', '.join(TASKS)}")
-    p.add_argument("--ranks", default="2,4,8,16")
+    p.add_argument("--ranks", default="2,4,8,16", help="comma-separated adapter ranks ('' for none)")
+    p.add_argument("--methods", help="comma-separated subset of head-only,full,lora,symlora (default: all the task has)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--steps", type=int, help="override every task's steps")
     p.add_argument("--device", default="auto")
@@ -249,20 +258,23 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [t for t in args.tasks.split(",") if t and t not in TASKS]
     if unknown:
         p.error(f"unknown task(s) {unknown}; choose from {', '.join(TASKS)}")
-    ranks = [int(r) for r in args.ranks.split(",")]
+    ranks = [int(r) for r in args.ranks.split(",") if r]
+    methods = set(args.methods.split(",")) if args.methods else None
     device = str(pick_device(args.device))
     t0 = time.perf_counter()
     knobs = {k: v for k, v in dict(symlora_init=args.symlora_init, init_scale=args.init_scale,
                                    lambda_lr_ratio=args.lambda_lr_ratio).items() if v is not None}
-    rows: list[dict[str, Any]] = []
-    for name in [t for t in args.tasks.split(",") if t]:
-        rows += grid(TASKS[name], ranks, args.seeds, device, not args.no_budget, args.steps, args.fashion_mnist_dir, knobs)
-    if args.init_study:
-        rows += init_study(args.seeds, device, args.init_steps, args.fashion_mnist_dir)
     hardware = torch.cuda.get_device_name() if device.startswith("cuda") else f"{platform.processor() or 'CPU'} ({torch.get_num_threads()} threads)"
     meta = {"knobs": knobs, "command": " ".join(["python", "bench/claim.py"] + (argv if argv is not None else sys.argv[1:])),
-            "hardware": hardware, "torch": torch.__version__, "wall_s": time.perf_counter() - t0}
-    sys.stdout.write(write(Path(args.out), meta, rows))
+            "hardware": hardware, "torch": torch.__version__}
+    runs = itertools.chain(*(grid(TASKS[name], ranks, args.seeds, device, not args.no_budget, args.steps,
+                                  args.fashion_mnist_dir, knobs, methods) for name in args.tasks.split(",") if name),
+                           init_study(args.seeds, device, args.init_steps, args.fashion_mnist_dir) if args.init_study else ())
+    rows: list[dict[str, Any]] = []
+    for row in runs:  # the files are rewritten after every run: a cut-short grid keeps what it finished
+        rows.append(row)
+        write(Path(args.out), meta | {"wall_s": time.perf_counter() - t0, "complete": False}, rows)
+    sys.stdout.write(write(Path(args.out), meta | {"wall_s": time.perf_counter() - t0, "complete": True}, rows))
     return 0
 
 

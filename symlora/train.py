@@ -176,6 +176,11 @@ def prepare(
     data = dataset if dataset is not None else load_dataset(cfg.data, seed=cfg.seed)
     options = {"image_size": cfg.image_size} if cfg.image_size else {}
     bundle = copy.deepcopy(base) if base is not None else load_model(cfg.model, **options)
+    if cfg.image_size and isinstance(bundle, VisionModel) and bundle.image_size != cfg.image_size:
+        if not bundle.resizable:
+            raise ValueError(f"model {bundle.name!r} takes {bundle.image_size}×{bundle.image_size} images only, "
+                             f"not image_size={cfg.image_size}")
+        bundle.image_size = cfg.image_size  # a CNN: the shared base loaded at another size is fine
     with _SEED_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if isinstance(bundle, VisionModel):

@@ -49,6 +49,7 @@ class VisionModel:
 
     ``content_size`` (optional): images are resized to this side and padded with
     background (0) up to ``image_size`` — how the Fashion-MNIST ViT saw 28×28 images.
+    ``resizable``: the network takes any input size (a CNN), so ``image_size`` may change.
     """
 
     name: str
@@ -61,6 +62,7 @@ class VisionModel:
     head_name: str
     default_targets: list[str]
     content_size: int | None = None
+    resizable: bool = False
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 (N, H, W, C) or (N, H, W), any size, 1/3/4 channels → normalised float
@@ -253,7 +255,7 @@ def load_efficientnet_lite0(*, device: str = "cpu", image_size: int = 224, weigh
     return VisionModel(
         name="efficientnet-lite0", model=model, image_size=image_size, in_chans=3,
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), labels=imagenet_labels(), head_name="classifier",
-        default_targets=fitting_targets(model, ("conv_pw", "conv_pwl")),
+        default_targets=fitting_targets(model, ("conv_pw", "conv_pwl")), resizable=True,
     )
 
 
