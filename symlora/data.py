@@ -188,25 +188,23 @@ def _images_tensor(array: np.ndarray) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- vision loaders
-def load_fashion_mnist(*, data_dir: str | Path = FASHION_MNIST_DIR, seed: int = 0) -> ImageSplits:
-    """All of Fashion-MNIST: 60 000 train and 10 000 test images, 28×28 grey, 10 classes."""
-    del seed  # the official split is used as is
-    data_dir = Path(data_dir)
-    files = {k: data_dir / f"{k}-idx{'3' if 'images' in k else '1'}-ubyte.gz"
-             for k in ("train-images", "train-labels", "t10k-images", "t10k-labels")}
-    missing = [str(p) for p in files.values() if not p.exists()]
+def _fashion_mnist_part(data_dir: str | Path, prefix: str) -> ImageDataset:
+    """One official Fashion-MNIST split: ``prefix`` "train" (60 000) or "t10k" (10 000)."""
+    files = [Path(data_dir) / f"{prefix}-{kind}-ubyte.gz" for kind in ("images-idx3", "labels-idx1")]
+    missing = [str(p) for p in files if not p.exists()]
     if missing:
         raise MissingDependencyError(
             f"Fashion-MNIST files not found ({', '.join(missing)}): run `apt-get install -y dataset-fashion-mnist`"
         )
-    arrays = {k: read_idx(p) for k, p in files.items()}
+    images, labels = (read_idx(p) for p in files)
+    return ImageDataset(_images_tensor(images), torch.from_numpy(labels.astype(np.int64)), list(FASHION_MNIST_CLASSES))
 
-    def part(prefix: str) -> ImageDataset:
-        return ImageDataset(_images_tensor(arrays[f"{prefix}-images"]),
-                            torch.from_numpy(arrays[f"{prefix}-labels"].astype(np.int64)),
-                            list(FASHION_MNIST_CLASSES))
 
-    return ImageSplits("fashion-mnist", part("train"), part("t10k"), CREDIT_FASHION_MNIST)
+def load_fashion_mnist(*, data_dir: str | Path = FASHION_MNIST_DIR, seed: int = 0) -> ImageSplits:
+    """All of Fashion-MNIST: 60 000 train and 10 000 test images, 28×28 grey, 10 classes."""
+    del seed  # the official split is used as is
+    return ImageSplits("fashion-mnist", _fashion_mnist_part(data_dir, "train"), _fashion_mnist_part(data_dir, "t10k"),
+                       CREDIT_FASHION_MNIST)
 
 
 def load_mnist_5k(*, seed: int = 0, n_test: int = 1000) -> ImageSplits:
@@ -237,7 +235,7 @@ def load_fmnist_fewshot(
     unknown = [c for c in classes if c not in FASHION_MNIST_CLASSES]
     if unknown or len(classes) < 2:
         raise ValueError(f"classes must be ≥ 2 of {FASHION_MNIST_CLASSES}, got {list(classes)}")
-    pool = load_fashion_mnist(data_dir=data_dir).test
+    pool = _fashion_mnist_part(data_dir, "t10k")
     rng = np.random.default_rng(seed)
     labels = pool.labels.numpy()
     train_idx, test_idx, train_y, test_y = [], [], [], []
