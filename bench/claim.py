@@ -18,10 +18,14 @@ import argparse
 import itertools
 import json
 import logging
+import os
 import platform
+import subprocess
+import tempfile
 import statistics
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -200,6 +204,50 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def differences(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SymLoRA − LoRA per task and LoRA rank r, paired by seed (same data order), at equal
+    rank and at equal budget, with the parameter ratios and LoRA's symmetric energy share."""
+    by: dict[tuple[str, str], dict[int, dict[str, Any]]] = {}
+    for row in rows:
+        by.setdefault((row["task"], row["label"]), {})[row["seed"]] = row
+    out = []
+    for (task, label), lora in by.items():
+        if not label.startswith("lora r="):
+            continue
+        r = int(label.removeprefix("lora r="))
+        budget = next((lab for (t, lab) in by if t == task and lab.endswith(f"(budget of lora r={r})")), None)
+        entry: dict[str, Any] = {"task": task, "r": r, "metric_name": next(iter(lora.values()))["metric_name"],
+                                 "budget_label": budget}
+        for key, sym_label in (("equal_rank", f"symlora r={r}"), ("equal_budget", budget)):
+            sym = by.get((task, sym_label), {}) if sym_label else {}
+            seeds = sorted(set(sym) & set(lora))
+            diffs = [sym[s]["metric_after"] - lora[s]["metric_after"] for s in seeds]
+            entry[key] = None if not diffs else {
+                "diff_mean": statistics.fmean(diffs), "diff_std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+                "seeds": len(diffs), "param_ratio": sym[seeds[0]]["trainable_params"] / lora[seeds[0]]["trainable_params"]}
+        fractions = [v for row in lora.values() for v in row.get("symmetric_fraction", {}).values()]
+        entry["lora_symmetric_fraction"] = statistics.fmean(fractions) if fractions else None
+        entry["lora_symmetric_fraction_range"] = [min(fractions), max(fractions)] if fractions else None
+        out.append(entry)
+    tasks = list(dict.fromkeys(row["task"] for row in rows))
+    return sorted(out, key=lambda d: (tasks.index(d["task"]), d["r"]))
+
+
+def markdown_differences(diffs: list[dict[str, Any]]) -> str:
+    lines = ["| task | LoRA rank r | SymLoRA − LoRA, equal rank (params ×) | SymLoRA − LoRA, equal budget (rank, params ×) "
+             "| sym. energy of LoRA's ΔW (min–max) |", "|---|---|---|---|---|"]
+    for d in diffs:
+        def cell(x: dict[str, Any] | None, extra: str = "") -> str:
+            if x is None:
+                return "—"
+            return f"{x['diff_mean']:+.4f} ± {x['diff_std']:.4f} ({extra}×{x['param_ratio']:.3f})"
+        rank = d["budget_label"].split(" ")[1] + ", " if d["budget_label"] else ""
+        frac = d["lora_symmetric_fraction"]
+        sym = "—" if frac is None else f"{frac:.3f} ({d['lora_symmetric_fraction_range'][0]:.3f}–{d['lora_symmetric_fraction_range'][1]:.3f})"
+        lines.append(f"| {d['task']} | {d['r']} | {d['metric_name']} {cell(d['equal_rank'])} | {cell(d['equal_budget'], rank)} | {sym} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(summary: list[dict[str, Any]], header: str) -> str:
     lines = [header, "", "| task | configuration | metric (mean ± std) | early metric | trainable params | step ms | peak MiB | sym. energy of ΔW |",
              "|---|---|---|---|---|---|---|---|"]
@@ -213,12 +261,12 @@ def markdown(summary: list[dict[str, Any]], header: str) -> str:
 
 def write(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """Write ``out`` (JSON: meta, summary, runs) and ``out.md``; return the Markdown."""
-    summary = summarise(rows)
+    summary, diffs = summarise(rows), differences(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "summary": summary, "runs": rows}, indent=1) + "\n")
+    out.write_text(json.dumps({"meta": meta, "summary": summary, "differences": diffs, "runs": rows}, indent=1) + "\n")
     header = "\n".join(f"Command: `{m['command']}` on {m['hardware']}, torch {m['torch']}, {m['wall_s']:.0f} s."
                        for m in (meta.get("parts") or [meta]))
-    table = markdown(summary, header)
+    table = markdown(summary, header) + ("\n" + markdown_differences(diffs) if diffs else "")
     out.with_suffix(".md").write_text(table)
     return table
 
@@ -229,6 +277,59 @@ def merge(paths: list[str], out: Path) -> int:
     rows = [row for part in parts for row in part["runs"]]
     write(out, {"parts": [part["meta"] for part in parts]}, rows)
     return 0
+
+
+def shard_args(args: argparse.Namespace) -> list[list[str]]:
+    """Split a grid into independent runs of this script: per task, one for head-only/full
+    and one per rank (LoRA, SymLoRA and its equal-budget rank), plus the init study."""
+    common = ["--seeds", str(args.seeds), "--device", args.device]
+    for flag, value in (("--steps", args.steps), ("--fashion-mnist-dir", args.fashion_mnist_dir),
+                        ("--symlora-init", args.symlora_init), ("--init-scale", args.init_scale),
+                        ("--lambda-lr-ratio", args.lambda_lr_ratio)):
+        if value is not None:
+            common += [f"{flag}={value}"]
+    common += ["--no-budget"] if args.no_budget else []
+    wanted = set(args.methods.split(",")) if args.methods else None
+    shards = []
+    for name in filter(None, args.tasks.split(",")):
+        methods = [m for m in TASKS[name].methods if wanted is None or m in wanted]
+        plain = [m for m in methods if m in ("head-only", "full")]
+        adapters = [m for m in methods if m in ("lora", "symlora")]
+        if plain:
+            shards.append(["--tasks", name, "--ranks=", "--methods", ",".join(plain)] + common)
+        if adapters:
+            shards += [["--tasks", name, "--ranks", r, "--methods", ",".join(adapters)] + common
+                       for r in filter(None, args.ranks.split(","))]
+    if args.init_study:
+        shards.append(["--tasks=", "--init-study", "--init-steps", str(args.init_steps)] + common)
+    return shards
+
+
+def run_sharded(args: argparse.Namespace, meta: dict[str, Any]) -> int:
+    """Run the grid as ``--jobs`` concurrent single-threaded processes (small models leave a
+    big GPU mostly idle), then merge their files into ``--out``."""
+    shards = shard_args(args)
+    work = Path(tempfile.mkdtemp(prefix="claim-shards-"))
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    t0 = time.perf_counter()
+
+    def one(i: int) -> int:
+        argv = [sys.executable, str(Path(__file__).resolve()), *shards[i], "--out", str(work / f"shard{i:02d}.json")]
+        with open(work / f"shard{i:02d}.log", "w") as logfile:
+            code = subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=logfile).returncode
+        log.info("shard %d/%d (%s) exit %d", i + 1, len(shards), " ".join(shards[i][:4]), code)
+        return code
+
+    with ThreadPoolExecutor(args.jobs) as pool:
+        codes = list(pool.map(one, range(len(shards))))
+    parts = [json.loads(f.read_text()) for f in sorted(work.glob("shard*.json"))]
+    rows = [row for part in parts for row in part["runs"]]
+    complete = all(c == 0 for c in codes) and all(part["meta"].get("complete") for part in parts)
+    if not complete:
+        log.error("some shards failed or were cut short; their logs are in %s", work)
+    sys.stdout.write(write(Path(args.out), meta | {"wall_s": time.perf_counter() - t0, "complete": complete,
+                                                   "shards": [part["meta"] for part in parts]}, rows))
+    return 0 if complete else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -247,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init-scale", type=float, help="grid runs: Q's column norm at init (negative e: n^-e)")
     p.add_argument("--lambda-lr-ratio", type=float, help="grid runs: Λ's lr multiplier (negative e: n^-e)")
     p.add_argument("--smoke", action="store_true", help="2 steps, 1 seed, ranks 2: a plumbing check")
+    p.add_argument("--jobs", type=int, default=1, help="run the grid as this many concurrent single-threaded shards")
     p.add_argument("--merge", nargs="+", metavar="JSON", help="combine finished result files into --out, run nothing")
     p.add_argument("--out", default="bench/results/claim.json")
     args = p.parse_args(argv)
@@ -270,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = itertools.chain(*(grid(TASKS[name], ranks, args.seeds, device, not args.no_budget, args.steps,
                                   args.fashion_mnist_dir, knobs, methods) for name in args.tasks.split(",") if name),
                            init_study(args.seeds, device, args.init_steps, args.fashion_mnist_dir) if args.init_study else ())
+    if args.jobs > 1:
+        return run_sharded(args, meta)
     rows: list[dict[str, Any]] = []
     for row in runs:  # the files are rewritten after every run: a cut-short grid keeps what it finished
         rows.append(row)

@@ -37,6 +37,20 @@ def test_smoke_grid_writes_a_well_formed_results_file(claim, tmp_path):
     assert all(0.0 <= f <= 1.0 for f in lora["symmetric_fraction"].values()) and lora["symmetric_fraction"]
     table = out.with_suffix(".md").read_text()
     assert "| fewshot | symlora r=2 |" in table
+    (diff,) = results["differences"]  # SymLoRA − LoRA, paired by seed
+    assert diff["r"] == 2 and diff["equal_rank"]["param_ratio"] < 0.75 and abs(diff["equal_budget"]["param_ratio"] - 1) < 0.01
+    by_label = {r["label"]: r["metric_after"] for r in results["runs"]}
+    assert diff["equal_rank"]["diff_mean"] == pytest.approx(by_label["symlora r=2"] - by_label["lora r=2"])
+
+
+@pytest.mark.slow
+def test_sharded_grid_runs_every_configuration_once(claim, tmp_path):
+    out = tmp_path / "claim.json"
+    assert claim.main(["--smoke", "--tasks", "fewshot", "--device", "cpu", "--jobs", "2", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert results["meta"]["complete"] and len(results["meta"]["shards"]) == 2  # head-only/full, and rank 2
+    assert sorted(r["label"] for r in results["runs"]) == sorted(
+        ["head-only", "full", "lora r=2", "symlora r=2", "symlora r=3 (budget of lora r=2)"])
 
 
 @pytest.mark.parametrize("r", [2, 8])
