@@ -195,8 +195,9 @@ class Trial:
     inference forward); ``result()`` adds what was measured."""
 
     def __init__(self, work: Workload, method: str, variant: str, compiled: bool, phase: str, r: int,
-                 device: torch.device) -> None:
+                 device: torch.device, compile_mode: str = "default") -> None:
         self.work, self.method, self.variant, self.compiled, self.phase = work, method, variant, compiled, phase
+        self.cuda_graphs = compiled and compile_mode == "reduce-overhead"
         self.device = device
         self.options = VARIANTS.get(variant, {})
         self.times: list[float] = []
@@ -218,7 +219,7 @@ class Trial:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.params, lr=1e-5, fused=device.type == "cuda") if self.params else None
         self.batch = work.make_batch(device)
-        self.runner = torch.compile(model) if compiled else model
+        self.runner = torch.compile(model, mode=compile_mode) if compiled else model
 
     @property
     def label(self) -> str:
@@ -226,6 +227,8 @@ class Trial:
 
     def step(self) -> None:
         amp = self.device.type == "cuda"
+        if self.cuda_graphs:  # a new step: the graphs' output buffers of the last one may be reused
+            torch.compiler.cudagraph_mark_step_begin()
         with fast_path_options(**self.options), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
             if self.phase == "infer":
                 with torch.no_grad():
@@ -439,6 +442,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", default=None, help="comma list of vit-b16, gpt2, vit-fmnist "
                    "(default: vit-b16,gpt2 on a GPU, vit-fmnist on a CPU)")
     p.add_argument("--methods", default=",".join(METHODS))
+    p.add_argument("--compile-mode", choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+                   default="default", help="torch.compile mode of every compiled row (reduce-overhead: CUDA graphs)")
     p.add_argument("--compile", choices=["auto", "yes", "no", "only"], default="auto",
                    help="auto: eager and compiled on a GPU, eager only on a CPU")
     p.add_argument("--compile-full", choices=["yes", "no"], default="yes", help="also compile full fine-tuning")
@@ -527,6 +532,7 @@ def main(argv: list[str] | None = None) -> None:
                 torch=torch.__version__, versions=f"timm {timm.__version__}, transformers {transformers.__version__}, "
                                                   f"peft {peft.__version__}", dtype="bf16 autocast" if gpu else "fp32", steps=args.steps,
                 warmup=args.warmup, r=args.r,
+                compile_mode=args.compile_mode,
                 timing=("interleaved rounds" if interleave else "back to back")
                 + (", process CPU time" if clock is time.process_time else ""))
     rows: list[dict[str, Any]] = []
@@ -546,7 +552,7 @@ def main(argv: list[str] | None = None) -> None:
         for cfg in plan:
             groups.setdefault((cfg[0].name, cfg[3]), []).append(cfg)
         for cfgs in groups.values():
-            trials = [Trial(w, m, v, c, ph, args.r, device) for w, m, v, c, ph in cfgs]
+            trials = [Trial(w, m, v, c, ph, args.r, device, args.compile_mode) for w, m, v, c, ph in cfgs]
             measure_interleaved(trials, args.warmup, args.steps)
             for trial in trials:
                 record(trial)
@@ -561,7 +567,7 @@ def main(argv: list[str] | None = None) -> None:
                 continue
             t0 = time.perf_counter()
             try:
-                trial = Trial(work, method, variant, compiled, phase, args.r, device)
+                trial = Trial(work, method, variant, compiled, phase, args.r, device, args.compile_mode)
                 measure_alone(trial, args.warmup, args.steps)
                 if phase == "train" and variant == "default" and method in args.profile.split(","):
                     trial.profile_steps()
