@@ -75,37 +75,68 @@ def _find(summary: list[dict], task: str, label: str) -> dict | None:
     return next((s for s in summary if s["task"] == task and s["label"] == label), None)
 
 
+def _paired_table(differences: list[dict], summary: list[dict]) -> list[str]:
+    """SymLoRA − LoRA per task and rank, paired by seed; positive always favours SymLoRA."""
+    lines = ["| task | LoRA rank | SymLoRA − LoRA, same rank | SymLoRA − LoRA, same number of weights |",
+             "|---|---:|---|---|"]
+    for d in differences:
+        sign = -1 if d["metric_name"] == "perplexity" else 1
+
+        def cell(x: dict | None, what: str) -> str:
+            if x is None:
+                return "—"
+            return f"{sign * x['diff_mean']:+.3f} ± {x['diff_std']:.3f} ({what}{x['param_ratio']:.0%} of LoRA's weights)"
+
+        budget_rank = d["budget_label"].split(" (")[0].removeprefix("symlora ") + ", " if d.get("budget_label") else ""
+        lines.append(f"| {d['task']} | {d['r']} | {cell(d['equal_rank'], '')} | {cell(d['equal_budget'], budget_rank)} |")
+    return lines
+
+
+def _verdicts(summary: list[dict]) -> list[str]:
+    """One sentence per (task, rank) from the means: for files without paired differences."""
+    verdicts = []
+    for s in summary:
+        if not s["label"].startswith("lora r="):
+            continue
+        task, r = s["task"], s["label"].removeprefix("lora r=")
+        same = _find(summary, task, f"symlora r={r}")
+        budget = next((b for b in summary if b["task"] == task and b["label"].endswith(f"(budget of lora r={r})")), None)
+        if same is None:
+            continue
+        sign = -1 if s["metric_name"] == "perplexity" else 1  # report "better is positive"
+        text = (f"**{task}, r = {r}:** SymLoRA − LoRA = {sign * (same['metric_mean'] - s['metric_mean']):+.3f} "
+                f"with {same['trainable_params'] / s['trainable_params']:.0%} of the weights")
+        if budget is not None:
+            text += f"; at LoRA's budget ({budget['label'].split(' (')[0]}) {sign * (budget['metric_mean'] - s['metric_mean']):+.3f}"
+        verdicts.append(text + ".")
+    return verdicts
+
+
 def results_markdown(path: Path = RESULTS_FILE) -> str:
-    """"So is SymLoRA any good?" — the shipped benchmark (``bench/claim.py``) as a table
-    and one honest sentence per task: SymLoRA − LoRA at equal rank and equal budget."""
+    """"So is SymLoRA any good?" — the shipped benchmark (``bench/claim.py``): SymLoRA − LoRA
+    at equal rank and equal budget (paired by seed when the file has it), what each task is,
+    and every configuration's mean ± std."""
     if not path.is_file():
         return "*No benchmark results are shipped with this copy (run `python bench/claim.py`).*"
     results = json.loads(path.read_text())
-    summary = results["summary"]
+    summary, meta = results["summary"], results["meta"]
+    parts: list[str] = []
+    if results.get("differences"):
+        parts.append("\n".join(_paired_table(results["differences"], summary)))
+    else:
+        parts.append("  \n".join(_verdicts(summary)))
+    tasks = meta.get("tasks", {})
+    if tasks:
+        parts.append("\n".join(f"* **{name}**: {text}" for name, text in tasks.items()))
+    if any(s["task"] == "init-study" for s in summary):
+        parts.append("“Λ lr ×√n” in the init study is this app's default; the other rules start slower.")
     lines = ["| task | configuration | result (mean ± std over seeds) | trainable weights |", "|---|---|---|---:|"]
     for s in summary:
         lines.append(f"| {s['task']} | {s['label']} | {s['metric_name']} {s['metric_mean']:.3f} ± {s['metric_std']:.3f} "
                      f"| {s['trainable_params']:,} |")
-    verdicts = []
-    for task in dict.fromkeys(s["task"] for s in summary):
-        for s in summary:
-            if s["task"] != task or not s["label"].startswith("lora r="):
-                continue
-            r = s["label"].removeprefix("lora r=")
-            same = _find(summary, task, f"symlora r={r}")
-            budget = next((b for b in summary if b["task"] == task and b["label"].endswith(f"(budget of lora r={r})")), None)
-            if same is None:
-                continue
-            sign = -1 if s["metric_name"] == "perplexity" else 1  # report "better is positive"
-            text = (f"**{task}, r = {r}:** SymLoRA − LoRA = {sign * (same['metric_mean'] - s['metric_mean']):+.3f} "
-                    f"with {same['trainable_params'] / s['trainable_params']:.0%} of the weights")
-            if budget is not None:
-                text += f"; at LoRA's budget ({budget['label'].split(' (')[0]}) {sign * (budget['metric_mean'] - s['metric_mean']):+.3f}"
-            verdicts.append(text + ".")
-    if any(s["task"] == "init-study" for s in summary):
-        verdicts.append("**init-study** = digits (MNIST-5k), r = 8, 300 steps: how SymLoRA should start. "
-                        "“Λ lr ×√n” is this app's default; the others start slower.")
-    parts = [meta.get("hardware", "") for meta in results["meta"].get("parts", [results["meta"]])]
-    note = (f"\n\nMeasured with `bench/claim.py` on {', '.join(dict.fromkeys(parts))}; positive differences "
-            "favour SymLoRA. Where SymLoRA loses, the number says by how much.")
-    return "\n".join(lines) + "\n\n" + "  \n".join(verdicts) + note
+    parts.append("**Every configuration**\n\n" + "\n".join(lines))
+    hardware = [m.get("hardware", "") for m in meta.get("parts", [meta])]
+    parts.append(f"Measured with `bench/claim.py` on {', '.join(dict.fromkeys(hardware))}; positive differences "
+                 "favour SymLoRA (for perplexity, lower is better, so the sign is flipped). Where SymLoRA loses, "
+                 "the number says by how much.")
+    return "\n\n".join(parts)

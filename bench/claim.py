@@ -52,6 +52,7 @@ class Task:
     steps: int
     lr: float
     batch_size: int
+    description: str = ""
     data_kwargs: dict[str, Any] = field(default_factory=dict)
     methods: tuple[str, ...] = ("head-only", "full", "lora", "symlora")
 
@@ -59,12 +60,17 @@ class Task:
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
-        Task("digits", "digits", "mnist-5k", steps=300, lr=3e-3, batch_size=64),
-        Task("fewshot", "digits", "fmnist-fewshot", steps=150, lr=2e-3, batch_size=32),
+        Task("digits", "digits", "mnist-5k", steps=300, lr=3e-3, batch_size=64,
+             description="the Fashion-MNIST ViT → MNIST digits (4,000 train / 1,000 test), 300 steps"),
+        Task("fewshot", "digits", "fmnist-fewshot", steps=150, lr=2e-3, batch_size=32,
+             description="the Fashion-MNIST ViT → 4 look-alike garments, 20 shots each, from images it never saw; 150 steps"),
         Task("fmnist-cnn", "efficientnet-digits", "fmnist-fewshot", steps=200, lr=3e-3, batch_size=64,
+             description="EfficientNet-Lite0 (ImageNet) → Fashion-MNIST, 10 classes × 100 shots, 64 px; 200 steps",
              data_kwargs=dict(shots=100, classes=tuple(FASHION_MNIST_CLASSES), test_per_class=200)),
-        Task("fortunes", "fortunes", "fortunes:startrek", steps=24, lr=5e-3, batch_size=8, methods=("lora", "symlora")),
-        Task("fortunes-science", "fortunes", "fortunes:science", steps=24, lr=5e-3, batch_size=8, methods=("lora", "symlora")),
+        Task("fortunes", "fortunes", "fortunes:startrek", steps=24, lr=5e-3, batch_size=8, methods=("lora", "symlora"),
+             description="SmolLM2-135M → Star Trek quotes, held-out perplexity (lower is better); 24 steps"),
+        Task("fortunes-science", "fortunes", "fortunes:science", steps=24, lr=5e-3, batch_size=8, methods=("lora", "symlora"),
+             description="SmolLM2-135M → science quotes, held-out perplexity (lower is better); 24 steps"),
     )
 }
 
@@ -75,6 +81,9 @@ INIT_VARIANTS: dict[str, dict[str, Any]] = {
     "Λ lr ×√n": dict(symlora_init="gaussian", init_scale=1.0, lambda_lr_ratio=-0.5),  # negative: ratio = √n
     "rsLoRA": dict(symlora_init="gaussian", init_scale=1.0, use_rslora=True, lambda_lr_ratio=1.0),
 }
+
+
+INIT_STUDY = "the Fashion-MNIST ViT → MNIST digits, r = 8, 300 steps: SymLoRA under five initialisation rules"
 
 
 def trainable_count(base, task_cfg: RunConfig, method: str, r: int, dataset) -> int:
@@ -262,6 +271,8 @@ def markdown(summary: list[dict[str, Any]], header: str) -> str:
 def write(out: Path, meta: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """Write ``out`` (JSON: meta, summary, runs) and ``out.md``; return the Markdown."""
     summary, diffs = summarise(rows), differences(rows)
+    names = dict.fromkeys(row["task"] for row in rows)
+    meta = meta | {"tasks": {name: TASKS[name].description if name in TASKS else INIT_STUDY for name in names}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "summary": summary, "differences": diffs, "runs": rows}, indent=1) + "\n")
     header = "\n".join(f"Command: `{m['command']}` on {m['hardware']}, torch {m['torch']}, {m['wall_s']:.0f} s."

@@ -26,6 +26,19 @@ def test_table_and_differences_come_from_the_file(tmp_path):
     assert "test CPU" in text
 
 
+def test_paired_differences_are_shown_with_their_spread(tmp_path):
+    path = tmp_path / "claim.json"
+    summary = [row("fortunes", "lora r=8", 30.0, 500, "perplexity"), row("fortunes", "symlora r=8", 32.0, 250, "perplexity")]
+    diffs = [{"task": "fortunes", "r": 8, "metric_name": "perplexity", "budget_label": "symlora r=16 (budget of lora r=8)",
+              "equal_rank": {"diff_mean": 2.0, "diff_std": 0.5, "seeds": 3, "param_ratio": 0.5},
+              "equal_budget": {"diff_mean": -1.0, "diff_std": 0.25, "seeds": 3, "param_ratio": 1.002}}]
+    path.write_text(json.dumps({"meta": {"hardware": "test CPU", "tasks": {"fortunes": "SmolLM2 → quotes"}},
+                                "summary": summary, "differences": diffs, "runs": []}))
+    text = results_markdown(path)
+    assert "| fortunes | 8 | -2.000 ± 0.500 (50% of LoRA's weights) | +1.000 ± 0.250 (r=16, 100% of LoRA's weights) |" in text
+    assert "**fortunes**: SmolLM2 → quotes" in text and "| fortunes | symlora r=8 | perplexity 32.000 ± 0.010 | 250 |" in text
+
+
 def test_missing_file_says_how_to_make_it(tmp_path):
     assert "bench/claim.py" in results_markdown(tmp_path / "none.json")
 
