@@ -35,7 +35,6 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-PEFT_PREFIX = "base_model.model."
 MAX_KEPT_PARAMS = 30_000_000   # a run's trained weights above this are not kept in the session
 MAX_CACHED_TUNED_PARAMS = 300_000_000  # ready tuned models in all (≈ 1.2 GB: two small LMs or many ViTs)
 FINAL_TTL_S = 300  # a run's last page update is kept this long for a Stop handler
@@ -300,19 +299,10 @@ def rebuild_tuned(saved: SavedRun, base: Any) -> Any:
     and trained weights (eval mode).  Raises ``ValueError`` when the weights do not fit."""
     if not saved.weights_kept:
         raise ValueError("this run's trained weights were too large to keep in the session; run it again to try it")
-    from symlora import AdapterConfig, inject
+    from symlora.runs import restore_tuned
 
-    bundle = copy.deepcopy(base)
-    if saved.classes and hasattr(bundle, "reset_head"):
-        bundle.reset_head(list(saved.classes), seed=saved.settings.seed)
-    if saved.adapter_config:
-        inject(bundle.model, AdapterConfig.from_dict(saved.adapter_config))
-    state = {k.removeprefix(PEFT_PREFIX): v for k, v in saved.trainable_state.items()}
-    result = bundle.model.load_state_dict(state, strict=False)
-    if result.unexpected_keys:
-        raise ValueError(f"the saved weights do not fit the model: unexpected {result.unexpected_keys[:3]}")
-    bundle.model.eval()
-    return bundle
+    return restore_tuned(copy.deepcopy(base), state=saved.trainable_state, adapter_config=saved.adapter_config,
+                         classes=list(saved.classes) if saved.classes else None, seed=saved.settings.seed)
 
 
 class TunedModels:

@@ -16,7 +16,8 @@ from safetensors.torch import load_file, save_file
 
 from .config import AdapterConfig
 from .events import RunResult
-from .io import CONFIG_NAME, PREFIX, WEIGHTS_NAME, load_adapter
+from .io import CONFIG_NAME, PREFIX, WEIGHTS_NAME
+from .model import inject
 from .zoo import TextModel, VisionModel, load_model
 
 RUN_FILE = "run.json"
@@ -50,24 +51,47 @@ def read_run(directory: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def restore_tuned(bundle: VisionModel | TextModel, *, state: dict[str, torch.Tensor],
+                  adapter_config: dict[str, Any] | None = None, classes: list[str] | None = None,
+                  seed: int = 0) -> VisionModel | TextModel:
+    """Turn ``bundle`` (a fresh copy of a run's pretrained model; it is changed in place)
+    into the run's tuned model: the run's new head, its adapters and its trained tensors
+    (keyed with or without PEFT's ``base_model.model.`` prefix).  Eval mode.
+
+    Raises ``ValueError`` when a tensor has no place in the model or the wrong shape, or
+    when adapter weights are missing — a run saved from another model, not a silent no-op."""
+    if classes and isinstance(bundle, VisionModel):
+        bundle.reset_head(list(classes), seed=seed)
+    if adapter_config is not None:
+        inject(bundle.model, AdapterConfig.from_dict(adapter_config))
+    params = dict(bundle.model.named_parameters())
+    tensors = {key.removeprefix(PREFIX): value for key, value in state.items()}
+    unexpected = sorted(set(tensors) - set(params))
+    missing = sorted(name for name, p in params.items() if p.requires_grad and name not in tensors and ".lora_" in name)
+    if unexpected or missing:
+        raise ValueError(f"the saved weights do not fit the model: unexpected {unexpected[:3]}, missing {missing[:3]}")
+    with torch.no_grad():
+        for key, value in tensors.items():
+            if params[key].shape != value.shape:
+                raise ValueError(f"{key}: shape {tuple(value.shape)} saved, the model has {tuple(params[key].shape)}")
+            params[key].copy_(value)
+    bundle.model.eval()
+    return bundle
+
+
 def load_run(directory: str | Path, base: VisionModel | TextModel | None = None) -> VisionModel | TextModel:
-    """The tuned model of a saved run, ready for predictions (eval mode, CPU)."""
+    """The tuned model of a saved run, ready for predictions (eval mode, CPU).  ``base``
+    (a freshly loaded copy of the run's model) is changed in place; without it the model
+    is loaded from the zoo."""
     directory = Path(directory)
     info = read_run(directory)
     config = info["config"]
+    weights = directory / (WEIGHTS_NAME if info.get("adapter_config") is not None else STATE_FILE)
+    if not weights.is_file():
+        raise FileNotFoundError(f"{directory}: the run's weights ({weights.name}) are missing")
     bundle = base if base is not None else load_model(config["model"])
-    if isinstance(bundle, VisionModel) and info.get("classes"):
-        bundle.reset_head(info["classes"], seed=config.get("seed", 0))
-    if info.get("adapter_config") is not None:
-        load_adapter(bundle.model, directory)
-    else:
-        state = load_file(str(directory / STATE_FILE))
-        params = dict(bundle.model.named_parameters())
-        with torch.no_grad():
-            for key, value in state.items():
-                params[key.removeprefix(PREFIX)].copy_(value)
-    bundle.model.eval()
-    return bundle
+    return restore_tuned(bundle, state=load_file(str(weights)), adapter_config=info.get("adapter_config"),
+                         classes=info.get("classes"), seed=config.get("seed", 0))
 
 
 def adapter_config_of(directory: str | Path) -> AdapterConfig:
