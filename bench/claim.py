@@ -4,12 +4,18 @@ For each task: head-only, full fine-tuning, and LoRA vs SymLoRA at equal rank
 (r ∈ --ranks) and at equal parameter budget (SymLoRA at the rank whose trainable count is
 closest to LoRA's at r: 2r on square layers), every configuration over --seeds seeds with
 the same data order per seed.  Also the symmetric share of the energy in LoRA's learned
-square updates, and (``--init-study``) how SymLoRA's initialisation shapes its start.
+square updates, the SymLoRA − LoRA differences paired by seed, and (``--init-study``) how
+SymLoRA's initialisation shapes its start.
 
-    python bench/claim.py --tasks digits,fewshot --out bench/results/claim.json
+    python bench/claim.py --tasks digits,fewshot,fmnist-cnn --device cuda --jobs 15
+    python bench/claim.py --tasks fortunes --device cpu
     python bench/claim.py --smoke                # 2 steps, 1 seed: checks the plumbing
+    python bench/claim.py --merge A.json B.json --out assets/results/claim.json
 
-Writes a JSON file with every run and a Markdown table next to it.
+Writes a JSON file (meta, per-configuration summary, paired differences, every run) and a
+Markdown table next to it, rewritten after every run.  ``--jobs N`` runs the grid as N
+single-threaded processes side by side (small models leave a big GPU idle), so its step
+times are not speed measurements: ``bench/adapter_speed.py`` is.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ import json
 import logging
 import os
 import platform
-import subprocess
-import tempfile
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
