@@ -77,7 +77,7 @@ def _find(summary: list[dict], task: str, label: str) -> dict | None:
 
 def _paired_table(differences: list[dict], summary: list[dict]) -> list[str]:
     """SymLoRA − LoRA per task and rank, paired by seed; positive always favours SymLoRA."""
-    lines = ["| task | LoRA rank | SymLoRA − LoRA, same rank | SymLoRA − LoRA, same number of weights |",
+    lines = ["| task | LoRA rank | SymLoRA − LoRA, same rank (SymLoRA's weights vs LoRA's) | SymLoRA − LoRA, same number of weights |",
              "|---|---:|---|---|"]
     for d in differences:
         sign = -1 if d["metric_name"] == "perplexity" else 1
@@ -85,9 +85,11 @@ def _paired_table(differences: list[dict], summary: list[dict]) -> list[str]:
         def cell(x: dict | None, what: str) -> str:
             if x is None:
                 return "—"
-            return f"{sign * x['diff_mean']:+.3f} ± {x['diff_std']:.3f} ({what}{x['param_ratio']:.0%} of LoRA's weights)"
+            diff = sign * x["diff_mean"]
+            shown = f"{diff:+.3f}" if abs(diff) >= 0.0005 else "0.000"
+            return f"{shown} ± {x['diff_std']:.3f} ({what}{x['param_ratio']:.0%} weights)"
 
-        budget_rank = d["budget_label"].split(" (")[0].removeprefix("symlora ") + ", " if d.get("budget_label") else ""
+        budget_rank = d["budget_label"].split(" (")[0].removeprefix("symlora ") + " · " if d.get("budget_label") else ""
         lines.append(f"| {d['task']} | {d['r']} | {cell(d['equal_rank'], '')} | {cell(d['equal_budget'], budget_rank)} |")
     return lines
 

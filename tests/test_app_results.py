@@ -35,7 +35,7 @@ def test_paired_differences_are_shown_with_their_spread(tmp_path):
     path.write_text(json.dumps({"meta": {"hardware": "test CPU", "tasks": {"fortunes": "SmolLM2 → quotes"}},
                                 "summary": summary, "differences": diffs, "runs": []}))
     text = results_markdown(path)
-    assert "| fortunes | 8 | -2.000 ± 0.500 (50% of LoRA's weights) | +1.000 ± 0.250 (r=16, 100% of LoRA's weights) |" in text
+    assert "| fortunes | 8 | -2.000 ± 0.500 (50% weights) | +1.000 ± 0.250 (r=16 · 100% weights) |" in text
     assert "**fortunes**: SmolLM2 → quotes" in text and "| fortunes | symlora r=8 | perplexity 32.000 ± 0.010 | 250 |" in text
 
 
