@@ -292,7 +292,7 @@ def merge(paths: list[str], out: Path) -> int:
     """One results file from several runs of this script (e.g. one per task or machine)."""
     parts = [json.loads(Path(p).read_text()) for p in paths]
     rows = [row for part in parts for row in part["runs"]]
-    write(out, {"parts": [part["meta"] for part in parts]}, rows)
+    write(out, {"parts": [m for part in parts for m in part["meta"].get("parts", [part["meta"]])]}, rows)
     return 0
 
 
