@@ -75,7 +75,7 @@ def _find(summary: list[dict], task: str, label: str) -> dict | None:
     return next((s for s in summary if s["task"] == task and s["label"] == label), None)
 
 
-def _paired_table(differences: list[dict], summary: list[dict]) -> list[str]:
+def _paired_table(differences: list[dict]) -> list[str]:
     """SymLoRA − LoRA per task and rank, paired by seed; positive always favours SymLoRA."""
     lines = ["| task | LoRA rank | SymLoRA − LoRA, same rank (SymLoRA's weights vs LoRA's) | SymLoRA − LoRA, same number of weights |",
              "|---|---:|---|---|"]
@@ -124,7 +124,7 @@ def results_markdown(path: Path = RESULTS_FILE) -> str:
     summary, meta = results["summary"], results["meta"]
     parts: list[str] = []
     if results.get("differences"):
-        parts.append("\n".join(_paired_table(results["differences"], summary)))
+        parts.append("\n".join(_paired_table(results["differences"])))
     else:
         parts.append("  \n".join(_verdicts(summary)))
     tasks = meta.get("tasks", {})
