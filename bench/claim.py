@@ -99,10 +99,18 @@ def trainable_count(base, task_cfg: RunConfig, method: str, r: int, dataset) -> 
 
 
 def budget_rank(base, task_cfg: RunConfig, r: int, dataset) -> tuple[int, float]:
-    """The SymLoRA rank whose trainable count is closest to LoRA's at rank r."""
+    """The SymLoRA rank (r … 4r) whose trainable count is closest to LoRA's at rank r.
+
+    Counts grow with the rank, so the walk stops at the first rank that reaches LoRA's
+    count: each count builds a model copy, which is slow for a language model."""
     target = trainable_count(base, task_cfg, "lora", r, dataset)
-    best = min(range(r, 4 * r + 1), key=lambda k: abs(trainable_count(base, task_cfg, "symlora", k, dataset) - target))
-    return best, trainable_count(base, task_cfg, "symlora", best, dataset) / target
+    counts: dict[int, int] = {}
+    for k in range(r, 4 * r + 1):
+        counts[k] = trainable_count(base, task_cfg, "symlora", k, dataset)
+        if counts[k] >= target:
+            break
+    best = min(counts, key=lambda k: abs(counts[k] - target))
+    return best, counts[best] / target
 
 
 def _resolve_negative(cfg: RunConfig, width: int) -> RunConfig:
