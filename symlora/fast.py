@@ -103,25 +103,44 @@ def _folds(dtype: torch.dtype) -> bool:
 # Results with R columns may come back as transposed views: BLAS takes either layout.
 
 
+def cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t in ``dtype`` (t itself when it is already: no operator call)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def scaled(t: Tensor, factor: Tensor | float, dtype: torch.dtype) -> Tensor:
-    """t·factor (a scalar or one factor per column) in ``dtype``: one kernel in eager mode."""
+    """t·factor (a scalar or one factor per column) in ``dtype`` and t's shape, contiguous:
+    one kernel in eager mode."""
     if torch.compiler.is_compiling():
         return (t * factor).to(dtype)
+    if t.dtype == dtype and t.is_contiguous():
+        return t * factor
     return torch.mul(t, factor, out=t.new_empty(t.shape, dtype=dtype))
+
+
+def blocks(a: Tensor, k: int, transpose: bool = False) -> Tensor:
+    """The k column blocks of a (rows × k·m) matrix as a (k, rows, m) view — or, with
+    ``transpose``, their transposes (k, m, rows) — in one strided view."""
+    rows, cols = a.shape
+    m = cols // k
+    if torch.compiler.is_compiling():
+        v = a.view(rows, k, m).transpose(0, 1)
+        return v.transpose(1, 2) if transpose else v
+    s0, s1 = a.stride()
+    if transpose:
+        return a.as_strided((k, m, rows), (m * s1, s1, s0))
+    return a.as_strided((k, rows, m), (m * s1, s0, s1))
 
 
 def project(a: Tensor, f: Tensor, k: int) -> Tensor:
     """a·F: (N, features) → (N, R).  Blocks: one batched product (k, N, n)·(k, n, r) over
     strided views, written into an (N, R) matrix."""
     if k == 1:
-        return a @ f
-    n, rr = f.shape
-    rows = a.shape[0]
-    ab, fb = a.view(rows, k, n).transpose(0, 1), f.view(n, k, rr // k).transpose(0, 1)
+        return torch.mm(a, f)
     if torch.compiler.is_compiling():
-        return torch.bmm(ab, fb).transpose(0, 1).reshape(rows, rr)
-    out = a.new_empty(rows, rr, dtype=torch.promote_types(a.dtype, f.dtype))
-    torch.bmm(ab, fb, out=out.view(rows, k, rr // k).transpose(0, 1))
+        return torch.bmm(blocks(a, k), blocks(f, k)).transpose(0, 1).reshape(a.shape[0], f.shape[1])
+    out = a.new_empty(a.shape[0], f.shape[1])
+    torch.bmm(blocks(a, k), blocks(f, k), out=blocks(out, k))
     return out
 
 
@@ -129,15 +148,13 @@ def expand_into(c: Tensor, z: Tensor, f: Tensor, k: int) -> Tensor:
     """c + z·Fᵀ: (N, R) → (N, features), in place on c in eager mode (one read-modify-write
     pass).  Under torch.compile: a separate product and a plain add, which Inductor fuses
     (functionalisation can't replay an in-place batched product through a strided view)."""
-    compiling = torch.compiler.is_compiling()
+    if torch.compiler.is_compiling():
+        if k == 1:
+            return c + z @ f.t()
+        return c + torch.bmm(blocks(z, k), blocks(f, k, True)).transpose(0, 1).reshape(c.shape)
     if k == 1:
-        return c + z @ f.t() if compiling else c.addmm_(z, f.t())
-    n, rr = f.shape
-    r, rows = rr // k, z.shape[0]
-    zb, fb = z.reshape(rows, k, r).transpose(0, 1), f.view(n, k, r).permute(1, 2, 0)  # (k, N, r), (k, r, n)
-    if compiling:
-        return c + torch.bmm(zb, fb).transpose(0, 1).reshape(rows, k * n)
-    c.view(rows, k, n).transpose(0, 1).baddbmm_(zb, fb)
+        return c.addmm_(z, f.t())
+    blocks(c, k).baddbmm_(blocks(z, k), blocks(f, k, True))
     return c
 
 
@@ -145,41 +162,33 @@ def factor_grad_t(a: Tensor, z: Tensor, k: int, into: Tensor | None = None) -> T
     """(aᵀ·z)ᵀ = zᵀ·a on the factor's structure, as a (R × n) matrix laid out like Qᵀ:
     for blocks, row b·r + c holds block b's column c.  ``into``: accumulate onto it
     (in place in eager mode) and return it."""
+    compiling = torch.compiler.is_compiling()
     if k == 1:
         if into is None:
-            return z.t() @ a
-        return into + z.t() @ a if torch.compiler.is_compiling() else into.addmm_(z.t(), a)
-    rows, feats = a.shape
-    rr = z.shape[1]
-    zb, ab = z.reshape(rows, k, rr // k).permute(1, 2, 0), a.view(rows, k, feats // k).transpose(0, 1)
-    if into is None:
-        return torch.bmm(zb, ab).view(rr, feats // k)  # (k, r, n)
-    if torch.compiler.is_compiling():
-        return into + torch.bmm(zb, ab).view(rr, feats // k)
-    into.view(k, rr // k, feats // k).baddbmm_(zb, ab)
+            return torch.mm(z.t(), a)
+        return into + z.t() @ a if compiling else into.addmm_(z.t(), a)
+    rr, n = z.shape[1], a.shape[1] // k
+    if into is None or compiling:
+        out = torch.bmm(blocks(z, k, True), blocks(a, k)).view(rr, n)  # (k, r, n)
+        return out if into is None else into + out
+    into.view(k, rr // k, n).baddbmm_(blocks(z, k, True), blocks(a, k))
     return into
 
 
 def fold_weight(weight: Tensor, down: Tensor, kd: int, up: Tensor, ku: int, dtype: torch.dtype) -> Tensor:
     """W + U·Dᵀ in ``dtype``, as a matrix to pass to ``F.linear`` (out × in; it may be a
     transposed view).  Only one of D, U may have blocks: the update is then block-diagonal,
-    and each block is Uᵦ·Dᵦᵀ (one batched product of inner size r)."""
-    w = weight.to(dtype)
+    and each block is U_b·D_bᵀ (one batched product of inner size r)."""
+    w = cast(weight, dtype)
     if kd == 1 and ku == 1:
         return torch.addmm(w, up, down.t())
     if ku > 1:  # stacked: W (k·n × n), block b = rows b·n…
-        n, rr = up.shape
-        k, r = ku, rr // ku
-        wb = w.view(k, n, n)
-        out = torch.baddbmm(wb, up.view(n, k, r).transpose(0, 1), down.view(n, k, r).permute(1, 2, 0))
-        return out.view(k * n, n)
-    # side: W (n × k·n), block b = columns b·n…; build Wᵀ's blocks (k, n, n) and hand back
-    # the transposed view (each block of ΔW is symmetric in shape, not in value: Uᵦ·Dᵦᵀ)
-    n, rr = down.shape
-    k, r = kd, rr // kd
-    wtb = w.view(n, k, n).permute(1, 2, 0)  # block b of Wᵀ: (n_in, n_out)
-    out = torch.baddbmm(wtb, down.view(n, k, r).transpose(0, 1), up.view(n, k, r).permute(1, 2, 0))
-    return out.view(k * n, n).t()
+        n = up.shape[0]
+        return torch.baddbmm(w.view(ku, n, n), blocks(up, ku), blocks(down, ku, True)).view(ku * n, n)
+    # side: W (n × k·n), block b = columns b·n…: build Wᵀ's blocks (k, n, n), hand back the
+    # transposed view
+    n = down.shape[0]
+    return torch.baddbmm(blocks(w, kd, True), blocks(down, kd), blocks(up, kd, True)).view(kd * n, n).t()
 
 
 # -- SymLoRA --------------------------------------------------------------------------------
@@ -201,11 +210,11 @@ def low_rank_linear(x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor
     """y = x·Wᵀ + b + (x·D)·Uᵀ for a 2-D x already in the compute dtype, and h = x·D
     (``None`` when folding and not ``need_h``)."""
     dtype = x.dtype
-    b = None if bias is None else bias.to(dtype)
+    b = None if bias is None else cast(bias, dtype)
     h = project(x, down, kd) if need_h or not fold else None
     if fold:
         return F.linear(x, fold_weight(weight, down, kd, up, ku, dtype), b), h
-    return expand_into(F.linear(x, weight.to(dtype), b), h, up, ku), h
+    return expand_into(F.linear(x, cast(weight, dtype), b), h, up, ku), h
 
 
 def symlora_grads(xc: Tensor, g: Tensor, h: Tensor, weight: Tensor, down: Tensor, up: Tensor, q: Tensor,
@@ -219,12 +228,12 @@ def symlora_grads(xc: Tensor, g: Tensor, h: Tensor, weight: Tensor, down: Tensor
     dx = dq = dlam = None
     if need_x:
         if fold:
-            dx = g @ fold_weight(weight, down, kd, up, ku, g.dtype)
+            dx = torch.mm(g, fold_weight(weight, down, kd, up, ku, g.dtype))
         else:
-            dx = expand_into(g @ weight.to(g.dtype), us, up, kd)
+            dx = expand_into(torch.mm(g, cast(weight, g.dtype)), us, up, kd)
     if need_adapter:
         pt = factor_grad_t(xc, us, kd)  # (xᵀ·s·u)ᵀ, laid out like Qᵀ
-        dlam = (q.t() * pt).sum(1).to(lam.dtype)
+        dlam = cast((q.t() * pt).sum(1), lam.dtype)
         mt = factor_grad_t(g, h, ku, into=pt)  # += (gᵀ·h)ᵀ
         dq = scaled(mt.t(), lam, q.dtype)
     return dx, dq, dlam
@@ -239,10 +248,11 @@ class _SymLoraLinear(torch.autograd.Function):
         kd, ku = _blocks(layout, k)
         fold = _folds(dtype)
         down, up = symlora_factors(q, lam, scaling, dtype)
-        xc = x.to(dtype)
+        xc = cast(x, dtype)
         need_adapter = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-        y, h = low_rank_linear(xc, weight, bias, down, up, kd, ku, fold, need_adapter)
-        ctx.save_for_backward(xc, h, weight, down, up, q, lam)
+        w = cast(weight, dtype)  # saved in the compute dtype, as the frozen layer's own backward does
+        y, h = low_rank_linear(xc, w, bias, down, up, kd, ku, fold, need_adapter)
+        ctx.save_for_backward(xc, h, w, down, up, q, lam)
         ctx.kd, ctx.ku, ctx.fold, ctx.x_dtype = kd, ku, fold, x.dtype
         return y
 
@@ -250,10 +260,10 @@ class _SymLoraLinear(torch.autograd.Function):
     def backward(ctx, grad_y):
         xc, h, weight, down, up, q, lam = ctx.saved_tensors
         need_x, need_adapter = ctx.needs_input_grad[0], ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-        dx, dq, dlam = symlora_grads(xc, grad_y.to(xc.dtype), h, weight, down, up, q, lam, ctx.kd, ctx.ku, ctx.fold,
+        dx, dq, dlam = symlora_grads(xc, cast(grad_y, xc.dtype), h, weight, down, up, q, lam, ctx.kd, ctx.ku, ctx.fold,
                                      need_x, need_adapter)
         if dx is not None:
-            dx = dx.to(ctx.x_dtype)
+            dx = cast(dx, ctx.x_dtype)
         return dx, None, None, dq, dlam, None, None, None
 
 
@@ -269,7 +279,7 @@ def symlora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, q: Tensor, la
     dtype = compute_dtype(x)  # inference: no autograd node, no h
     kd, ku = _blocks(layout, k)
     down, up = symlora_factors(q, lam, scaling, dtype)
-    return low_rank_linear(x.to(dtype), weight, bias, down, up, kd, ku, _folds(dtype), False)[0]
+    return low_rank_linear(cast(x, dtype), weight, bias, down, up, kd, ku, _folds(dtype), False)[0]
 
 
 # -- LoRA ----------------------------------------------------------------------------------
@@ -277,7 +287,7 @@ def symlora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, q: Tensor, la
 
 def lora_factors(a: Tensor, b: Tensor, scaling: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(Aᵀ, s·B) in ``dtype``: LoRA's down (in × r) and up (out × r) factor."""
-    return a.to(dtype).t(), scaled(b, scaling, dtype)
+    return cast(a, dtype).t(), scaled(b, scaling, dtype)
 
 
 class _LoraLinear(torch.autograd.Function):
@@ -288,9 +298,10 @@ class _LoraLinear(torch.autograd.Function):
         dtype = compute_dtype(x)
         fold = _folds(dtype)
         down, up = lora_factors(a, b, scaling, dtype)
-        xc = x.to(dtype)
-        y, h = low_rank_linear(xc, weight, bias, down, up, 1, 1, fold, ctx.needs_input_grad[4])
-        ctx.save_for_backward(xc, h, weight, down, up)
+        xc = cast(x, dtype)
+        w = cast(weight, dtype)
+        y, h = low_rank_linear(xc, w, bias, down, up, 1, 1, fold, ctx.needs_input_grad[4])
+        ctx.save_for_backward(xc, h, w, down, up)
         ctx.fold, ctx.scaling, ctx.x_dtype, ctx.a_dtype, ctx.b_dtype = fold, scaling, x.dtype, a.dtype, b.dtype
         return y
 
@@ -298,19 +309,19 @@ class _LoraLinear(torch.autograd.Function):
     def backward(ctx, grad_y):
         xc, h, weight, down, up = ctx.saved_tensors
         need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
-        g = grad_y.to(xc.dtype)
-        v = g @ up if need_x and not ctx.fold or need_a else None  # g·(s·B) = ∂L/∂h
+        g = cast(grad_y, xc.dtype)
+        v = torch.mm(g, up) if need_x and not ctx.fold or need_a else None  # g·(s·B) = ∂L/∂h
         dx = da = db = None
         if need_x:
             if ctx.fold:
-                dx = g @ fold_weight(weight, down, 1, up, 1, g.dtype)
+                dx = torch.mm(g, fold_weight(weight, down, 1, up, 1, g.dtype))
             else:
-                dx = expand_into(g @ weight.to(g.dtype), v, down, 1)
-            dx = dx.to(ctx.x_dtype)
+                dx = expand_into(torch.mm(g, cast(weight, g.dtype)), v, down, 1)
+            dx = cast(dx, ctx.x_dtype)
         if need_a:
-            da = (v.t() @ xc).to(ctx.a_dtype)  # (r × in), A's layout
+            da = cast(torch.mm(v.t(), xc), ctx.a_dtype)  # (r × in), A's layout
         if need_b:
-            db = scaled((h.t() @ g).t(), ctx.scaling, ctx.b_dtype)  # s·gᵀ·h, B's layout
+            db = scaled(torch.mm(h.t(), g).t(), ctx.scaling, ctx.b_dtype)  # s·gᵀ·h, B's layout
         return dx, None, None, da, db, None
 
 
@@ -320,4 +331,4 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, b: Te
         return _LoraLinear.apply(x, weight, bias, a, b, scaling)
     dtype = compute_dtype(x)
     down, up = lora_factors(a, b, scaling, dtype)
-    return low_rank_linear(x.to(dtype), weight, bias, down, up, 1, 1, _folds(dtype), False)[0]
+    return low_rank_linear(cast(x, dtype), weight, bias, down, up, 1, 1, _folds(dtype), False)[0]
