@@ -187,13 +187,13 @@ COMPILE_VARIANTS = VARIANTS
 
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16-autocast"])
 @pytest.mark.parametrize("variant", COMPILE_VARIANTS, ids=VARIANT_IDS)
-@pytest.mark.parametrize("method", ["symlora", "lora"])
-def test_compiles_without_graph_breaks(method, variant, autocast):
+@pytest.mark.parametrize("method,layout", [("symlora", "stacked"), ("symlora", "side"), ("lora", "stacked")])
+def test_compiles_without_graph_breaks(method, layout, variant, autocast):
     """Dynamo traces forward and backward in one graph (``fullgraph=True`` fails on any
     break), and the compiled layer computes what the eager one does (aot_eager backend:
     no C++ toolchain needed)."""
     torch._dynamo.reset()
-    layer = make(method, "stacked", dtype=torch.float32)
+    layer = make(method, layout, dtype=torch.float32)
     x = torch.randn(2, 3, layer.in_features, requires_grad=True)
 
     def run(module):
