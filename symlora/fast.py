@@ -132,22 +132,13 @@ def blocks(a: Tensor, k: int, transpose: bool = False) -> Tensor:
     return a.as_strided((k, rows, m), (m * s1, s0, s1))
 
 
-def block_diagonal(f: Tensor, k: int) -> Tensor:
-    """The dense (k·n × k·r) block-diagonal matrix of a block factor.  Used under
-    torch.compile only: Inductor then runs plain GEMMs (the zeros cost bandwidth-bound GEMMs
-    next to nothing) and fuses the rest, where batched products over strided views would
-    make it copy the activations into batch-major layouts."""
-    n, rr = f.shape
-    return torch.block_diag(*f.view(n, k, rr // k).unbind(1))
-
-
 def project(a: Tensor, f: Tensor, k: int) -> Tensor:
     """a·F: (N, features) → (N, R).  Blocks: one batched product (k, N, n)·(k, n, r) over
     strided views, written into an (N, R) matrix."""
     if k == 1:
         return torch.mm(a, f)
     if torch.compiler.is_compiling():
-        return a @ block_diagonal(f, k)
+        return torch.bmm(blocks(a, k), blocks(f, k)).transpose(0, 1).reshape(a.shape[0], f.shape[1])
     out = a.new_empty(a.shape[0], f.shape[1])
     torch.bmm(blocks(a, k), blocks(f, k), out=blocks(out, k))
     return out
@@ -160,7 +151,7 @@ def expand_into(c: Tensor, z: Tensor, f: Tensor, k: int) -> Tensor:
     if torch.compiler.is_compiling():
         if k == 1:
             return c + z @ f.t()
-        return c + z @ block_diagonal(f, k).t()
+        return c + torch.bmm(blocks(z, k), blocks(f, k, True)).transpose(0, 1).reshape(c.shape)
     if k == 1:
         return c.addmm_(z, f.t())
     blocks(c, k).baddbmm_(blocks(z, k), blocks(f, k, True))
@@ -177,12 +168,9 @@ def factor_grad_t(a: Tensor, z: Tensor, k: int, into: Tensor | None = None) -> T
             return torch.mm(z.t(), a)
         return into + z.t() @ a if compiling else into.addmm_(z.t(), a)
     rr, n = z.shape[1], a.shape[1] // k
-    if compiling:  # the dense product, then its diagonal blocks (fused by Inductor)
-        full = (z.t() @ a).view(k, rr // k, k, n).diagonal(dim1=0, dim2=2)  # (r, n, k)
-        out = full.permute(2, 0, 1).reshape(rr, n)
+    if into is None or compiling:
+        out = torch.bmm(blocks(z, k, True), blocks(a, k)).view(rr, n)  # (k, r, n)
         return out if into is None else into + out
-    if into is None:
-        return torch.bmm(blocks(z, k, True), blocks(a, k)).view(rr, n)  # (k, r, n)
     into.view(k, rr // k, n).baddbmm_(blocks(z, k, True), blocks(a, k))
     return into
 
