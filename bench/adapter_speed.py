@@ -1,15 +1,15 @@
 """Training-step time of adapters against the frozen-model floor, full fine-tuning and PEFT LoRA.
 
 Every configuration runs in this one process on a freshly built model (random weights,
-nothing is downloaded) and is timed as the median of ``--steps`` training steps after
-``--warmup`` (CUDA events on a GPU); the AdamW step is included.  Ratios are taken between
+nothing is downloaded); the (fused) AdamW step is included.  Ratios are taken between
 configurations measured side by side here, never against numbers from elsewhere.
 
 * ``floor``: every weight frozen, the input requires grad, so the backward still runs
   through the whole network — no adapter can be cheaper.
 * ``full``: every weight trained.
-* ``peft-lora``: PEFT's LoRA; ``lora`` / ``symlora``: this package's layers.
-  Adapters sit on attention only, rank ``--r``, ``lora_alpha = 2r``, no dropout.
+* ``peft-lora``: PEFT's LoRA; ``lora`` / ``symlora``: this package's layers.  Adapters
+  sit on attention (``vit-b16``, ``gpt2``, ``vit-fmnist``) or on qkv, proj, fc1 and fc2
+  (``vit-b16-all``), rank ``--r``, ``lora_alpha = 2r``, no dropout.
 
 The input requires grad in *every* configuration, so all of them do the same work
 outside the weights they train.  GPT-2's ``Conv1D`` layers are turned into ``nn.Linear``
@@ -18,18 +18,30 @@ outside the weights they train.  GPT-2's ``Conv1D`` layers are turned into ``nn.
     python bench/adapter_speed.py                           # GPU: ViT-B/16 and GPT-2, eager and compiled
     python bench/adapter_speed.py --json > speed.json       # one JSON object per configuration
     python bench/adapter_speed.py --from-json speed.json    # the table again, from a saved run
-    .venv/bin/python bench/adapter_speed.py                 # CPU: the vision preset's ViT, fp32, eager
+    .venv/bin/python bench/adapter_speed.py --threads 1 --clock cpu   # CPU: the vision preset's ViT, fp32
     .venv/bin/python bench/adapter_speed.py --tiny --device cpu --compile yes   # smoke test of the GPU plan
 
-Columns besides the ratios: ``min ms`` (fastest step), ``host ms`` (median time the host
-takes to issue one step, without waiting for the GPU), and with ``--profile`` the GPU busy
-time per step from torch.profiler (``GPU ms``) and its ratio to the floor's.  When the GPU
-busy time is well under the step time, the step is bound by the host's kernel launches,
-not by the GPU: the adapter's own GPU cost is then the ``GPU×fl`` column.
+Timing: ``--repeats`` (3) repeats of ``--steps`` steps after ``--warmup``; ``step ms`` is
+the median of the repeats' medians and ``min ms`` the fastest repeat's median.  Each table
+says how its rows were timed: *interleaved rounds* (all configurations of a model built
+up front and timed in rotating turns, so drifting machine speed hits them alike; the
+default on a CPU) or *back to back* (one configuration at a time, freed before the next;
+the default on a GPU).  CUDA events on a GPU; on a CPU, wall time or (``--clock cpu``)
+this process's CPU time, which other work on a shared machine disturbs far less.
 
-``--variants`` / ``--compiled-variants`` add rows for the fast path's alternatives (and the
-plain autograd formula); on a shared CPU, ``--threads 1 --clock cpu`` times process CPU
-time in interleaved rounds, which other work on the machine disturbs far less.
+Other columns: ``peak MiB`` — peak allocated GPU memory over two steps, less what other
+configurations held (``rsv MiB``, reserved memory, which holds the CUDA-graph pool, is
+shown for back-to-back rows only: interleaved configurations share the cache);
+``host ms`` — time the host takes to issue one step without waiting for the GPU; and from
+torch.profiler (``--profile``, all training rows by default): ``GPU ms`` (GPU busy time
+per step) and its ratio to the floor's, ``kern/st`` (CUDA kernels per step), ``ops/st``
+(aten operators the host dispatched per step: what Python and the autograd engine called)
+and ``Δops/ly`` (operators over the floor's, per adapted layer).  When the GPU busy time
+is well under the step time, the step is bound by the host issuing kernels, not by the GPU.
+
+``--variants`` / ``--compiled-variants`` add rows for the fast path's alternatives
+(``add``: the update added beside x·Wᵀ instead of folded into W; ``plain``: the plain
+autograd formula).
 """
 
 from __future__ import annotations
@@ -438,6 +450,7 @@ def table(rows: list[dict[str, Any]]) -> str:
         for row in group:
             floor = _floor_row(rows, row)
             peak, rsv = row.get("peak_mem_bytes"), row.get("peak_reserved_bytes")
+            back_to_back = str(row.get("timing", "")).startswith("back to back")
             gpu, gpu_floor = _prof(row, "gpu_busy_ms_per_step"), _prof(floor, "gpu_busy_ms_per_step")
             ops, ops_floor = _prof(row, "aten_ops_per_step"), _prof(floor, "aten_ops_per_step")
             per_layer = (ops - ops_floor) / row["adapted_layers"] if ops is not None and ops_floor is not None \
@@ -446,7 +459,7 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{row['model']:<14} {row['phase']:<5} {row['method']:<14} {row['variant']:<8} {row['step_ms']:>8.2f} "
                 f"{fmt(row.get('step_ms_min'), '.2f'):>7} {fmt(row['ratio_to_floor'], '.3f'):>7} "
                 f"{fmt(row['ratio_to_peft'], '.3f'):>7} {fmt(peak / 2**20 if peak else None, '.0f'):>9} "
-                f"{fmt(rsv / 2**20 if rsv else None, '.0f'):>8} {row['trainable_params']:>11,} "
+                f"{fmt(rsv / 2**20 if rsv and back_to_back else None, '.0f'):>8} {row['trainable_params']:>11,} "
                 f"{fmt(row.get('host_ms'), '.2f'):>7} {fmt(gpu, '.2f'):>7} "
                 f"{fmt(gpu / gpu_floor if gpu and gpu_floor else None, '.3f'):>7} "
                 f"{fmt(_prof(row, 'kernels_per_step'), '.0f'):>7} {fmt(ops, '.0f'):>7} {fmt(per_layer, '.1f'):>7}"
