@@ -19,10 +19,12 @@ views (no block-diagonal matrix, no Python loop over blocks).
 
 Two ways to add the update, chosen by the compute dtype (:data:`OPTIONS`):
 
-* **fold** (float32/float64, the CPU's case): W + ΔW is formed once per forward and once
-  per backward (one small GEMM of inner size R each), so the output and the input gradient
-  come from the same single GEMM as the frozen layer's.  The adapter then costs only the
-  four thin GEMMs its gradients need: h = x·D, u = g·U, Dᵀ-side xᵀ·u and U-side gᵀ·h.
+* **fold** (float32/float64, the CPU's case, when the batch has at least as many rows as
+  the layer has inputs and outputs): W + ΔW is formed once per forward and once per backward
+  (one small GEMM of inner size R each), so the output and the input gradient come from the
+  same single GEMM as the frozen layer's.  The adapter then costs only the four thin GEMMs
+  its gradients need: h = x·D, u = g·U, Dᵀ-side xᵀ·u and U-side gᵀ·h.  With fewer rows
+  (generating token by token) writing W + ΔW would cost more than the update itself.
 * **add** (autocast to bf16/fp16, the GPU's case): folding would round ΔW into a bf16
   copy of W, where it is lost (|ΔW| ≪ |W|).  The update is added to x·Wᵀ in the compute
   dtype with one in-place GEMM (``addmm_`` / ``baddbmm_``), likewise for the input gradient.
@@ -31,8 +33,9 @@ The backward shares its intermediates: with h = x·D and u = g·U it computes
 M = (xᵀ·u on D's structure) + (gᵀ·h on U's structure) with two thin GEMMs (the second
 accumulating into the first), then dQ = M·diag(Λ) and dΛ from the first term alone
 (dΛ_j = Σ_i Q_ij (xᵀu)_ij — the same number the second term would give, by symmetry).
-Saved for backward: x (as the frozen layer's own backward would need W, we keep x in the
-compute dtype), the thin h and the R-column factors; never ΔW or W + ΔW.
+Saved for backward: x and W in the compute dtype (under autocast the frozen layer saves
+its cast W too), the thin h and the R-column factors; never ΔW or W + ΔW (a fold is formed
+again in the backward).
 
 The functions below take plain tensors and a block count, so a caller with a leading run
 dimension can reuse them per run.
@@ -58,8 +61,10 @@ class FastPathOptions:
 
     Attributes:
         enabled: use the fused path at all (off: the plain autograd formula).
-        fold: ``"auto"`` — form W + ΔW when the layer computes in float32/float64, add the
-            update separately otherwise; ``"never"`` — always add it separately.
+        fold: ``"auto"`` — form W + ΔW when the layer computes in float32/float64 and the
+            batch has at least max(in, out) rows, add the update separately otherwise;
+            ``"always"`` — fold in float32/float64 whatever the rows; ``"never"``.  Never in
+            bf16/fp16, where ΔW would be rounded away.
     """
 
     enabled: bool = True
@@ -93,8 +98,11 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _folds(dtype: torch.dtype) -> bool:
-    return OPTIONS.fold == "auto" and dtype in (torch.float32, torch.float64)
+def _folds(dtype: torch.dtype, rows: int, in_features: int, out_features: int) -> bool:
+    """Whether to form W + ΔW (see the module docstring and :class:`FastPathOptions`)."""
+    if OPTIONS.fold == "never" or dtype not in (torch.float32, torch.float64):
+        return False
+    return OPTIONS.fold == "always" or rows >= max(in_features, out_features)
 
 
 # -- factor products ------------------------------------------------------------------------
@@ -220,7 +228,7 @@ def low_rank_linear(x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor
 def symlora_grads(xc: Tensor, g: Tensor, h: Tensor, weight: Tensor, down: Tensor, up: Tensor, q: Tensor,
                   lam: Tensor, kd: int, ku: int, fold: bool, need_x: bool, need_adapter: bool
                   ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
-    """(dx, dQ, dΛ) from what :func:`symlora_apply` used; dx in the compute dtype.
+    """(dx, dQ, dΛ) from what :func:`low_rank_linear` used; dx in the compute dtype.
 
     With s·u = g·(s·Q) on U's structure: dx = g·W + (s·u)·(Q·diag Λ)ᵀ on D's structure,
     dQ = (xᵀ·s·u [D's structure] + gᵀ·h [U's structure])·diag(Λ), dΛ_j = Σ_i Q_ij (xᵀ·s·u)_ij."""
@@ -246,7 +254,7 @@ class _SymLoraLinear(torch.autograd.Function):
     def forward(ctx, x, weight, bias, q, lam, layout: str, k: int, scaling: float):
         dtype = compute_dtype(x)
         kd, ku = _blocks(layout, k)
-        fold = _folds(dtype)
+        fold = _folds(dtype, *x.shape, weight.shape[0])
         down, up = symlora_factors(q, lam, scaling, dtype)
         xc = cast(x, dtype)
         need_adapter = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
@@ -258,9 +266,9 @@ class _SymLoraLinear(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_y):
-        xc, h, weight, down, up, q, lam = ctx.saved_tensors
+        xc, h, w, down, up, q, lam = ctx.saved_tensors
         need_x, need_adapter = ctx.needs_input_grad[0], ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-        dx, dq, dlam = symlora_grads(xc, cast(grad_y, xc.dtype), h, weight, down, up, q, lam, ctx.kd, ctx.ku, ctx.fold,
+        dx, dq, dlam = symlora_grads(xc, cast(grad_y, xc.dtype), h, w, down, up, q, lam, ctx.kd, ctx.ku, ctx.fold,
                                      need_x, need_adapter)
         if dx is not None:
             dx = cast(dx, ctx.x_dtype)
@@ -279,7 +287,8 @@ def symlora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, q: Tensor, la
     dtype = compute_dtype(x)  # inference: no autograd node, no h
     kd, ku = _blocks(layout, k)
     down, up = symlora_factors(q, lam, scaling, dtype)
-    return low_rank_linear(cast(x, dtype), weight, bias, down, up, kd, ku, _folds(dtype), False)[0]
+    return low_rank_linear(cast(x, dtype), weight, bias, down, up, kd, ku, _folds(dtype, *x.shape, weight.shape[0]),
+                           False)[0]
 
 
 # -- LoRA ----------------------------------------------------------------------------------
@@ -296,7 +305,7 @@ class _LoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, a, b, scaling: float):
         dtype = compute_dtype(x)
-        fold = _folds(dtype)
+        fold = _folds(dtype, *x.shape, weight.shape[0])
         down, up = lora_factors(a, b, scaling, dtype)
         xc = cast(x, dtype)
         w = cast(weight, dtype)
@@ -331,4 +340,5 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, b: Te
         return _LoraLinear.apply(x, weight, bias, a, b, scaling)
     dtype = compute_dtype(x)
     down, up = lora_factors(a, b, scaling, dtype)
-    return low_rank_linear(cast(x, dtype), weight, bias, down, up, 1, 1, _folds(dtype), False)[0]
+    return low_rank_linear(cast(x, dtype), weight, bias, down, up, 1, 1, _folds(dtype, *x.shape, weight.shape[0]),
+                           False)[0]
