@@ -112,18 +112,20 @@ class StackedAdamW:
             self.steps[i] += 1
         bc1 = [1 - beta1 ** self.steps[i] for i in rows]
         bc2_sqrt = [math.sqrt(1 - beta2 ** self.steps[i]) for i in rows]
-        everyone = len(rows) == len(self.steps)
-        for name, p in params.items():
-            grad = p.grad
-            if grad is None:
-                continue
+        names = [n for n, p in params.items() if p.grad is not None]
+        if not names:
+            return
+        device = params[names[0]].device
+        # every per-run factor of this step in one host→device copy: (tensors, 3, rows)
+        factors = torch.tensor([[[lrs[n][j] / bc1[j] for j in range(len(rows))], bc2_sqrt,
+                                 [1 - lrs[n][j] * wds[n][j] for j in range(len(rows))]] for n in names],
+                               dtype=torch.float32).to(device, non_blocking=True)
+        idx = None if len(rows) == len(self.steps) else torch.tensor(rows, device=device)
+        for t, name in enumerate(names):
+            p = params[name]
             shape = (len(rows),) + (1,) * (p.dim() - 1)
-            idx = None if everyone else torch.tensor(rows, device=p.device)
-            lr = lrs[name]
-            step_size = torch.tensor([lr[j] / bc1[j] for j in range(len(rows))], device=p.device).view(shape)
-            bc2 = torch.tensor(bc2_sqrt, device=p.device).view(shape)
-            decay = torch.tensor([1 - lr[j] * wds[name][j] for j in range(len(rows))], device=p.device).view(shape)
-            m, v = self.exp_avg[name], self.exp_avg_sq[name]
+            step_size, bc2, decay = (factors[t, i].view(shape).to(p.dtype) for i in range(3))
+            grad, m, v = p.grad, self.exp_avg[name], self.exp_avg_sq[name]
             if idx is not None:
                 grad, m, v, data = grad.index_select(0, idx), m.index_select(0, idx), v.index_select(0, idx), p.index_select(0, idx)
             else:
@@ -299,6 +301,7 @@ class Member:
     last_emit: float = 0.0
     memory: MemoryBreakdown = field(default_factory=MemoryBreakdown)
     lam_ratio: dict[str, float] = field(default_factory=dict)
+    bundle: Any = None  # the run's own model on the CPU, sharing the base's weights
     ended: bool = False
 
 
@@ -307,6 +310,10 @@ def prepare_member(cfg: RunConfig, base: Bundle, data: ImageSplits | TextSplits 
     """Everything of a run that does not need its group: data, task, initial tensors.
     ``cfg`` must be resolved."""
     data = data if data is not None else load_dataset(cfg.data, seed=cfg.seed)
+    if isinstance(base, VisionModel) != isinstance(data, ImageSplits):
+        kind = "images" if isinstance(data, ImageSplits) else "text"
+        task = "classifies images" if isinstance(base, VisionModel) else "is a language model"
+        raise ValueError(f"model {base.name!r} {task} but data {getattr(data, 'name', '?')!r} is {kind}")
     classes = data.train.classes if isinstance(data, ImageSplits) else None
     if cfg.image_size and isinstance(base, VisionModel) and base.image_size != cfg.image_size:
         if not base.resizable:
@@ -320,7 +327,7 @@ def prepare_member(cfg: RunConfig, base: Bundle, data: ImageSplits | TextSplits 
                  for name, layer in adapter_layers(bundle.model) if isinstance(layer, SymLoraLayer)}
     member = Member(cfg=cfg, task=task, trainables=trainables, adapter=adapter, emit=emit,
                     scaling=adapter.scaling if adapter else 1.0, counts=count_parameters(bundle.model),
-                    lam_ratio=lam_ratio)
+                    lam_ratio=lam_ratio, bundle=bundle)
     member.base_event = dict(total_steps=cfg.steps, method=cfg.method, metric_name=task.metric_name,
                              throughput_unit=task.unit, trainable_params=member.counts.trainable,
                              total_params=member.counts.total)
@@ -447,7 +454,18 @@ class Group:
             layer.scaling = self.scaling_values[row]
 
     def _spectrum(self, member: Member) -> dict[str, list[list[float]]] | None:
-        return _spectrum_lists(self.model) if member.adapter is not None else None
+        """The run's spectrum (its tensors are in the template).  On a GPU it is computed
+        from a CPU copy of the adapter: tiny QR / eigenvalue problems are launch-bound there."""
+        if member.adapter is None:
+            return None
+        if self.device.type == "cpu" or member.bundle is None:
+            return _spectrum_lists(self.model)
+        cpu_params = dict(member.bundle.model.named_parameters())
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if ".lora_" in name:
+                    cpu_params[name].copy_(p.detach().cpu())
+        return _spectrum_lists(member.bundle.model)
 
     def _memory(self, runs: int) -> MemoryBreakdown:
         """One run's share: the base counted in full (it is what the run uses), its own
