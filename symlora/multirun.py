@@ -367,12 +367,14 @@ class Group:
     def for_run(cls, base: Bundle, member: Member, device: torch.device, **kw: Any) -> Group:
         """A new group whose template is a full copy of ``base`` adapted like ``member``."""
         template = copy.deepcopy(base)
-        if isinstance(template, VisionModel):
-            template.reset_head(list(member.task.classes), seed=member.cfg.seed)
-            if member.cfg.image_size:
-                template.image_size = member.cfg.image_size
-        with torch.random.fork_rng(devices=[]):
+        # Its draws are overwritten, but they must not disturb a run being seeded in
+        # another thread: the global generator is shared, hence the lock.
+        with _SEED_LOCK, torch.random.fork_rng(devices=[]):
+            if isinstance(template, VisionModel):
+                template.reset_head(list(member.task.classes), seed=member.cfg.seed)
             apply_method(template, member.cfg)
+        if isinstance(template, VisionModel) and member.cfg.image_size:
+            template.image_size = member.cfg.image_size
         template.model.to(device)
         return cls(template, device, **kw)
 

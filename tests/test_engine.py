@@ -161,7 +161,7 @@ class Script:
 
 @pytest.fixture
 def engine(base, splits):
-    eng = Engine(load_base=lambda name: base, device="cpu", cache_size=4, cache_ttl_s=60,
+    eng = Engine(load_base=lambda name: base, device="cpu", stack=True, cache_size=4, cache_ttl_s=60,
                  load_data=lambda name, seed: splits)
     yield eng
     eng.close()
@@ -216,7 +216,7 @@ def test_a_run_with_two_subscribers_stops_only_when_both_cancel(engine):
 
 
 def test_cache_is_bounded_and_expires(base, splits):
-    eng = Engine(load_base=lambda name: base, device="cpu", cache_size=1, cache_ttl_s=0.5,
+    eng = Engine(load_base=lambda name: base, device="cpu", stack=False, cache_size=1, cache_ttl_s=0.5,
                  load_data=lambda name, seed: splits)
     try:
         for seed in (0, 1):
