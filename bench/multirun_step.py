@@ -117,6 +117,9 @@ def vmap_step(base, cfgs, device, g):
     x, y = batch(len(cfgs), cfgs[0].batch_size, device, g)
     xs, ys = x.view(len(cfgs), -1, *x.shape[1:]), y.view(len(cfgs), -1)
     template = models[0]
+    for module in template.modules():  # timm reads the switch when a model is built
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = False
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
 
     def one(params, xb, yb):
