@@ -95,6 +95,7 @@ def data_key(splits: ImageSplits | TextSplits) -> str:
 class _Subscriber:
     control: Control | None
     cancelled: bool = False
+    final: TrainEvent | None = None  # its own end, when it stopped a run that others keep
 
 
 class _Record:
@@ -112,6 +113,7 @@ class _Record:
         self.subscribers: list[_Subscriber] = []
         self.peers = 0
         self.paused_since: float | None = None
+        self.left: list[_Subscriber] = []  # stopped it through their control while others stay
         self.cond = threading.Condition()
 
     def add(self, event: TrainEvent) -> None:
@@ -146,9 +148,11 @@ class _Record:
                 state = "run"
             if state == "stop":
                 sub.cancelled = True
+                self.left.append(sub)
             else:
                 states.append(state)
         if not states:
+            self.left.clear()  # the run ends: they get its own final event
             return "stop", None
         if "run" in states:
             self.paused_since = None
@@ -184,11 +188,15 @@ class RunHandle:
         rec, i = self._record, 0
         while True:
             with rec.cond:
-                if i >= len(rec.events) and not rec.closed:
+                if i >= len(rec.events) and not rec.closed and self._sub.final is None:
                     if not rec.cond.wait(timeout):
                         raise TimeoutError(f"no event from run {rec.key} for {timeout} s")
                 batch, closed, error = rec.events[i:], rec.closed, rec.error
+                own_final = self._sub.final
             i += len(batch)
+            if own_final is not None and not closed:
+                yield own_final
+                return
             yield from batch
             if closed and i >= len(rec.events):
                 if error is not None:
@@ -511,6 +519,17 @@ class Engine:
                            f"stopped by request after {member.step} of {member.cfg.steps} steps")
                 group.finish(row, "stopped", message)
                 self._ended(record)
+        for row, record in enumerate(slot.records):  # subscribers who stopped a run others keep
+            if record.left:
+                member = group.members[row]
+                others = sum(1 for s in record.subscribers if not s.cancelled)
+                event = group.final_event(row, "stopped", f"stopped by request after {member.step} of "
+                                          f"{member.cfg.steps} steps (the run goes on for {others} other viewers)")
+                with record.cond:
+                    for sub in record.left:
+                        sub.final = event
+                    record.left.clear()
+                    record.cond.notify_all()
         rows = [i for i, (state, _) in enumerate(d for d in decisions if d[0] != "stop") if state == "run"]
         if not rows:
             return False

@@ -478,7 +478,9 @@ class Group:
         return MemoryBreakdown(self.frozen_bytes, member_bytes, member_bytes, 2 * member_bytes,
                                self.activations // max(1, runs), other)
 
-    def _final(self, row: int, kind: str, message: str | None) -> None:
+    def final_event(self, row: int, kind: str, message: str | None = None) -> TrainEvent:
+        """The final event run ``row`` would end with now (its result included), without
+        ending it: for a subscriber who leaves a run that others keep training."""
         member = self.members[row]
         self._load(row)
         cfg = member.cfg
@@ -488,16 +490,21 @@ class Group:
             metric_before=member.metric_before, metric_after=member.metric_after,
             trainable_params=member.counts.trainable, total_params=member.counts.total, steps_done=member.step,
             wall_s=wall, step_ms=1000 * member.step_time / member.step if member.step else None,
-            peak_mem_bytes=member.memory.total, memory=member.memory, history=member.history,
+            peak_mem_bytes=member.memory.total, memory=member.memory, history=list(member.history),
             status=kind, message=message,  # type: ignore[arg-type]
             trainable_state=_state_for_result(self.model, member.adapter),
             adapter_config=member.adapter.to_dict() if member.adapter else None, classes=member.task.classes,
         )
         last_loss = member.history[-1].get("loss") if member.history else None
-        event = TrainEvent(kind, member.step, elapsed_s=wall, loss=last_loss,  # type: ignore[arg-type]
-                           smoothed_loss=member.smoothed, metric=member.metric_after, memory=member.memory,
-                           message=message, result=result, spectrum=self._spectrum(member), **member.base_event)
+        return TrainEvent(kind, member.step, elapsed_s=wall, loss=last_loss,  # type: ignore[arg-type]
+                          smoothed_loss=member.smoothed, metric=member.metric_after, memory=member.memory,
+                          message=message, result=result, spectrum=self._spectrum(member), **member.base_event)
+
+    def _final(self, row: int, kind: str, message: str | None) -> None:
+        member = self.members[row]
+        event = self.final_event(row, kind, message)
         member.history.append(event.to_dict() | {"result": None})
+        event.result.history = member.history  # type: ignore[union-attr]
         member.ended = True
         member.emit(event)
 

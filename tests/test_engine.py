@@ -255,3 +255,14 @@ def test_full_fine_tuning_trains_alone_and_bad_data_raises(engine, base, splits)
     text = engine.submit(cfg(seed=9), dataset=TextSplits("text", ["a b c"], ["d e"], "typed"))
     with pytest.raises(ValueError, match="is text"):
         list(text.events(timeout=30))
+
+
+def test_a_viewer_who_stops_a_shared_run_gets_its_own_end(engine):
+    stopper = Script(["run"] * 2 + ["stop"], stick=True)
+    first = engine.submit(cfg(seed=8, steps=200, eval_every=200))
+    second = engine.submit(cfg(seed=8, steps=200, eval_every=200), control=stopper)
+    mine = list(second.events(timeout=30))
+    assert mine[-1].kind == "stopped" and mine[-1].result is not None and "goes on" in mine[-1].message
+    assert mine[-1].result.steps_done < 200 and mine[-1].result.trainable_state
+    theirs = list(first.events())
+    assert theirs[-1].kind == "done" and theirs[-1].result.steps_done == 200
