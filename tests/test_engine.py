@@ -266,3 +266,23 @@ def test_a_viewer_who_stops_a_shared_run_gets_its_own_end(engine):
     assert mine[-1].result.steps_done < 200 and mine[-1].result.trainable_state
     theirs = list(first.events())
     assert theirs[-1].kind == "done" and theirs[-1].result.steps_done == 200
+
+
+def test_evaluations_in_stacked_forwards_agree_with_one_at_a_time(base, splits):
+    """What a GPU group does to evaluate many runs at once (checked here on the CPU)."""
+    def accuracies(batched: bool) -> list[list[float]]:
+        events = [[] for _ in range(3)]
+        members = [prepare_member(cfg(seed=s, steps=4, eval_every=2).resolved(), base, splits, torch.device("cpu"),
+                                  events[s].append) for s in range(3)]
+        group = Group.for_run(base, members[0], torch.device("cpu"))
+        group.batched_eval = batched
+        group.join_many(members)
+        while len(group):
+            group.step()
+        return [[e.metric for e in ev if e.metric is not None] for ev in events]
+
+    one, together = accuracies(False), accuracies(True)
+    n_test = len(splits.test.labels)
+    assert len(one) == len(together) and all(len(a) == len(b) == 4 for a, b in zip(one, together))
+    for a, b in zip(one, together):  # fp32 in another order: at most a borderline image flips
+        assert all(abs(x - y) <= 1 / n_test + 1e-9 for x, y in zip(a, b))
