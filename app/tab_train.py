@@ -507,7 +507,7 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
                     spec_fig, slider = spectrum_view(tracker.spectra, settings.method)
                 else:
                     spec_fig, slider = gr.skip(), gr.skip()
-                status = flag.last_status = status_line(event, who)
+                status = flag.last_status = status_line(event, who) + tracker.note
                 if flag.paused and not event.is_final:
                     status = PAUSED + "  \n" + status
                 update = [status, plots.curves_figure([tracker.curve], event.metric_name),

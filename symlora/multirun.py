@@ -1,0 +1,658 @@
+"""Many runs in one training step: a shared frozen base, adapters with a run dimension.
+
+K runs that share a frozen base model (same model and input size / tokenizer) and an
+adapter layout (method, r, targets, batch size, number of classes) form a :class:`Group`.
+Each group step concatenates the K runs' batches along the batch dimension and runs the
+frozen base **once** on (K·B, …).  Only the trained parts carry a leading run dimension:
+
+* an adapted layer computes its base output with one GEMM over all K·B rows and the
+  adapter term with batched products on (K, B·T, features) views
+  (:class:`StackedAdapter`; SymLoRA's block layout comes from
+  :func:`symlora.layers.symlora_delta`, the same function a single layer uses);
+* a new classifier head is one batched product (:class:`StackedLinear`).
+
+This is exact for models whose frozen layers act per sample (ViT, causal LMs: LayerNorm,
+attention and MLP see one sample at a time): run k's loss depends on run k's batch and
+adapters only, so the gradient of the summed loss with respect to run k's slice is run
+k's own gradient.  Models with BatchNorm in train mode would couple the runs through batch
+statistics, and full fine-tuning trains the base itself: :func:`stackable` says no and
+they train alone (``symlora.train.run``).
+
+Why this and not ``torch.func.stack_module_state`` + ``vmap(functional_call)``: vmap needs
+timm's fused attention turned off (the efficient SDPA backward fails under it) and
+replays the whole model per run, while the concatenated batch keeps the fused attention
+and makes every frozen layer one large GEMM.  Measured side by side by
+``bench/multirun_step.py`` (README, "A class at once").
+
+Every run keeps what makes it *its* run: its own initialisation (drawn exactly as
+``symlora.train.prepare`` draws it), its own seeded data order, its place in its own
+warm-up + cosine schedule, its own AdamW state and step count (:class:`StackedAdamW`),
+its own evaluation cadence and its own typed events, ending with a :class:`RunResult`
+whose ``trainable_state`` and ``adapter_config`` are exactly what ``train.run`` returns.
+Runs join at a step boundary and leave at once (their rows are cut out of every stacked
+tensor); a NaN loss ends that run alone.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import memory as mem
+from .config import AdapterConfig
+from .data import ImageSplits, TextSplits, load_dataset
+from .events import MemoryBreakdown, RunResult, TrainEvent
+from .layers import AdapterLayer, LoraLayer, SymLoraLayer, symlora_delta
+from .model import adapter_layers, count_parameters
+from .optim import lambda_lr_multiplier
+from .tasks import ImageClassification, LanguageModeling
+from .train import _SEED_LOCK, RunConfig, _spectrum_lists, _state_for_result, apply_method, lr_factor
+from .zoo import TextModel, VisionModel
+
+log = logging.getLogger(__name__)
+
+Bundle = VisionModel | TextModel
+Emit = Callable[[TrainEvent], None]
+
+
+# --------------------------------------------------------------------------- the optimizer
+class StackedAdamW:
+    """AdamW over tensors whose first dimension is the run: K exact AdamW optimizers.
+
+    AdamW is element-wise, so one update over a (K, …) tensor is K independent updates
+    as long as what differs per run is a per-run factor: the learning rate (each run's
+    place in its schedule, times a per-tensor multiplier such as Λ's √n), the weight
+    decay, and the step count behind the bias correction.  Same formulas as
+    ``torch.optim.AdamW`` (betas 0.9/0.999, eps 1e-8, decoupled weight decay).
+
+    ``step(rows, lrs, wds)``: ``rows`` are the runs (row indices) that took this step;
+    ``lrs[name]``/``wds[name]`` per-row factors for each tensor.  The others are untouched.
+    """
+
+    def __init__(self, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.betas = betas
+        self.eps = eps
+        self.exp_avg: dict[str, Tensor] = {}
+        self.exp_avg_sq: dict[str, Tensor] = {}
+        self.steps: list[int] = []
+
+    def add_run(self, params: dict[str, Tensor]) -> None:
+        """A new last row: zero moments, step count 0."""
+        for name, p in params.items():
+            zeros = torch.zeros_like(p).unsqueeze(0)
+            self.exp_avg[name] = torch.cat([self.exp_avg[name], zeros]) if name in self.exp_avg else zeros
+            self.exp_avg_sq[name] = torch.cat([self.exp_avg_sq[name], zeros.clone()]) if name in self.exp_avg_sq else zeros.clone()
+        self.steps.append(0)
+
+    def keep_rows(self, keep: Tensor) -> None:
+        """Cut every run not in ``keep`` (row indices, in order) out of the state."""
+        for state in (self.exp_avg, self.exp_avg_sq):
+            for name in state:
+                state[name] = state[name].index_select(0, keep.to(state[name].device))
+        self.steps = [self.steps[i] for i in keep.tolist()]
+
+    def state_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for s in (self.exp_avg, self.exp_avg_sq) for t in s.values())
+
+    @torch.no_grad()
+    def step(self, params: dict[str, Tensor], rows: list[int], lrs: dict[str, list[float]],
+             wds: dict[str, list[float]]) -> None:
+        beta1, beta2 = self.betas
+        for i in rows:
+            self.steps[i] += 1
+        bc1 = [1 - beta1 ** self.steps[i] for i in rows]
+        bc2_sqrt = [math.sqrt(1 - beta2 ** self.steps[i]) for i in rows]
+        names = [n for n, p in params.items() if p.grad is not None]
+        if not names:
+            return
+        device = params[names[0]].device
+        # every per-run factor of this step in one host→device copy: (tensors, 3, rows)
+        factors = torch.tensor([[[lrs[n][j] / bc1[j] for j in range(len(rows))], bc2_sqrt,
+                                 [1 - lrs[n][j] * wds[n][j] for j in range(len(rows))]] for n in names],
+                               dtype=torch.float32).to(device, non_blocking=True)
+        idx = None if len(rows) == len(self.steps) else torch.tensor(rows, device=device)
+        for t, name in enumerate(names):
+            p = params[name]
+            shape = (len(rows),) + (1,) * (p.dim() - 1)
+            step_size, bc2, decay = (factors[t, i].view(shape).to(p.dtype) for i in range(3))
+            grad, m, v = p.grad, self.exp_avg[name], self.exp_avg_sq[name]
+            if idx is not None:
+                grad, m, v, data = grad.index_select(0, idx), m.index_select(0, idx), v.index_select(0, idx), p.index_select(0, idx)
+            else:
+                data = p.data
+            data.mul_(decay)
+            m.lerp_(grad, 1 - beta1)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (v.sqrt() / bc2).add_(self.eps)
+            data.sub_(step_size * m / denom)
+            if idx is not None:
+                p.data.index_copy_(0, idx, data)
+                self.exp_avg[name].index_copy_(0, idx, m)
+                self.exp_avg_sq[name].index_copy_(0, idx, v)
+
+
+# --------------------------------------------------------------------------- stacked layers
+class _Rows:
+    """What the stacked modules read during a forward: the group's tensors and the rows
+    (runs) taking part (``None`` = all of them)."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, nn.Parameter] = {}
+        self.scaling: Tensor | None = None  # (K,) per-run adapter scaling
+        self.rows: Tensor | None = None
+
+    def get(self, name: str) -> Tensor:
+        p = self.params[name]
+        return p if self.rows is None else p.index_select(0, self.rows)
+
+    def scale(self) -> Tensor:
+        s = self.scaling
+        return s if self.rows is None else s.index_select(0, self.rows)
+
+    def count(self) -> int:
+        if self.rows is not None:
+            return int(self.rows.numel())
+        return int(self.scaling.numel()) if self.scaling is not None else len(next(iter(self.params.values())))
+
+
+class StackedAdapter(nn.Module):
+    """A frozen linear layer shared by K runs, each with its own LoRA / SymLoRA adapter:
+    ``y = x·Wᵀ + b`` for all K·B rows in one GEMM, plus each run's ``x_k·ΔW_kᵀ`` as one
+    batched product on the (K, rows, features) view."""
+
+    def __init__(self, layer: AdapterLayer, name: str, store: _Rows) -> None:
+        super().__init__()
+        self.base_layer = layer.base_layer
+        self.name = name
+        self.store = store
+        self.in_features, self.out_features = layer.in_features, layer.out_features
+        self.kind = "symlora" if isinstance(layer, SymLoraLayer) else "lora"
+        if self.kind == "symlora":
+            self.layout, self.k = layer.layout, layer.k
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.base_layer(x)
+        runs = self.store.count()
+        xr = x.reshape(runs, -1, self.in_features)
+        s = self.store.scale().view(runs, 1, 1)
+        if self.kind == "symlora":
+            q = self.store.get(self.name + ".lora_Q")
+            lam = self.store.get(self.name + ".lora_lambda").unsqueeze(1) * s
+            delta = symlora_delta(xr, q, lam, self.layout, self.k)
+        else:
+            a = self.store.get(self.name + ".lora_A.weight")  # (K, r, in)
+            b = self.store.get(self.name + ".lora_B.weight")  # (K, out, r)
+            delta = ((xr @ a.transpose(1, 2)) @ b.transpose(1, 2)) * s
+        return y + delta.reshape(y.shape).to(y.dtype)
+
+
+class StackedLinear(nn.Module):
+    """K trained linear layers (a new classifier head per run) as one batched product."""
+
+    def __init__(self, name: str, store: _Rows, bias: bool) -> None:
+        super().__init__()
+        self.name = name
+        self.store = store
+        self.has_bias = bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        runs = self.store.count()
+        w = self.store.get(self.name + ".weight")  # (K, out, in)
+        xr = x.reshape(runs, -1, x.shape[-1])
+        if self.has_bias:
+            y = torch.baddbmm(self.store.get(self.name + ".bias").unsqueeze(1), xr, w.transpose(1, 2))
+        else:
+            y = xr @ w.transpose(1, 2)
+        return y.reshape(*x.shape[:-1], w.shape[1])
+
+
+# --------------------------------------------------------------------------- what can stack
+def stackable(bundle: Bundle, cfg: RunConfig) -> str | None:
+    """Why the run must train alone (a sentence), or ``None`` when it can share steps."""
+    if cfg.method == "full":
+        return "full fine-tuning trains the base itself"
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in bundle.model.modules()):
+        return "the model has BatchNorm layers, whose batch statistics would mix the runs"
+    if any(isinstance(m, nn.Dropout) and m.p > 0 for m in bundle.model.modules()):
+        return "the model uses dropout, whose random masks would depend on the other runs"
+    return None
+
+
+def layout_key(cfg: RunConfig, bundle: Bundle, classes: list[str] | None, device: torch.device) -> tuple:
+    """Runs with equal keys can share a group: same base, input shape, trained tensors."""
+    targets = cfg.target_modules or bundle.default_targets
+    targets = tuple(targets) if isinstance(targets, list) else targets
+    size = cfg.image_size or getattr(bundle, "image_size", None)
+    return (bundle.name, size, cfg.max_tokens if isinstance(bundle, TextModel) else None, cfg.method,
+            cfg.r if cfg.method in ("symlora", "lora") else None, targets, cfg.batch_size,
+            len(classes) if classes else None, device.type, device.index)
+
+
+def alias_copy(bundle: Bundle) -> Bundle:
+    """A copy of ``bundle`` whose modules are new but whose weights are the base's own
+    tensors (wrapped in new, frozen ``Parameter`` objects): cheap, and nothing a caller
+    does to the copy's modules or flags reaches the base."""
+    memo: dict[int, Any] = {id(p): nn.Parameter(p.data, requires_grad=False) for p in bundle.model.parameters()}
+    memo.update({id(b): b for b in bundle.model.buffers()})
+    if isinstance(bundle, TextModel):
+        memo[id(bundle.tokenizer)] = bundle.tokenizer
+    return dataclasses.replace(bundle, model=copy.deepcopy(bundle.model, memo))
+
+
+def initial_trainables(cfg: RunConfig, base: Bundle, classes: list[str] | None
+                       ) -> tuple[Bundle, dict[str, Tensor], AdapterConfig | None]:
+    """The run's model as ``train.prepare`` makes it (same seed, same draws), sharing the
+    base's frozen weights: (bundle, its trainable tensors by name, adapter config)."""
+    bundle = alias_copy(base)
+    with _SEED_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        if isinstance(bundle, VisionModel):
+            bundle.reset_head(list(classes or []), seed=cfg.seed)
+        adapter = apply_method(bundle, cfg)
+    trainables = {n: p.detach() for n, p in bundle.model.named_parameters() if p.requires_grad}
+    return bundle, trainables, adapter
+
+
+def make_task(bundle: Bundle, data: ImageSplits | TextSplits, cfg: RunConfig, device: torch.device) -> Any:
+    """The run's task, as ``train.prepare`` builds it."""
+    if isinstance(bundle, VisionModel):
+        if not isinstance(data, ImageSplits):
+            raise ValueError(f"model {bundle.name!r} classifies images but data {getattr(data, 'name', '?')!r} is text")
+        return ImageClassification(bundle, data, device, eval_limit=cfg.eval_size or 2000)
+    if not isinstance(data, TextSplits):
+        raise ValueError(f"model {bundle.name!r} is a language model but data {getattr(data, 'name', '?')!r} is images")
+    return LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 64)
+
+
+# --------------------------------------------------------------------------- one run in a group
+@dataclass
+class Member:
+    """One run of a group: its config, task, data order, schedule and event history."""
+
+    cfg: RunConfig
+    task: Any
+    trainables: dict[str, Tensor]
+    adapter: AdapterConfig | None
+    emit: Emit
+    scaling: float = 1.0
+    counts: Any = None
+    base_event: dict[str, Any] = field(default_factory=dict)
+    batches: Iterator[Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    step: int = 0
+    metric_before: float | None = None
+    metric_after: float | None = None
+    smoothed: float | None = None
+    last_loss: float | None = None
+    step_time: float = 0.0
+    items: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+    train_t0: float = 0.0
+    last_emit: float = 0.0
+    memory: MemoryBreakdown = field(default_factory=MemoryBreakdown)
+    lam_ratio: dict[str, float] = field(default_factory=dict)
+    bundle: Any = None  # the run's own model on the CPU, sharing the base's weights
+    ended: bool = False
+
+
+def prepare_member(cfg: RunConfig, base: Bundle, data: ImageSplits | TextSplits | None, device: torch.device,
+                   emit: Emit) -> Member:
+    """Everything of a run that does not need its group: data, task, initial tensors.
+    ``cfg`` must be resolved."""
+    data = data if data is not None else load_dataset(cfg.data, seed=cfg.seed)
+    if isinstance(base, VisionModel) != isinstance(data, ImageSplits):
+        kind = "images" if isinstance(data, ImageSplits) else "text"
+        task = "classifies images" if isinstance(base, VisionModel) else "is a language model"
+        raise ValueError(f"model {base.name!r} {task} but data {getattr(data, 'name', '?')!r} is {kind}")
+    classes = data.train.classes if isinstance(data, ImageSplits) else None
+    if cfg.image_size and isinstance(base, VisionModel) and base.image_size != cfg.image_size:
+        if not base.resizable:
+            raise ValueError(f"model {base.name!r} takes {base.image_size}×{base.image_size} images only, "
+                             f"not image_size={cfg.image_size}")
+    bundle, trainables, adapter = initial_trainables(cfg, base, classes)
+    if cfg.image_size and isinstance(bundle, VisionModel):
+        bundle.image_size = cfg.image_size
+    task = make_task(bundle, data, cfg, device)
+    lam_ratio = {f"{name}.lora_lambda": lambda_lr_multiplier(layer, cfg.lambda_lr_ratio)
+                 for name, layer in adapter_layers(bundle.model) if isinstance(layer, SymLoraLayer)}
+    member = Member(cfg=cfg, task=task, trainables=trainables, adapter=adapter, emit=emit,
+                    scaling=adapter.scaling if adapter else 1.0, counts=count_parameters(bundle.model),
+                    lam_ratio=lam_ratio, bundle=bundle)
+    member.base_event = dict(total_steps=cfg.steps, method=cfg.method, metric_name=task.metric_name,
+                             throughput_unit=task.unit, trainable_params=member.counts.trainable,
+                             total_params=member.counts.total)
+    return member
+
+
+# --------------------------------------------------------------------------- the group
+class Group:
+    """Runs of one layout training together, one :meth:`step` for all of them.
+
+    ``template`` is an ordinary adapted model (the first run's, on ``device``): its
+    frozen weights are the group's only copy of the base, and a run's slice is loaded into
+    it to evaluate the run, read its spectrum and export its weights — through exactly the
+    code ``train.run`` uses.  The stacked model shares the template's frozen modules.
+    """
+
+    def __init__(self, template: Bundle, device: torch.device, *, measure_every: int = 0) -> None:
+        self.device = device
+        self.template = template
+        self.model = template.model
+        self.head_name = getattr(template, "head_name", None)
+        self.store = _Rows()
+        self.stacked = self._stacked_model(self.model)
+        self.stacked.train()
+        self.optimizer = StackedAdamW()
+        self.members: list[Member] = []
+        self.scaling_values: list[float] = []
+        self.activations = 0
+        self.peak_bytes = 0
+        self.measure_every = measure_every
+        self._steps = 0
+        self.frozen_bytes, _ = mem.parameter_bytes(self.model)
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                         else torch.autocast("cpu", enabled=False))
+
+    @classmethod
+    def for_run(cls, base: Bundle, member: Member, device: torch.device, **kw: Any) -> Group:
+        """A new group whose template is a full copy of ``base`` adapted like ``member``."""
+        template = copy.deepcopy(base)
+        # Its draws are overwritten, but they must not disturb a run being seeded in
+        # another thread: the global generator is shared, hence the lock.
+        with _SEED_LOCK, torch.random.fork_rng(devices=[]):
+            if isinstance(template, VisionModel):
+                template.reset_head(list(member.task.classes), seed=member.cfg.seed)
+            apply_method(template, member.cfg)
+        if isinstance(template, VisionModel) and member.cfg.image_size:
+            template.image_size = member.cfg.image_size
+        template.model.to(device)
+        return cls(template, device, **kw)
+
+    def _stacked_model(self, model: nn.Module) -> nn.Module:
+        memo: dict[int, Any] = {id(t): t for t in list(model.parameters()) + list(model.buffers())}
+        stacked = copy.deepcopy(model, memo)
+        for name, layer in list(adapter_layers(stacked)):
+            parent, _, child = name.rpartition(".")
+            setattr(stacked.get_submodule(parent), child, StackedAdapter(layer, name, self.store))
+        trained_leaves = {n.rsplit(".", 1)[0] for n, p in model.named_parameters()
+                          if p.requires_grad and ".lora_" not in n}
+        for name in sorted(trained_leaves):
+            module = stacked.get_submodule(name)
+            if not isinstance(module, nn.Linear):
+                raise ValueError(f"cannot stack the trained module {name!r} ({type(module).__name__})")
+            parent, _, child = name.rpartition(".")
+            target = stacked.get_submodule(parent) if parent else stacked
+            setattr(target, child, StackedLinear(name, self.store, module.bias is not None))
+        return stacked
+
+    # -- membership -----------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def join(self, member: Member) -> None:
+        """Add ``member`` as the last row and send its ``start`` event (evaluated first)."""
+        tensors = {n: t.to(self.device) for n, t in member.trainables.items()}
+        member.trainables = {}
+        for name, t in tensors.items():
+            old = self.store.params.get(name)
+            stacked = t.unsqueeze(0) if old is None else torch.cat([old.detach(), t.unsqueeze(0)])
+            self.store.params[name] = nn.Parameter(stacked)
+        self.optimizer.add_run(tensors)
+        self.members.append(member)
+        self.scaling_values.append(member.scaling)
+        self.store.scaling = torch.tensor(self.scaling_values, device=self.device)
+        self._load(len(self.members) - 1)
+        member.metric_before = member.task.evaluate(self.model)
+        member.metric_after = member.metric_before
+        member.memory = self._memory(1)
+        event = TrainEvent("start", 0, elapsed_s=time.perf_counter() - member.t0, metric=member.metric_before,
+                           memory=member.memory, spectrum=self._spectrum(member), **member.base_event)
+        member.history.append(event.to_dict())
+        member.batches = member.task.batches(member.cfg.batch_size, torch.Generator().manual_seed(member.cfg.seed))
+        member.train_t0 = member.last_emit = time.perf_counter()
+        member.emit(event)
+
+    def leave(self, rows: list[int]) -> None:
+        """Cut the runs at ``rows`` out of every stacked tensor and the optimizer."""
+        gone = set(rows)
+        keep = [i for i in range(len(self.members)) if i not in gone]
+        idx = torch.tensor(keep, dtype=torch.long, device=self.device)
+        for name, p in self.store.params.items():
+            self.store.params[name] = nn.Parameter(p.detach().index_select(0, idx))
+        self.optimizer.keep_rows(idx)
+        self.members = [self.members[i] for i in keep]
+        self.scaling_values = [self.scaling_values[i] for i in keep]
+        self.store.scaling = torch.tensor(self.scaling_values, device=self.device) if keep else None
+        if not keep:
+            self.store.params = {}
+
+    def finish(self, row: int, kind: str, message: str | None = None) -> None:
+        """End the run at ``row`` (``done``, ``stopped`` or ``error``) and let it leave."""
+        member = self.members[row]
+        if kind == "stopped" and member.step > 0:
+            self._load(row)
+            member.metric_after = member.task.evaluate(self.model)
+        self._final(row, kind, message)
+        self.leave([row])
+
+    # -- a run's view through the template -------------------------------------------
+    @torch.no_grad()
+    def _load(self, row: int) -> None:
+        """Copy run ``row``'s tensors into the template (and its adapter scaling)."""
+        params = dict(self.model.named_parameters())
+        for name, p in self.store.params.items():
+            params[name].copy_(p[row])
+        for _, layer in adapter_layers(self.model):
+            layer.scaling = self.scaling_values[row]
+
+    def _spectrum(self, member: Member) -> dict[str, list[list[float]]] | None:
+        """The run's spectrum (its tensors are in the template).  On a GPU it is computed
+        from a CPU copy of the adapter: tiny QR / eigenvalue problems are launch-bound there."""
+        if member.adapter is None:
+            return None
+        if self.device.type == "cpu" or member.bundle is None:
+            return _spectrum_lists(self.model)
+        cpu_params = dict(member.bundle.model.named_parameters())
+        with torch.no_grad():
+            for name, p in self.model.named_parameters():
+                if ".lora_" in name:
+                    cpu_params[name].copy_(p.detach().cpu())
+        return _spectrum_lists(member.bundle.model)
+
+    def _memory(self, runs: int) -> MemoryBreakdown:
+        """One run's share: the base counted in full (it is what the run uses), its own
+        tensors, gradients and optimizer state, and its share of the step's activations."""
+        member_bytes = sum(p[0].numel() * p.element_size() for p in self.store.params.values())
+        parts = self.frozen_bytes + 4 * member_bytes + self.activations // max(1, runs)
+        other = max(0, self.peak_bytes // max(1, runs) - parts) if self.peak_bytes else 0
+        return MemoryBreakdown(self.frozen_bytes, member_bytes, member_bytes, 2 * member_bytes,
+                               self.activations // max(1, runs), other)
+
+    def final_event(self, row: int, kind: str, message: str | None = None) -> TrainEvent:
+        """The final event run ``row`` would end with now (its result included), without
+        ending it: for a subscriber who leaves a run that others keep training."""
+        member = self.members[row]
+        self._load(row)
+        cfg = member.cfg
+        wall = time.perf_counter() - member.t0
+        result = RunResult(
+            config=cfg.to_dict(), method=cfg.method, metric_name=member.task.metric_name,
+            metric_before=member.metric_before, metric_after=member.metric_after,
+            trainable_params=member.counts.trainable, total_params=member.counts.total, steps_done=member.step,
+            wall_s=wall, step_ms=1000 * member.step_time / member.step if member.step else None,
+            peak_mem_bytes=member.memory.total, memory=member.memory, history=list(member.history),
+            status=kind, message=message,  # type: ignore[arg-type]
+            trainable_state=_state_for_result(self.model, member.adapter),
+            adapter_config=member.adapter.to_dict() if member.adapter else None, classes=member.task.classes,
+        )
+        last_loss = member.history[-1].get("loss") if member.history else None
+        return TrainEvent(kind, member.step, elapsed_s=wall, loss=last_loss,  # type: ignore[arg-type]
+                          smoothed_loss=member.smoothed, metric=member.metric_after, memory=member.memory,
+                          message=message, result=result, spectrum=self._spectrum(member), **member.base_event)
+
+    def _final(self, row: int, kind: str, message: str | None) -> None:
+        member = self.members[row]
+        event = self.final_event(row, kind, message)
+        member.history.append(event.to_dict() | {"result": None})
+        event.result.history = member.history  # type: ignore[union-attr]
+        member.ended = True
+        member.emit(event)
+
+    # -- one step for the runs at ``rows`` --------------------------------------------
+    def _losses(self, batches: list[Any]) -> Tensor:
+        """Each run's mean loss on its own batch, shape (K,), from one forward."""
+        task = self.members[0].task
+        runs = len(batches)
+        if isinstance(task, ImageClassification):
+            x = torch.cat([b[0] for b in batches])
+            y = torch.cat([b[1] for b in batches])
+            logits = self.stacked(x).float()
+            return F.cross_entropy(logits, y, reduction="none").view(runs, -1).mean(1)
+        ids = torch.cat([b["input_ids"] for b in batches])
+        mask = torch.cat([b["attention_mask"] for b in batches])
+        labels = torch.cat([b["labels"] for b in batches])
+        logits = self.stacked(input_ids=ids, attention_mask=mask).logits.float()
+        shift = labels[:, 1:]
+        nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), shift.reshape(-1),
+                              ignore_index=-100, reduction="none").view(runs, -1)
+        counts = (shift != -100).view(runs, -1).sum(1)
+        return nll.sum(1) / counts
+
+    def step(self, rows: list[int] | None = None) -> None:
+        """One AdamW step for the runs at ``rows`` (all by default); emits their events,
+        evaluates those at an evaluation point and ends those that are done or diverged."""
+        rows = list(range(len(self.members))) if rows is None else sorted(rows)
+        if not rows:
+            return
+        tick = time.perf_counter()
+        everyone = len(rows) == len(self.members)
+        self.store.rows = None if everyone else torch.tensor(rows, device=self.device)
+        members = [self.members[i] for i in rows]
+        batches = [next(m.batches) for m in members]  # type: ignore[arg-type]
+        measure = self._steps == 0 or (self.measure_every and self._steps % self.measure_every == 0)
+        meter = mem.ActivationMeter(self.stacked) if measure else None
+        if measure and self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        try:
+            with (meter.measure() if meter else _nullcontext()), self.autocast:
+                losses = self._losses(batches)
+            values = losses.detach().tolist()
+            good = [j for j, v in enumerate(values) if math.isfinite(v)]
+            bad = [j for j, v in enumerate(values) if not math.isfinite(v)]
+            for j in bad:  # ends with the weights it had before this step, as train.run does
+                member = members[j]
+                lr = member.cfg.lr
+                self._final(rows[j], "error", f"the loss became {values[j]} at step {member.step + 1}: training "
+                                              f"diverged. Try a smaller learning rate (e.g. lr={lr / 10:g}).")
+            if good:
+                total = losses[good].sum() if bad else losses.sum()
+                total.backward()
+                good_rows = [rows[j] for j in good]
+                lrs, wds = self._factors([self.members[i] for i in good_rows])
+                self.optimizer.step(self.store.params, good_rows, lrs, wds)
+        finally:
+            for p in self.store.params.values():
+                p.grad = None
+            self.store.rows = None
+        if meter is not None:
+            self.activations = meter.bytes * len(self.members) // max(1, len(rows))
+            if self.device.type == "cuda":
+                self.peak_bytes = torch.cuda.max_memory_allocated(self.device) * len(self.members) // max(1, len(rows))
+        self._steps += 1
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - tick
+        ending: list[tuple[int, str]] = [(rows[j], "") for j in bad]
+        for j in good:
+            member = members[j]
+            self._after_step(rows[j], member, values[j], batches[j], elapsed)
+            if member.step >= member.cfg.steps:
+                ending.append((rows[j], "done"))
+        for row, kind in ending:
+            if kind == "done":
+                self._final(row, "done", None)
+        if ending:
+            self.leave([row for row, _ in ending])
+
+    def _factors(self, members: list[Member]) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+        lrs: dict[str, list[float]] = {}
+        wds: dict[str, list[float]] = {}
+        for name in self.store.params:
+            lam = name.endswith(".lora_lambda")
+            lrs[name] = [m.cfg.lr * lr_factor(m.step, m.cfg.steps, m.cfg.warmup_frac) * (m.lam_ratio.get(name, 1.0) if lam else 1.0)
+                         for m in members]
+            wds[name] = [0.0 if lam else m.cfg.weight_decay for m in members]
+        return lrs, wds
+
+    def _after_step(self, row: int, member: Member, loss: float, batch: Any, elapsed: float) -> None:
+        cfg = member.cfg
+        lr_now = cfg.lr * lr_factor(member.step, cfg.steps, cfg.warmup_frac)
+        member.step += 1
+        member.step_time += elapsed
+        member.items += member.task.batch_items(batch)
+        member.smoothed = loss if member.smoothed is None else 0.9 * member.smoothed + 0.1 * loss
+        member.last_loss = loss
+        member.memory = self._memory(len(self.members))
+        step = member.step
+        evaluate = step % cfg.eval_every == 0 or step == cfg.steps
+        now = time.perf_counter()
+        if not (evaluate or step % cfg.emit_every == 0 or now - member.last_emit >= cfg.emit_interval_s):
+            return
+        metric = None
+        spectrum = None
+        if evaluate:
+            self._load(row)
+            metric = member.task.evaluate(self.model)
+            member.metric_after = metric
+            spectrum = self._spectrum(member)
+        now = time.perf_counter()
+        event = TrainEvent(
+            "eval" if evaluate else "step", step, loss=loss, smoothed_loss=member.smoothed, lr=lr_now,
+            elapsed_s=now - member.t0, eta_s=(now - member.train_t0) / step * (cfg.steps - step),
+            throughput=member.items / max(member.step_time, 1e-9), metric=metric, memory=member.memory,
+            spectrum=spectrum, **member.base_event,
+        )
+        member.history.append(event.to_dict())
+        member.last_emit = time.perf_counter()
+        member.emit(event)
+
+
+class _nullcontext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def train_together(configs: list[RunConfig], base: Bundle, *, datasets: list[Any] | None = None,
+                   device: str | torch.device = "auto") -> list[list[TrainEvent]]:
+    """Train ``configs`` (one layout) in one group to the end; each run's events.
+
+    The simple synchronous use (tests, benchmarks): every run joins before the first step.
+    """
+    from .train import pick_device
+
+    device = pick_device(device) if isinstance(device, str) else device
+    events: list[list[TrainEvent]] = [[] for _ in configs]
+    members = []
+    for i, config in enumerate(configs):
+        cfg = config.resolved()
+        data = datasets[i] if datasets else None
+        members.append(prepare_member(cfg, base, data, device, events[i].append))
+    group = Group.for_run(base, members[0], device)
+    for m in members:
+        group.join(m)
+    while len(group):
+        group.step()
+    return events
