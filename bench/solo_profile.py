@@ -8,13 +8,14 @@ already loaded, as in the app) through two paths:
 
 * ``core``: ``symlora.train.run`` with the preset's cadence (``eval_every`` 25, or the run
   length for shorter runs);
-* ``app``: ``app.runner.stream`` — ``app.gpu.train_stream``, payloads, the page's tracker and
+* ``app``: ``app.runner.stream`` — the process's training engine, the page's tracker and
   the app's evaluation cadence (what a ``/train`` call runs, minus Gradio and the plots).
 
 ``--before MODULE`` adds the same cases run by another copy of the loop (e.g. the previous
-commit's ``symlora/train.py`` saved as ``symlora/_train_before.py``) with the app's previous
-cadence (an evaluation every ``steps // 4`` steps, at least 1); the cases alternate
-before/after so a busy machine slows both alike.  Reported: wall and process CPU seconds
+commit's ``symlora/train.py`` saved as ``symlora/_train_before.py``); its ``app`` case is
+the app before the engine: ``app.gpu.train_stream`` (one run through that loop) with the
+previous cadence (an evaluation every ``steps // 4`` steps, at least 1).  The cases
+alternate before/after so a busy machine slows both alike.  Reported: wall and process CPU seconds
 (median over ``--repeat``) and the after/before ratio.  CPU timings on a shared machine are
 noisy: compare ratios from one run, not numbers across runs.
 """
@@ -61,6 +62,18 @@ def one_run(path: str, steps: int, loop: Any, old_cadence: bool) -> dict[str, An
         if path == "core":
             cfg = train.RunConfig(preset="digits", steps=steps, eval_every=min(preset.eval_every, steps))
             for event in loop.run(cfg, base=BASES.model(preset.model), dataset=BASES.dataset(preset.data, 0)):
+                first = first or time.perf_counter() - wall
+                evaluations += event.kind in ("start", "eval")
+                last = event
+        elif old_cadence:  # the app before the engine: one run through app.gpu.train_stream
+            from app.gpu import event_from_payload, train_stream
+
+            settings = Settings.from_preset(preset).replace(steps=steps)
+            tracker = runner.Tracker("bench", settings.method)
+            config = settings.to_run_config(eval_every=_old_eval_every(settings)).to_dict()
+            for item in train_stream(config, None, None, True):
+                event = event_from_payload(item)
+                tracker.add(event)
                 first = first or time.perf_counter() - wall
                 evaluations += event.kind in ("start", "eval")
                 last = event
