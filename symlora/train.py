@@ -276,6 +276,10 @@ def run(
     Per step the loop does only the step itself; the rest is paid when it is shown: the
     loss is read (one device sync) when an event is due, the memory breakdown (saved-tensor
     hooks) is measured on the first step, spectra and evaluations come at evaluation points.
+    A non-finite loss is therefore noticed at the next event (at most ``emit_every`` steps
+    later): the error event names the step where it happened and counts only the steps
+    before it; the result's weights are those of the step where it was noticed (a diverged
+    run's weights are not for use).
 
     Args:
         config: the run; ``None`` fields come from its preset.
