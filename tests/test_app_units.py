@@ -191,3 +191,12 @@ def test_runs_evaluate_as_often_as_their_preset_whatever_the_length():
     s = Settings(preset="digits", steps=100)
     n = 100 // eval_every(s)
     assert 20 // eval_every(s.replace(steps=20)) == n and 1000 // eval_every(s.replace(steps=1000)) == n
+
+
+def test_short_runs_are_evaluated_before_and_after_only():
+    """An evaluation of the test set costs several training steps: a 5-step run must not pay one per step."""
+    from app.runner import MIN_EVAL_GAP, eval_every
+
+    s = Settings(preset="digits", steps=5)
+    assert eval_every(s) >= s.steps == MIN_EVAL_GAP
+    assert eval_every(s.replace(steps=12)) >= MIN_EVAL_GAP
