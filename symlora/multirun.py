@@ -696,7 +696,8 @@ class Group:
         lr_now = cfg.lr * lr_factor(member.step, cfg.steps, cfg.warmup_frac)
         member.step += 1
         member.step_time += elapsed
-        member.items += member.task.batch_items(batch)
+        items = member.task.batch_items(batch)
+        member.items += int(items)  # a device tensor for text: the step has synced already
         member.smoothed = loss if member.smoothed is None else 0.9 * member.smoothed + 0.1 * loss
         member.last_loss = loss
         member.memory = self._memory(len(self.members))
