@@ -258,8 +258,7 @@ def layout_key(cfg: RunConfig, bundle: Bundle, classes: list[str] | None, device
     targets = tuple(targets) if isinstance(targets, list) else targets
     size = cfg.image_size or getattr(bundle, "image_size", None)
     return (bundle.name, size, cfg.max_tokens if isinstance(bundle, TextModel) else None, cfg.method,
-            cfg.r if cfg.method in ("symlora", "lora") else None, targets, cfg.batch_size,
-            len(classes) if classes else None, device.type, device.index)
+            targets, cfg.batch_size, len(classes) if classes else None, device.type, device.index)
 
 
 def alias_copy(bundle: Bundle) -> Bundle:
@@ -298,6 +297,45 @@ def make_task(bundle: Bundle, data: ImageSplits | TextSplits, cfg: RunConfig, de
     return LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 64)
 
 
+# --------------------------------------------------------------------------- ranks
+# Runs of different ranks share a group: every adapter tensor is zero-padded to the group's
+# largest rank.  Padding is inert and stays zero: a zero column of Q (or row of A) with a zero
+# λ (or column of B) adds nothing to the output and gets a zero gradient, so AdamW leaves it
+# at zero.  Block layouts pad each block's r columns.
+def _rank_kind(name: str) -> str | None:
+    if name.endswith((".lora_Q", ".lora_lambda")):
+        return "blocks"
+    if name.endswith(".lora_A.weight"):
+        return "rows"
+    if name.endswith(".lora_B.weight"):
+        return "cols"
+    return None
+
+
+def pad_rank(t: Tensor, name: str, k: int, r: int, to: int) -> Tensor:
+    """``t`` (any leading dimensions) from rank ``r`` to rank ``to`` with zeros."""
+    kind = _rank_kind(name)
+    if kind is None or to == r:
+        return t
+    if kind == "blocks":
+        return F.pad(t.unflatten(-1, (k, r)), (0, to - r)).flatten(-2)
+    if kind == "rows":
+        return F.pad(t, (0, 0, 0, to - r))
+    return F.pad(t, (0, to - r))
+
+
+def cut_rank(t: Tensor, name: str, k: int, r: int, to: int) -> Tensor:
+    """The rank-``to`` part of ``t`` (padded to rank ``r``)."""
+    kind = _rank_kind(name)
+    if kind is None or to == r:
+        return t
+    if kind == "blocks":
+        return t.unflatten(-1, (k, r))[..., :to].flatten(-2)
+    if kind == "rows":
+        return t[..., :to, :]
+    return t[..., :to]
+
+
 # --------------------------------------------------------------------------- one run in a group
 @dataclass
 class Member:
@@ -326,6 +364,7 @@ class Member:
     memory: MemoryBreakdown = field(default_factory=MemoryBreakdown)
     lam_ratio: dict[str, float] = field(default_factory=dict)
     bundle: Any = None  # the run's own model on the CPU, sharing the base's weights
+    rank: int = 0  # its adapters' r (0: no adapters)
     ended: bool = False
 
 
@@ -351,7 +390,7 @@ def prepare_member(cfg: RunConfig, base: Bundle, data: ImageSplits | TextSplits 
                  for name, layer in adapter_layers(bundle.model) if isinstance(layer, SymLoraLayer)}
     member = Member(cfg=cfg, task=task, trainables=trainables, adapter=adapter, emit=emit,
                     scaling=adapter.scaling if adapter else 1.0, counts=count_parameters(bundle.model),
-                    lam_ratio=lam_ratio, bundle=bundle)
+                    lam_ratio=lam_ratio, bundle=bundle, rank=adapter.r if adapter else 0)
     member.base_event = dict(total_steps=cfg.steps, method=cfg.method, metric_name=task.metric_name,
                              throughput_unit=task.unit, trainable_params=member.counts.trainable,
                              total_params=member.counts.total)
@@ -372,6 +411,10 @@ class Group:
         self.device = device
         self.template = template
         self.model = template.model
+        self.rank = template.model.symlora_config.r if hasattr(template.model, "symlora_config") else 0
+        self.templates: dict[int, Bundle] = {self.rank: template}  # a model per rank, one frozen base
+        self.blocks = {f"{n}.{local}": getattr(layer, "k", 1) for n, layer in adapter_layers(self.model)
+                       for local in layer.adapter_parameters()}
         self.head_name = getattr(template, "head_name", None)
         self.store = _Rows()
         self.stacked = self._stacked_model(self.model)
@@ -434,8 +477,12 @@ class Group:
         """Add ``members`` as the last rows, evaluate them (together where the group
         batches evaluations) and send their ``start`` events."""
         first = len(self.members)
+        top = max([self.rank] + [m.rank for m in members])
+        if top > self.rank:
+            self._pad_to(top)
         for member in members:
-            tensors = {n: t.to(self.device) for n, t in member.trainables.items()}
+            tensors = {n: pad_rank(t.to(self.device), n, self.blocks.get(n, 1), member.rank, self.rank)
+                       for n, t in member.trainables.items()}
             member.trainables = {}
             for name, t in tensors.items():
                 old = self.store.params.get(name)
@@ -451,7 +498,7 @@ class Group:
         for row in rows:
             member = self.members[row]
             member.metric_before = member.metric_after = metrics[row]
-            member.memory = self._memory(1)
+            member.memory = self._memory(1, member)
             event = TrainEvent("start", 0, elapsed_s=time.perf_counter() - member.t0, metric=member.metric_before,
                                memory=member.memory, spectrum=spectra[row], **member.base_event)
             member.history.append(event.to_dict())
@@ -480,8 +527,7 @@ class Group:
         spectra: dict[int, Any] = {}
         for r in rows:
             if r not in metrics:
-                self._load(r)
-                metrics[r] = self.members[r].task.evaluate(self.model)
+                metrics[r] = self.members[r].task.evaluate(self._load(r))
             spectra[r] = self._spectrum(self.members[r], r, snapshot)
         return metrics, spectra
 
@@ -534,13 +580,46 @@ class Group:
 
     # -- a run's view through the template -------------------------------------------
     @torch.no_grad()
-    def _load(self, row: int) -> None:
-        """Copy run ``row``'s tensors into the template (and its adapter scaling)."""
-        params = dict(self.model.named_parameters())
+    def _load(self, row: int) -> nn.Module:
+        """Copy run ``row``'s tensors into the template of its rank (and its adapter
+        scaling); returns that model."""
+        member = self.members[row]
+        model = self._template(member.rank).model
+        params = dict(model.named_parameters())
         for name, p in self.store.params.items():
-            params[name].copy_(p[row])
-        for _, layer in adapter_layers(self.model):
+            params[name].copy_(cut_rank(p[row], name, self.blocks.get(name, 1), self.rank, member.rank))
+        for _, layer in adapter_layers(model):
             layer.scaling = self.scaling_values[row]
+        return model
+
+    def _template(self, rank: int) -> Bundle:
+        """The template of rank ``rank``: the first one's modules and frozen weights, with
+        adapters of that rank (made on first use)."""
+        if rank not in self.templates:
+            bundle = alias_copy(self.template)
+            model = bundle.model
+            config = dataclasses.replace(model.symlora_config, r=rank)
+            from .layers import ADAPTERS
+
+            with _SEED_LOCK, torch.random.fork_rng(devices=[]):  # its draws are overwritten
+                for name, layer in list(adapter_layers(model)):
+                    parent, _, child = name.rpartition(".")
+                    setattr(model.get_submodule(parent) if parent else model, child,
+                            ADAPTERS[config.method](layer.base_layer, config))
+            model.symlora_config = config
+            self.templates[rank] = bundle
+        return self.templates[rank]
+
+    @torch.no_grad()
+    def _pad_to(self, rank: int) -> None:
+        """Zero-pad every run's adapter tensors and AdamW moments to ``rank``."""
+        for name in list(self.store.params):
+            k = self.blocks.get(name, 1)
+            self.store.params[name] = nn.Parameter(pad_rank(self.store.params[name].detach(), name, k, self.rank, rank))
+            for state in (self.optimizer.exp_avg, self.optimizer.exp_avg_sq):
+                if name in state:
+                    state[name] = pad_rank(state[name], name, k, self.rank, rank)
+        self.rank = rank
 
     def _spectrum(self, member: Member, row: int, snapshot: dict[str, Tensor] | None = None
                   ) -> dict[str, list[list[float]]] | None:
@@ -550,19 +629,19 @@ class Group:
         if member.adapter is None:
             return None
         if self.device.type == "cpu" or member.bundle is None:
-            self._load(row)
-            return _spectrum_lists(self.model)
+            return _spectrum_lists(self._load(row))
         cpu_params = dict(member.bundle.model.named_parameters())
         with torch.no_grad():
             for name, p in self.store.params.items():
                 if ".lora_" in name:
-                    cpu_params[name].copy_(snapshot[name][row] if snapshot is not None else p[row].detach().cpu())
+                    t = snapshot[name][row] if snapshot is not None else p[row].detach().cpu()
+                    cpu_params[name].copy_(cut_rank(t, name, self.blocks.get(name, 1), self.rank, member.rank))
         return _spectrum_lists(member.bundle.model)
 
-    def _memory(self, runs: int) -> MemoryBreakdown:
+    def _memory(self, runs: int, member: Member) -> MemoryBreakdown:
         """One run's share: the base counted in full (it is what the run uses), its own
         tensors, gradients and optimizer state, and its share of the step's activations."""
-        member_bytes = sum(p[0].numel() * p.element_size() for p in self.store.params.values())
+        member_bytes = member.counts.trainable * 4  # fp32 trainables
         parts = self.frozen_bytes + 4 * member_bytes + self.activations // max(1, runs)
         other = max(0, self.peak_bytes // max(1, runs) - parts) if self.peak_bytes else 0
         return MemoryBreakdown(self.frozen_bytes, member_bytes, member_bytes, 2 * member_bytes,
@@ -572,7 +651,7 @@ class Group:
         """The final event run ``row`` would end with now (its result included), without
         ending it: for a subscriber who leaves a run that others keep training."""
         member = self.members[row]
-        self._load(row)
+        model = self._load(row)
         cfg = member.cfg
         wall = time.perf_counter() - member.t0
         result = RunResult(
@@ -582,7 +661,7 @@ class Group:
             wall_s=wall, step_ms=1000 * member.step_time / member.step if member.step else None,
             peak_mem_bytes=member.memory.total, memory=member.memory, history=list(member.history),
             status=kind, message=message,  # type: ignore[arg-type]
-            trainable_state=_state_for_result(self.model, member.adapter),
+            trainable_state=_state_for_result(model, member.adapter),
             adapter_config=member.adapter.to_dict() if member.adapter else None, classes=member.task.classes,
         )
         last_loss = member.history[-1].get("loss") if member.history else None
@@ -700,7 +779,7 @@ class Group:
         member.items += int(items)  # a device tensor for text: the step has synced already
         member.smoothed = loss if member.smoothed is None else 0.9 * member.smoothed + 0.1 * loss
         member.last_loss = loss
-        member.memory = self._memory(len(self.members))
+        member.memory = self._memory(len(self.members), member)
         step = member.step
         evaluate = step % cfg.eval_every == 0 or step == cfg.steps
         now = time.perf_counter()

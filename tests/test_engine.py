@@ -121,6 +121,23 @@ def test_grouped_runs_equal_the_same_runs_alone(base, splits, method):
         assert any(e.spectrum for e in events if e.kind == "eval")
 
 
+@pytest.mark.parametrize("method", ["symlora", "lora"])
+def test_runs_of_different_ranks_share_a_group_exactly(base, splits, method):
+    """Ranks 2 and 4 in one group (adapters zero-padded to 4): each equals itself alone."""
+    configs = [cfg(method=method, seed=0, r=2, steps=6), cfg(method=method, seed=1, r=4, steps=6)]
+    events = [[], []]
+    members = [prepare_member(c.resolved(), base, splits, torch.device("cpu"), events[i].append)
+               for i, c in enumerate(configs)]
+    group = Group.for_run(base, members[0], torch.device("cpu"))
+    group.join(members[0])
+    group.step()
+    group.join(members[1])  # a larger rank joins: the running run is padded in place
+    while len(group):
+        group.step()
+    for c, ev in zip(configs, events):
+        assert_same_run(solo(c, base, splits), ev)
+
+
 def test_same_seed_same_curve_with_or_without_company(base, splits):
     alone = train_together([cfg(seed=5)], base, datasets=[splits], device="cpu")[0]
     crowd = train_together([cfg(seed=s) for s in (5, 6, 7, 8)], base, datasets=[splits] * 4, device="cpu")[0]
