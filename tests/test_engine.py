@@ -21,6 +21,7 @@ from symlora.zoo import VisionModel
 from conftest import VIT_CLASSES, tiny_vit
 
 REL = 1e-4  # the promised agreement of a grouped run with the same run alone (fp32, CPU)
+N_TEST = 40  # test images of the tiny task
 
 
 def tiny_bundle() -> VisionModel:
@@ -29,7 +30,7 @@ def tiny_bundle() -> VisionModel:
                        default_targets=["qkv", "proj"])
 
 
-def tiny_splits(n_train: int = 64, n_test: int = 40, seed: int = 0) -> ImageSplits:
+def tiny_splits(n_train: int = 64, n_test: int = N_TEST, seed: int = 0) -> ImageSplits:
     """Images whose brightest quadrant-ish band tells the class: learnable in a few steps."""
     g = torch.Generator().manual_seed(seed)
     classes = [f"c{i}" for i in range(VIT_CLASSES)]
@@ -73,7 +74,9 @@ def assert_same_run(alone, grouped) -> None:
         assert abs(x - y) <= REL * abs(x)
     ra, rb = alone[-1].result, grouped[-1].result
     assert ra.status == rb.status and ra.steps_done == rb.steps_done
-    assert ra.metric_before == rb.metric_before and ra.metric_after == rb.metric_after
+    assert ra.metric_before == rb.metric_before, "the same model before training: the same evaluation"
+    # after training the weights differ by rounding (~1e-6): at most a borderline test image may flip
+    assert abs(ra.metric_after - rb.metric_after) <= 1 / N_TEST + 1e-12
     assert ra.adapter_config == rb.adapter_config and ra.classes == rb.classes
     assert ra.trainable_state.keys() == rb.trainable_state.keys()
     for k, v in ra.trainable_state.items():
