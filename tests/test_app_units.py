@@ -200,3 +200,31 @@ def test_short_runs_are_evaluated_before_and_after_only():
     s = Settings(preset="digits", steps=5)
     assert eval_every(s) >= s.steps == MIN_EVAL_GAP
     assert eval_every(s.replace(steps=12)) >= MIN_EVAL_GAP
+
+
+def test_status_note_says_company_and_replays():
+    from symlora.events import TrainEvent
+
+    step = TrainEvent("step", 3, total_steps=10, method="symlora", loss=1.0)
+    t = Tracker("SymLoRA r=8", "symlora")
+    t.add(step)
+    assert t.note == ""
+    t.peers = 4
+    assert t.note == " · training together with 4 other runs"
+    t.shared, t.shared_age_s = "finished", 130
+    assert "same settings as a run 2 min ago: replaying it — change the seed for your own" in t.note.lower()
+
+
+def test_run_flag_state_is_the_engines_non_blocking_control(tmp_path, monkeypatch):
+    from app.sessions import RunFlag
+
+    monkeypatch.setattr(RunFlag, "ROOT", tmp_path)
+    flag = RunFlag()
+    assert flag.state() == "run"
+    flag.pause()
+    assert flag.state() == "pause"
+    flag.step()
+    assert [flag.state(), flag.state()] == ["run", "pause"], "Step lets exactly one step through"
+    flag.set()
+    assert flag.state() == "stop"
+    flag.close()
