@@ -241,11 +241,14 @@ class Engine:
         load_data: ``(name, seed) -> splits`` for named datasets (e.g. the app's cache).
         stack: share steps between runs (default: on accelerators, not on the CPU, as measured).
         pause_limit_s: a run paused longer is stopped.
+        cache_max_params: a finished run whose weights are larger (full fine-tuning of an
+            LM) is not kept for replay.
     """
 
     def __init__(self, load_base: Callable[[str], Any] | None = None, device: str = "auto", cache_size: int = 64,
                  cache_ttl_s: float = 900.0, max_runs: int = 64, *, load_data: Callable[[str, int], Any] | None = None,
-                 stack: bool | None = None, pause_limit_s: float = 300.0, group_idle_s: float = 30.0) -> None:
+                 stack: bool | None = None, pause_limit_s: float = 300.0, group_idle_s: float = 30.0,
+                 cache_max_params: int = 30_000_000) -> None:
         self.device = pick_device(device)
         # Measured (bench/multirun_step.py): on a CPU one concatenated step of K runs costs
         # more than K single steps, so there each run is its own group (still scheduled
@@ -253,6 +256,7 @@ class Engine:
         self.stack = (self.device.type != "cpu") if stack is None else stack
         self.cache_size = cache_size
         self.cache_ttl_s = cache_ttl_s
+        self.cache_max_params = cache_max_params
         self.max_runs = max_runs
         self.pause_limit_s = pause_limit_s
         self.group_idle_s = group_idle_s
@@ -338,7 +342,9 @@ class Engine:
         with self._lock:
             if self._running.get(record.key) is record:
                 del self._running[record.key]
-            if record.status == "done" and record.shareable and self.cache_size > 0:
+            result = record.events[-1].result if record.events else None
+            size = sum(t.numel() for t in result.trainable_state.values()) if result is not None else 0
+            if record.status == "done" and record.shareable and self.cache_size > 0 and size <= self.cache_max_params:
                 self._finished[record.key] = record
                 self._expire()
 
