@@ -454,11 +454,17 @@ class Engine:
                 if slot is not None and not self._fits(slot):
                     break
                 self._waiting.popleft()
-            if all(s.cancelled for s in item.record.subscribers):
-                item.member.emit(TrainEvent("stopped", 0, message="cancelled before it started", **item.member.base_event))
-                continue
-            layout = item.layout if self.stack else item.layout + (item.record.key,)
-            joining.setdefault(layout, []).append(item)
+            joining.setdefault(item.layout if self.stack else item.layout + (item.record.key,), []).append(item)
+        # A run stopped while it has to wait joins at once, to end at the next boundary
+        # with a result (0 steps), as a run stopped before its first step does.
+        with self._lock:
+            queued = list(self._waiting)
+        stopped = [item for item in queued if item.record.decide(self.pause_limit_s)[0] == "stop"]
+        with self._lock:
+            for item in stopped:
+                self._waiting.remove(item)
+        for item in stopped:
+            joining.setdefault(item.layout if self.stack else item.layout + (item.record.key,), []).append(item)
         for layout, items in joining.items():
             slot = self._slots.get(layout)
             try:

@@ -336,3 +336,18 @@ def test_language_model_runs_grouped_equal_alone():
         assert len(a) == len(b) and all(abs(x - y) <= REL * abs(x) for x, y in zip(a, b))
         pa, pb = alone[-1].result.metric_after, ev[-1].result.metric_after  # perplexity: no argmax, no flips
         assert abs(pa - pb) <= REL * pa
+
+
+def test_a_run_stopped_while_it_waits_ends_at_once_with_a_result(base, splits):
+    eng = Engine(load_base=lambda name: base, device="cpu", stack=False, max_runs=1,
+                 load_data=lambda name, seed: splits)
+    try:
+        busy = eng.submit(cfg(seed=0, steps=400, eval_every=400))
+        queued = eng.submit(cfg(seed=1), control=Script(["stop"], stick=True))
+        final = list(queued.events(timeout=30))[-1]
+        assert final.kind == "stopped" and final.result.steps_done == 0
+        assert not busy.done, "it did not wait for the run ahead of it"
+        busy.cancel()
+        assert list(busy.events())[-1].kind == "stopped"
+    finally:
+        eng.close()
