@@ -500,7 +500,10 @@ class Engine:
             if closed:
                 self._stop_all()
                 return
-            self._admit()
+            try:
+                self._admit()
+            except Exception:  # noqa: BLE001 — a bug here must not stop every other run
+                log.exception("admitting runs failed")
             stepped = self._step_one_group()
             if not stepped:
                 time.sleep(0.02)  # every run is paused: don't spin
@@ -525,6 +528,13 @@ class Engine:
         return False
 
     def _step(self, slot: _GroupSlot) -> bool:
+        try:
+            return self._step_group(slot)
+        except Exception as err:  # noqa: BLE001 — e.g. CUDA out of memory: these runs end, the engine goes on
+            self._fail_group(slot, err)
+            return True
+
+    def _step_group(self, slot: _GroupSlot) -> bool:
         group = slot.group
         decisions = [r.decide(self.pause_limit_s) for r in slot.records]
         for row in reversed(range(len(decisions))):
@@ -553,12 +563,8 @@ class Engine:
         before = list(slot.records)
         for r in before:
             r.peers = len(rows) - 1
-        try:
-            members_before = list(group.members)
-            group.step(rows)
-        except Exception as err:  # noqa: BLE001 — e.g. CUDA out of memory: these runs end, the engine goes on
-            self._fail_group(slot, err)
-            return True
+        members_before = list(group.members)
+        group.step(rows)
         if self.device.type == "cuda" and group.peak_bytes and len(group):
             slot.footprint = max(slot.footprint, group.peak_bytes // max(1, len(group)))
         still = {id(m) for m in group.members}
