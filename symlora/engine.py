@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from .data import ImageSplits, TextSplits, load_dataset
+from .data import ImageSplits, TextSplits
 from .events import TrainEvent
 from .multirun import Group, Member, layout_key, prepare_member, stackable
 from .train import RunConfig, pick_device

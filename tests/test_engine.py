@@ -14,7 +14,8 @@ import torch
 
 from symlora.data import ImageDataset, ImageSplits, TextSplits
 from symlora.engine import Engine, data_key, run_key
-from symlora.multirun import Group, StackedAdamW, prepare_member, train_together
+from symlora.multirun import Group, prepare_member, train_together
+from symlora.stacked import StackedAdamW
 from symlora.train import RunConfig, run
 from symlora.zoo import VisionModel
 
