@@ -228,3 +228,23 @@ def test_run_flag_state_is_the_engines_non_blocking_control(tmp_path, monkeypatc
     flag.set()
     assert flag.state() == "stop"
     flag.close()
+
+
+def test_zero_gpu_keeps_the_per_run_path(monkeypatch):
+    """On ZeroGPU a run must happen inside spaces.GPU: stream calls train_stream, not the engine."""
+    import app.gpu as gpu
+    from app.runner import stream
+    from app.settings import Settings
+    from symlora.events import TrainEvent
+
+    calls = []
+
+    def fake_train_stream(config, data=None, control=None, keep_model=False):
+        calls.append((config["seed"], control, keep_model))
+        yield gpu.event_payload(TrainEvent("start", 0, total_steps=2, method="symlora", metric=0.1))
+
+    monkeypatch.setattr(gpu, "ZERO_GPU", True)
+    monkeypatch.setattr(gpu, "train_stream", fake_train_stream)
+    flag = SimpleNamespace(path="/tmp/flag", state=lambda: "run")
+    out = list(stream(Settings(preset="digits", steps=2, seed=7), stop=flag, label="x"))
+    assert calls == [(7, "/tmp/flag", False)] and out[0][0].kind == "start"
