@@ -251,8 +251,9 @@ class Engine:
                  cache_max_params: int = 30_000_000) -> None:
         self.device = pick_device(device)
         # Measured (bench/multirun_step.py): on a CPU one concatenated step of K runs costs
-        # more than K single steps, so there each run is its own group (still scheduled
-        # fairly, still deduplicated); on a GPU the shared step is nearly free per run.
+        # what K single steps cost, so there each run is its own group (the single-run
+        # path, scheduled in turn, still deduplicated); on a GPU the shared step is nearly
+        # free per run.
         self.stack = (self.device.type != "cpu") if stack is None else stack
         self.cache_size = cache_size
         self.cache_ttl_s = cache_ttl_s

@@ -24,9 +24,9 @@ plain adapter formula (the fused autograd node has no batching rule), while the
 concatenated batch keeps both and makes every frozen layer one large GEMM.  Measured by
 ``bench/multirun_step.py`` (digits ViT, SymLoRA r=8, batch 64, one H200, ms per step):
 30 runs concatenated 21.8, vmap 24.1, 30 separate steps 473; one run 22.3 / 22.8 / 16.4 —
-so a group with one run in a step takes the single-run fused path.  On the 2-core CPU the
-concatenated step cost more than separate steps (8 runs: 320 vs 177 ms per run), so
-``symlora.engine`` stacks on accelerators only.
+so a group with one run in a step takes the single-run fused path.  On the CPU (one
+thread, CPU time) sharing gains nothing: 8 runs cost 170.7 ms per run concatenated, 169.9
+in separate steps, 176.4 with vmap — so ``symlora.engine`` stacks on accelerators only.
 
 Every run keeps what makes it *its* run: its own initialisation (drawn exactly as
 ``symlora.train.prepare`` draws it), its own seeded data order, its place in its own
