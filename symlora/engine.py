@@ -436,35 +436,40 @@ class Engine:
         return sum(len(s.group) for s in self._slots.values()) + len(self._solo)
 
     def _admit(self) -> None:
-        """Let waiting runs join their groups (at this step boundary), while there is room."""
+        """Let waiting runs join their groups (at this step boundary), while there is
+        room; the runs joining one group join together (their first evaluation is shared)."""
+        joining: dict[tuple, list[_Waiting]] = {}
         while True:
             with self._lock:
-                if not self._waiting:
-                    return
+                if not self._waiting or self._training_count() + sum(map(len, joining.values())) >= self.max_runs:
+                    break
                 item = self._waiting[0]
-                if self._training_count() >= self.max_runs:
-                    return
                 slot = self._slots.get(item.layout) if self.stack else None
                 if slot is not None and not self._fits(slot):
-                    return
+                    break
                 self._waiting.popleft()
             if all(s.cancelled for s in item.record.subscribers):
                 item.member.emit(TrainEvent("stopped", 0, message="cancelled before it started", **item.member.base_event))
                 continue
             layout = item.layout if self.stack else item.layout + (item.record.key,)
+            joining.setdefault(layout, []).append(item)
+        for layout, items in joining.items():
             slot = self._slots.get(layout)
             try:
                 if slot is None:
-                    slot = _GroupSlot(Group.for_run(item.base, item.member, self.device))
+                    slot = _GroupSlot(Group.for_run(items[0].base, items[0].member, self.device))
                     with self._lock:
                         self._slots[layout] = slot
-                slot.group.join(item.member)
-                slot.records.append(item.record)
+                slot.group.join_many([item.member for item in items])
+                slot.records.extend(item.record for item in items)
                 slot.idle_since = None
             except Exception as err:  # noqa: BLE001
-                log.exception("run %s could not join its group", item.record.key)
-                item.record.fail(err)
-                self._ended(item.record)
+                log.exception("runs could not join their group")
+                for item in items:
+                    item.record.fail(err)
+                    self._ended(item.record)
+                if slot is not None and len(slot.group) != len(slot.records):  # half joined: start over
+                    self._fail_group(slot, err)
 
     def _fits(self, slot: _GroupSlot) -> bool:
         """GPU admission: the run's measured footprint against free device memory."""
@@ -551,16 +556,16 @@ class Engine:
     def _fail_group(self, slot: _GroupSlot, err: BaseException) -> None:
         oom = isinstance(err, torch.cuda.OutOfMemoryError)
         log.exception("a group step failed (%d runs end)", len(slot.records))
-        for row in reversed(range(len(slot.group))):
-            if oom:
-                message = "the GPU ran out of memory while training with other runs; try again in a minute"
-                try:
-                    slot.group.finish(row, "error", message)
-                except Exception:  # noqa: BLE001
-                    slot.records[row].fail(err)
-            else:
-                slot.records[row].fail(err)
-            self._ended(slot.records[row])
+        for row in reversed(range(len(slot.records))):
+            record = slot.records[row]
+            try:
+                if not oom or record.closed:
+                    raise err
+                slot.group.finish(row, "error", "the GPU ran out of memory while training with other runs; "
+                                                "try again in a minute")
+            except Exception:  # noqa: BLE001
+                record.fail(err)
+            self._ended(record)
         slot.records.clear()
         for layout, s in list(self._slots.items()):
             if s is slot:

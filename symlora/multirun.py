@@ -48,6 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import fast
 from . import memory as mem
 from .config import AdapterConfig
 from .data import ImageSplits, TextSplits, load_dataset
@@ -149,7 +150,9 @@ class _Rows:
     def __init__(self) -> None:
         self.params: dict[str, nn.Parameter] = {}
         self.scaling: Tensor | None = None  # (K,) per-run adapter scaling
+        self.scaling_values: list[float] = []
         self.rows: Tensor | None = None
+        self.row_list: list[int] | None = None
 
     def get(self, name: str) -> Tensor:
         p = self.params[name]
@@ -158,6 +161,10 @@ class _Rows:
     def scale(self) -> Tensor:
         s = self.scaling
         return s if self.rows is None else s.index_select(0, self.rows)
+
+    def only_scale(self) -> float:
+        """The scaling of the one run taking part (see :meth:`count`)."""
+        return self.scaling_values[self.row_list[0] if self.row_list else 0]
 
     def count(self) -> int:
         if self.rows is not None:
@@ -181,8 +188,10 @@ class StackedAdapter(nn.Module):
             self.layout, self.k = layer.layout, layer.k
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.base_layer(x)
         runs = self.store.count()
+        if runs == 1 and fast.OPTIONS.enabled:  # one run: the single-layer fused node, as train.run
+            return self._one(x)
+        y = self.base_layer(x)
         xr = x.reshape(runs, -1, self.in_features)
         s = self.store.scale().view(runs, 1, 1)
         if self.kind == "symlora":
@@ -194,6 +203,19 @@ class StackedAdapter(nn.Module):
             b = self.store.get(self.name + ".lora_B.weight")  # (K, out, r)
             delta = ((xr @ a.transpose(1, 2)) @ b.transpose(1, 2)) * s
         return y + delta.reshape(y.shape).to(y.dtype)
+
+    def _one(self, x: Tensor) -> Tensor:
+        base, s = self.base_layer, self.store.only_scale()
+        x2 = x.reshape(-1, self.in_features)
+        if self.kind == "symlora":
+            q = self.store.get(self.name + ".lora_Q")[0]
+            lam = self.store.get(self.name + ".lora_lambda")[0]
+            y = fast.symlora_linear(x2, base.weight, base.bias, q, lam, self.layout, self.k, s)
+        else:
+            a = self.store.get(self.name + ".lora_A.weight")[0]
+            b = self.store.get(self.name + ".lora_B.weight")[0]
+            y = fast.lora_linear(x2, base.weight, base.bias, a, b, s)
+        return y.view(*x.shape[:-1], self.out_features)
 
 
 class StackedLinear(nn.Module):
@@ -208,6 +230,8 @@ class StackedLinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         runs = self.store.count()
         w = self.store.get(self.name + ".weight")  # (K, out, in)
+        if runs == 1:
+            return F.linear(x, w[0], self.store.get(self.name + ".bias")[0] if self.has_bias else None)
         xr = x.reshape(runs, -1, x.shape[-1])
         if self.has_bias:
             y = torch.baddbmm(self.store.get(self.name + ".bias").unsqueeze(1), xr, w.transpose(1, 2))
@@ -234,8 +258,7 @@ def layout_key(cfg: RunConfig, bundle: Bundle, classes: list[str] | None, device
     targets = tuple(targets) if isinstance(targets, list) else targets
     size = cfg.image_size or getattr(bundle, "image_size", None)
     return (bundle.name, size, cfg.max_tokens if isinstance(bundle, TextModel) else None, cfg.method,
-            cfg.r if cfg.method in ("symlora", "lora") else None, targets, cfg.batch_size,
-            len(classes) if classes else None, device.type, device.index)
+            targets, cfg.batch_size, len(classes) if classes else None, device.type, device.index)
 
 
 def alias_copy(bundle: Bundle) -> Bundle:
@@ -274,6 +297,45 @@ def make_task(bundle: Bundle, data: ImageSplits | TextSplits, cfg: RunConfig, de
     return LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 64)
 
 
+# --------------------------------------------------------------------------- ranks
+# Runs of different ranks share a group: every adapter tensor is zero-padded to the group's
+# largest rank.  Padding is inert and stays zero: a zero column of Q (or row of A) with a zero
+# λ (or column of B) adds nothing to the output and gets a zero gradient, so AdamW leaves it
+# at zero.  Block layouts pad each block's r columns.
+def _rank_kind(name: str) -> str | None:
+    if name.endswith((".lora_Q", ".lora_lambda")):
+        return "blocks"
+    if name.endswith(".lora_A.weight"):
+        return "rows"
+    if name.endswith(".lora_B.weight"):
+        return "cols"
+    return None
+
+
+def pad_rank(t: Tensor, name: str, k: int, r: int, to: int) -> Tensor:
+    """``t`` (any leading dimensions) from rank ``r`` to rank ``to`` with zeros."""
+    kind = _rank_kind(name)
+    if kind is None or to == r:
+        return t
+    if kind == "blocks":
+        return F.pad(t.unflatten(-1, (k, r)), (0, to - r)).flatten(-2)
+    if kind == "rows":
+        return F.pad(t, (0, 0, 0, to - r))
+    return F.pad(t, (0, to - r))
+
+
+def cut_rank(t: Tensor, name: str, k: int, r: int, to: int) -> Tensor:
+    """The rank-``to`` part of ``t`` (padded to rank ``r``)."""
+    kind = _rank_kind(name)
+    if kind is None or to == r:
+        return t
+    if kind == "blocks":
+        return t.unflatten(-1, (k, r))[..., :to].flatten(-2)
+    if kind == "rows":
+        return t[..., :to, :]
+    return t[..., :to]
+
+
 # --------------------------------------------------------------------------- one run in a group
 @dataclass
 class Member:
@@ -302,6 +364,7 @@ class Member:
     memory: MemoryBreakdown = field(default_factory=MemoryBreakdown)
     lam_ratio: dict[str, float] = field(default_factory=dict)
     bundle: Any = None  # the run's own model on the CPU, sharing the base's weights
+    rank: int = 0  # its adapters' r (0: no adapters)
     ended: bool = False
 
 
@@ -327,7 +390,7 @@ def prepare_member(cfg: RunConfig, base: Bundle, data: ImageSplits | TextSplits 
                  for name, layer in adapter_layers(bundle.model) if isinstance(layer, SymLoraLayer)}
     member = Member(cfg=cfg, task=task, trainables=trainables, adapter=adapter, emit=emit,
                     scaling=adapter.scaling if adapter else 1.0, counts=count_parameters(bundle.model),
-                    lam_ratio=lam_ratio, bundle=bundle)
+                    lam_ratio=lam_ratio, bundle=bundle, rank=adapter.r if adapter else 0)
     member.base_event = dict(total_steps=cfg.steps, method=cfg.method, metric_name=task.metric_name,
                              throughput_unit=task.unit, trainable_params=member.counts.trainable,
                              total_params=member.counts.total)
@@ -348,6 +411,10 @@ class Group:
         self.device = device
         self.template = template
         self.model = template.model
+        self.rank = template.model.symlora_config.r if hasattr(template.model, "symlora_config") else 0
+        self.templates: dict[int, Bundle] = {self.rank: template}  # a model per rank, one frozen base
+        self.blocks = {f"{n}.{local}": getattr(layer, "k", 1) for n, layer in adapter_layers(self.model)
+                       for local in layer.adapter_parameters()}
         self.head_name = getattr(template, "head_name", None)
         self.store = _Rows()
         self.stacked = self._stacked_model(self.model)
@@ -358,6 +425,9 @@ class Group:
         self.activations = 0
         self.peak_bytes = 0
         self.measure_every = measure_every
+        # Measured on the H200: one run's evaluation through the template costs about as
+        # much as a whole group step, so there runs evaluated at the same step share forwards.
+        self.batched_eval = device.type == "cuda"
         self._steps = 0
         self.frozen_bytes, _ = mem.parameter_bytes(self.model)
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
@@ -401,26 +471,89 @@ class Group:
 
     def join(self, member: Member) -> None:
         """Add ``member`` as the last row and send its ``start`` event (evaluated first)."""
-        tensors = {n: t.to(self.device) for n, t in member.trainables.items()}
-        member.trainables = {}
-        for name, t in tensors.items():
-            old = self.store.params.get(name)
-            stacked = t.unsqueeze(0) if old is None else torch.cat([old.detach(), t.unsqueeze(0)])
-            self.store.params[name] = nn.Parameter(stacked)
-        self.optimizer.add_run(tensors)
-        self.members.append(member)
-        self.scaling_values.append(member.scaling)
+        self.join_many([member])
+
+    def join_many(self, members: list[Member]) -> None:
+        """Add ``members`` as the last rows, evaluate them (together where the group
+        batches evaluations) and send their ``start`` events."""
+        first = len(self.members)
+        top = max([self.rank] + [m.rank for m in members])
+        if top > self.rank:
+            self._pad_to(top)
+        for member in members:
+            tensors = {n: pad_rank(t.to(self.device), n, self.blocks.get(n, 1), member.rank, self.rank)
+                       for n, t in member.trainables.items()}
+            member.trainables = {}
+            for name, t in tensors.items():
+                old = self.store.params.get(name)
+                stacked = t.unsqueeze(0) if old is None else torch.cat([old.detach(), t.unsqueeze(0)])
+                self.store.params[name] = nn.Parameter(stacked)
+            self.optimizer.add_run(tensors)
+            self.members.append(member)
+            self.scaling_values.append(member.scaling)
         self.store.scaling = torch.tensor(self.scaling_values, device=self.device)
-        self._load(len(self.members) - 1)
-        member.metric_before = member.task.evaluate(self.model)
-        member.metric_after = member.metric_before
-        member.memory = self._memory(1)
-        event = TrainEvent("start", 0, elapsed_s=time.perf_counter() - member.t0, metric=member.metric_before,
-                           memory=member.memory, spectrum=self._spectrum(member), **member.base_event)
-        member.history.append(event.to_dict())
-        member.batches = member.task.batches(member.cfg.batch_size, torch.Generator().manual_seed(member.cfg.seed))
-        member.train_t0 = member.last_emit = time.perf_counter()
-        member.emit(event)
+        self.store.scaling_values = self.scaling_values
+        rows = list(range(first, len(self.members)))
+        metrics, spectra = self._evaluate(rows)
+        for row in rows:
+            member = self.members[row]
+            member.metric_before = member.metric_after = metrics[row]
+            member.memory = self._memory(1, member)
+            event = TrainEvent("start", 0, elapsed_s=time.perf_counter() - member.t0, metric=member.metric_before,
+                               memory=member.memory, spectrum=spectra[row], **member.base_event)
+            member.history.append(event.to_dict())
+            member.batches = member.task.batches(member.cfg.batch_size,
+                                                 torch.Generator().manual_seed(member.cfg.seed))
+            member.train_t0 = member.last_emit = time.perf_counter()
+            member.emit(event)
+
+    # -- evaluation ---------------------------------------------------------------------
+    def _evaluate(self, rows: list[int]) -> tuple[dict[int, float], dict[int, Any]]:
+        """Metric and spectrum of the runs at ``rows`` now.  One run at a time through the
+        template (``task.evaluate``, exactly as ``train.run``) — or, with
+        :attr:`batched_eval` (on a GPU), image runs with equally large test sets in
+        stacked forwards, several runs per forward."""
+        metrics: dict[int, float] = {}
+        snapshot = None
+        if self.device.type != "cpu" and rows:
+            snapshot = {n: p.detach().cpu() for n, p in self.store.params.items() if ".lora_" in n}
+        batchable = [r for r in rows if isinstance(self.members[r].task, ImageClassification)]
+        if self.batched_eval and len(batchable) > 1:
+            by_size: dict[int, list[int]] = {}
+            for r in batchable:
+                by_size.setdefault(len(self.members[r].task.test_y), []).append(r)
+            for same in by_size.values():
+                metrics.update(self._accuracy_together(same))
+        spectra: dict[int, Any] = {}
+        for r in rows:
+            if r not in metrics:
+                metrics[r] = self.members[r].task.evaluate(self._load(r))
+            spectra[r] = self._spectrum(self.members[r], r, snapshot)
+        return metrics, spectra
+
+    @torch.no_grad()
+    def _accuracy_together(self, rows: list[int], images: int = 16384) -> dict[int, float]:
+        """Test accuracy of several image runs from stacked forwards (no autocast, as
+        ``ImageClassification.evaluate``)."""
+        tasks = [self.members[r].task for r in rows]
+        n = len(tasks[0].test_y)
+        correct = [0] * len(rows)
+        per = max(1, images // max(1, n))  # runs per forward
+        self.stacked.eval()
+        try:
+            for start in range(0, len(rows), per):
+                part = list(range(start, min(len(rows), start + per)))
+                self.store.rows = torch.tensor([rows[j] for j in part], device=self.device)
+                self.store.row_list = [rows[j] for j in part]
+                x = torch.cat([tasks[j].test_x for j in part]).to(self.device)
+                pred = self.stacked(x).argmax(-1).view(len(part), n).cpu()
+                for i, j in enumerate(part):
+                    correct[j] = int((pred[i] == tasks[j].test_y).sum())
+        finally:
+            self.store.rows = None
+            self.store.row_list = None
+            self.stacked.train()
+        return {r: correct[j] / n for j, r in enumerate(rows)}
 
     def leave(self, rows: list[int]) -> None:
         """Cut the runs at ``rows`` out of every stacked tensor and the optimizer."""
@@ -433,6 +566,7 @@ class Group:
         self.members = [self.members[i] for i in keep]
         self.scaling_values = [self.scaling_values[i] for i in keep]
         self.store.scaling = torch.tensor(self.scaling_values, device=self.device) if keep else None
+        self.store.scaling_values = self.scaling_values
         if not keep:
             self.store.params = {}
 
@@ -440,39 +574,74 @@ class Group:
         """End the run at ``row`` (``done``, ``stopped`` or ``error``) and let it leave."""
         member = self.members[row]
         if kind == "stopped" and member.step > 0:
-            self._load(row)
-            member.metric_after = member.task.evaluate(self.model)
+            member.metric_after = self._evaluate([row])[0][row]
         self._final(row, kind, message)
         self.leave([row])
 
     # -- a run's view through the template -------------------------------------------
     @torch.no_grad()
-    def _load(self, row: int) -> None:
-        """Copy run ``row``'s tensors into the template (and its adapter scaling)."""
-        params = dict(self.model.named_parameters())
+    def _load(self, row: int) -> nn.Module:
+        """Copy run ``row``'s tensors into the template of its rank (and its adapter
+        scaling); returns that model."""
+        member = self.members[row]
+        model = self._template(member.rank).model
+        params = dict(model.named_parameters())
         for name, p in self.store.params.items():
-            params[name].copy_(p[row])
-        for _, layer in adapter_layers(self.model):
+            params[name].copy_(cut_rank(p[row], name, self.blocks.get(name, 1), self.rank, member.rank))
+        for _, layer in adapter_layers(model):
             layer.scaling = self.scaling_values[row]
+        return model
 
-    def _spectrum(self, member: Member) -> dict[str, list[list[float]]] | None:
-        """The run's spectrum (its tensors are in the template).  On a GPU it is computed
-        from a CPU copy of the adapter: tiny QR / eigenvalue problems are launch-bound there."""
+    def _template(self, rank: int) -> Bundle:
+        """The template of rank ``rank``: the first one's modules and frozen weights, with
+        adapters of that rank (made on first use)."""
+        if rank not in self.templates:
+            bundle = alias_copy(self.template)
+            model = bundle.model
+            config = dataclasses.replace(model.symlora_config, r=rank)
+            from .layers import ADAPTERS
+
+            with _SEED_LOCK, torch.random.fork_rng(devices=[]):  # its draws are overwritten
+                for name, layer in list(adapter_layers(model)):
+                    parent, _, child = name.rpartition(".")
+                    setattr(model.get_submodule(parent) if parent else model, child,
+                            ADAPTERS[config.method](layer.base_layer, config))
+            model.symlora_config = config
+            self.templates[rank] = bundle
+        return self.templates[rank]
+
+    @torch.no_grad()
+    def _pad_to(self, rank: int) -> None:
+        """Zero-pad every run's adapter tensors and AdamW moments to ``rank``."""
+        for name in list(self.store.params):
+            k = self.blocks.get(name, 1)
+            self.store.params[name] = nn.Parameter(pad_rank(self.store.params[name].detach(), name, k, self.rank, rank))
+            for state in (self.optimizer.exp_avg, self.optimizer.exp_avg_sq):
+                if name in state:
+                    state[name] = pad_rank(state[name], name, k, self.rank, rank)
+        self.rank = rank
+
+    def _spectrum(self, member: Member, row: int, snapshot: dict[str, Tensor] | None = None
+                  ) -> dict[str, list[list[float]]] | None:
+        """The spectrum of run ``row``.  On the CPU from the template (``row`` loaded); on
+        a GPU from a CPU copy of its adapter (``snapshot``: every run's adapter tensors,
+        copied once): tiny QR / eigenvalue problems are launch-bound on a GPU."""
         if member.adapter is None:
             return None
         if self.device.type == "cpu" or member.bundle is None:
-            return _spectrum_lists(self.model)
+            return _spectrum_lists(self._load(row))
         cpu_params = dict(member.bundle.model.named_parameters())
         with torch.no_grad():
-            for name, p in self.model.named_parameters():
+            for name, p in self.store.params.items():
                 if ".lora_" in name:
-                    cpu_params[name].copy_(p.detach().cpu())
+                    t = snapshot[name][row] if snapshot is not None else p[row].detach().cpu()
+                    cpu_params[name].copy_(cut_rank(t, name, self.blocks.get(name, 1), self.rank, member.rank))
         return _spectrum_lists(member.bundle.model)
 
-    def _memory(self, runs: int) -> MemoryBreakdown:
+    def _memory(self, runs: int, member: Member) -> MemoryBreakdown:
         """One run's share: the base counted in full (it is what the run uses), its own
         tensors, gradients and optimizer state, and its share of the step's activations."""
-        member_bytes = sum(p[0].numel() * p.element_size() for p in self.store.params.values())
+        member_bytes = member.counts.trainable * 4  # fp32 trainables
         parts = self.frozen_bytes + 4 * member_bytes + self.activations // max(1, runs)
         other = max(0, self.peak_bytes // max(1, runs) - parts) if self.peak_bytes else 0
         return MemoryBreakdown(self.frozen_bytes, member_bytes, member_bytes, 2 * member_bytes,
@@ -482,7 +651,7 @@ class Group:
         """The final event run ``row`` would end with now (its result included), without
         ending it: for a subscriber who leaves a run that others keep training."""
         member = self.members[row]
-        self._load(row)
+        model = self._load(row)
         cfg = member.cfg
         wall = time.perf_counter() - member.t0
         result = RunResult(
@@ -492,13 +661,13 @@ class Group:
             wall_s=wall, step_ms=1000 * member.step_time / member.step if member.step else None,
             peak_mem_bytes=member.memory.total, memory=member.memory, history=list(member.history),
             status=kind, message=message,  # type: ignore[arg-type]
-            trainable_state=_state_for_result(self.model, member.adapter),
+            trainable_state=_state_for_result(model, member.adapter),
             adapter_config=member.adapter.to_dict() if member.adapter else None, classes=member.task.classes,
         )
         last_loss = member.history[-1].get("loss") if member.history else None
         return TrainEvent(kind, member.step, elapsed_s=wall, loss=last_loss,  # type: ignore[arg-type]
                           smoothed_loss=member.smoothed, metric=member.metric_after, memory=member.memory,
-                          message=message, result=result, spectrum=self._spectrum(member), **member.base_event)
+                          message=message, result=result, spectrum=self._spectrum(member, row), **member.base_event)
 
     def _final(self, row: int, kind: str, message: str | None) -> None:
         member = self.members[row]
@@ -537,6 +706,7 @@ class Group:
         tick = time.perf_counter()
         everyone = len(rows) == len(self.members)
         self.store.rows = None if everyone else torch.tensor(rows, device=self.device)
+        self.store.row_list = None if everyone else rows
         members = [self.members[i] for i in rows]
         batches = [next(m.batches) for m in members]  # type: ignore[arg-type]
         measure = self._steps == 0 or (self.measure_every and self._steps % self.measure_every == 0)
@@ -564,6 +734,7 @@ class Group:
             for p in self.store.params.values():
                 p.grad = None
             self.store.rows = None
+            self.store.row_list = None
         if meter is not None:
             self.activations = meter.bytes * len(self.members) // max(1, len(rows))
             if self.device.type == "cuda":
@@ -573,9 +744,13 @@ class Group:
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - tick
         ending: list[tuple[int, str]] = [(rows[j], "") for j in bad]
+        due = [rows[j] for j in good if (members[j].step + 1) % members[j].cfg.eval_every == 0
+               or members[j].step + 1 == members[j].cfg.steps]
+        metrics, spectra = self._evaluate(due) if due else ({}, {})
         for j in good:
             member = members[j]
-            self._after_step(rows[j], member, values[j], batches[j], elapsed)
+            self._after_step(rows[j], member, values[j], batches[j], elapsed, metrics.get(rows[j]),
+                             spectra.get(rows[j]))
             if member.step >= member.cfg.steps:
                 ending.append((rows[j], "done"))
         for row, kind in ending:
@@ -594,27 +769,24 @@ class Group:
             wds[name] = [0.0 if lam else m.cfg.weight_decay for m in members]
         return lrs, wds
 
-    def _after_step(self, row: int, member: Member, loss: float, batch: Any, elapsed: float) -> None:
+    def _after_step(self, row: int, member: Member, loss: float, batch: Any, elapsed: float,
+                    metric: float | None, spectrum: Any) -> None:
         cfg = member.cfg
         lr_now = cfg.lr * lr_factor(member.step, cfg.steps, cfg.warmup_frac)
         member.step += 1
         member.step_time += elapsed
-        member.items += member.task.batch_items(batch)
+        items = member.task.batch_items(batch)
+        member.items += int(items)  # a device tensor for text: the step has synced already
         member.smoothed = loss if member.smoothed is None else 0.9 * member.smoothed + 0.1 * loss
         member.last_loss = loss
-        member.memory = self._memory(len(self.members))
+        member.memory = self._memory(len(self.members), member)
         step = member.step
         evaluate = step % cfg.eval_every == 0 or step == cfg.steps
         now = time.perf_counter()
         if not (evaluate or step % cfg.emit_every == 0 or now - member.last_emit >= cfg.emit_interval_s):
             return
-        metric = None
-        spectrum = None
         if evaluate:
-            self._load(row)
-            metric = member.task.evaluate(self.model)
             member.metric_after = metric
-            spectrum = self._spectrum(member)
         now = time.perf_counter()
         event = TrainEvent(
             "eval" if evaluate else "step", step, loss=loss, smoothed_loss=member.smoothed, lr=lr_now,
