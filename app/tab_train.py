@@ -359,7 +359,7 @@ def update_interval(active_runs: int) -> float:
     """Seconds between a page's step updates (evaluations and the end are always sent):
     :data:`~app.runner.MIN_UPDATE_S`, stretched when many pages follow runs at once — each
     update costs the server figures and JSON, and a class shares a few cores."""
-    return MIN_UPDATE_S * max(1.0, active_runs / 4)
+    return MIN_UPDATE_S * max(1.0, active_runs / 2)
 
 
 def curves_view(curve: Any, metric_name: str) -> Any:
