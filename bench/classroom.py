@@ -332,14 +332,14 @@ class RssSampler:
 class AppServer:
     """``python -m app`` on a free 127.0.0.1 port, as a child process (ended on close)."""
 
-    def __init__(self, env: dict[str, str] | None = None, timeout: float = 300) -> None:
+    def __init__(self, root: Path = ROOT, env: dict[str, str] | None = None, timeout: float = 300) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}/"
-        child_env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(ROOT)} | (env or {})
+        child_env = os.environ | {"GRADIO_ANALYTICS_ENABLED": "False", "PYTHONPATH": str(root)} | (env or {})
         self.log = tempfile.NamedTemporaryFile("w", prefix="classroom-server-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(self.port)], cwd=ROOT,
+        self.proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(self.port)], cwd=root,
                                      env=child_env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -481,10 +481,14 @@ def app_level(args: argparse.Namespace) -> dict[str, Any]:
     methods and ranks, each next to the same runs one at a time, plus an optional soak."""
     server = AppServer()
     sampler = RssSampler(server.proc.pid)
-    report: dict[str, Any] = {"level": "app", "url": server.url, "cpu_count": os.cpu_count()}
+    today = AppServer(Path(args.today)) if args.today else None  # the app before this work, for its serial time
+    today_sampler = RssSampler(today.proc.pid) if today else None
+    report: dict[str, Any] = {"level": "app", "url": server.url, "cpu_count": os.cpu_count(), "today_root": args.today}
     try:
         t = time.perf_counter()
         warm = serial(server.url, [train_args(2)], sampler)  # loads the model and data once
+        if today:
+            serial(today.url, [train_args(2)], today_sampler)
         report["warm_up_s"] = time.perf_counter() - t
         report["rss_idle_mb"] = rss_bytes(server.proc.pid) / 2**20
         scenarios = {
@@ -512,6 +516,12 @@ def app_level(args: argparse.Namespace) -> dict[str, Any]:
                      "crowd_over_serial": crowd_result["wall_s"] / (per_run * len(arglists)),
                      "crowd_over_solo": crowd_result["wall_s"] / per_run,
                      "rss_above_one_run_mb": crowd_result["peak_rss_mb"] - one["peak_rss_mb"]}
+            if today:
+                entry["serial_today"] = serial(today.url, base_lists, today_sampler)
+                entry["serial_today_estimate_s"] = entry["serial_today"]["wall_s"] / n_serial * len(arglists)
+                entry["crowd_over_serial_today"] = crowd_result["wall_s"] / entry["serial_today_estimate_s"]
+                print(f"{name}: today's app one at a time {entry['serial_today']['wall_s'] / n_serial:.1f} s/run → "
+                      f"crowd / today's serial {entry['crowd_over_serial_today']:.2f}", flush=True)
             report["scenarios"][name] = entry
             print(f"{name}: {len(arglists)} sessions × {entry['steps']} steps — crowd {crowd_result['wall_s']:.1f} s "
                   f"(first event p95 {crowd_result['first_event_p95_s']}, done p95 {crowd_result['done_p95_s']}), "
@@ -525,6 +535,9 @@ def app_level(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         sampler.close()
         server.close()
+        if today:
+            today_sampler.close()
+            today.close()
     report["command"] = "python bench/classroom.py " + " ".join(args.argv)
     report["loadavg_at_end"] = os.getloadavg()
     return report
@@ -552,6 +565,8 @@ def main(argv: list[str] | None = None) -> None:
     app.add_argument("--short-steps", type=int, default=5, help="steps of the (b) and (c) runs")
     app.add_argument("--serial", type=int, default=3,
                      help="runs measured one at a time per scenario (0: all); the serial time is their mean × the sessions")
+    app.add_argument("--today", metavar="ROOT", help="a checkout of the app before this work (e.g. `git worktree add "
+                     "/tmp/today 9bc55a4`): its own server runs each scenario's serial baseline too")
     app.add_argument("--soak", type=int, default=0, help="short runs of the memory soak (0: none)")
     app.add_argument("--soak-steps", type=int, default=2)
     app.add_argument("--soak-wave", type=int, default=10)
