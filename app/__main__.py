@@ -5,11 +5,14 @@ Listens on 127.0.0.1:7860 by default; ``--host``/``--port`` or the usual
 Hugging Face Spaces).  Gradio's usage analytics are off unless
 ``GRADIO_ANALYTICS_ENABLED`` says otherwise.  SIGTERM (``docker stop``, a Space restart)
 closes the app and exits at once — as PID 1 in a container the default action would be ignored.
+Once the page is served, the model libraries are imported in the background, so that the first
+run does not wait for them.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -19,6 +22,9 @@ from typing import Any
 
 log = logging.getLogger("app")
 STOP_GRACE_S = 2.0  # after SIGTERM, exit at the latest this long after closing began
+# Imported lazily by the presets' models; a cold import of the text stack alone took 4–6 s
+# of a first SmolLM2 load here (the model itself then loads in under a second).
+WARM_MODULES = ("timm", "transformers", "transformers.models.llama.modeling_llama", "tokenizers")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -64,6 +70,22 @@ def stop_on_sigterm(demo: Any, *, grace_s: float = STOP_GRACE_S) -> threading.Ev
     return stopping
 
 
+def warm_imports(modules: tuple[str, ...] = WARM_MODULES) -> threading.Thread:
+    """Import ``modules`` in a daemon thread (missing ones are skipped): the first vision or
+    text run then starts without paying for them."""
+
+    def work() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:  # an optional extra that is not installed
+                log.debug("not warming %s: %s", name, exc)
+
+    thread = threading.Thread(target=work, name="warm-imports", daemon=True)
+    thread.start()
+    return thread
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     args = parse_args(argv)
@@ -76,7 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     demo = build_demo()
     stopping = stop_on_sigterm(demo)
     try:
-        launch(demo, server_name=args.host, server_port=args.port, share=args.share)
+        launch(demo, server_name=args.host, server_port=args.port, share=args.share, prevent_thread_lock=True)
+        warm_imports()
+        demo.block_thread()  # until Ctrl+C or SIGTERM (which closes the demo)
     except Exception:
         if not stopping.is_set():  # a SIGTERM during start-up makes launch's own checks fail
             raise
