@@ -7,7 +7,7 @@
                ``vmap(functional_call)`` over the runs, the frozen base unbatched (timm's
                fused attention off, the plain adapter formula: neither works under vmap).
 
-    python bench/multirun_step.py --device cpu --runs 1 4 8
+    python bench/multirun_step.py --device cpu --runs 1 4 8 --threads 1 --clock cpu
     python bench/multirun_step.py --device cuda --runs 1 8 30 --out bench/results/multirun_step_h200.json
 
 Prints ms per step and per run-step; the same data and digits preset (fmnist-vit,
@@ -36,16 +36,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _time(fn, device: torch.device, repeat: int) -> float:
+def _time(fn, device: torch.device, repeat: int, clock=time.perf_counter) -> float:
     fn()
     fn()
     _sync(device)
     times = []
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = clock()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - t)
+        times.append(clock() - t)
     return 1000 * statistics.median(times)
 
 
@@ -155,9 +155,15 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--ways", nargs="+", default=["solo", "concat", "vmap"])
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="cpu: this process's CPU time (a fairer measure on a busy shared CPU, with --threads 1)")
+    ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--out")
     args = ap.parse_args()
     device = torch.device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     base = load_model("fmnist-vit")
     rows = []
     for k in args.runs:
@@ -166,13 +172,14 @@ def main() -> None:
         for way in args.ways:
             g = torch.Generator().manual_seed(0)
             fn = {"solo": solo_step, "concat": concat_step, "vmap": vmap_step}[way](base, cfgs, device, g)
-            ms = _time(fn, device, args.repeat)
+            ms = _time(fn, device, args.repeat, clock)
             row[f"{way}_ms"] = round(ms, 2)
             row[f"{way}_ms_per_run"] = round(ms / k, 2)
         print(json.dumps(row), flush=True)
         rows.append(row)
     info = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-            "threads": torch.get_num_threads(), "torch": torch.__version__, "batch_size": args.batch_size, "rows": rows}
+            "threads": torch.get_num_threads(), "clock": args.clock, "torch": torch.__version__,
+            "batch_size": args.batch_size, "rows": rows}
     if args.out:
         with open(args.out, "w") as f:
             json.dump(info, f, indent=2)

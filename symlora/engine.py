@@ -40,7 +40,7 @@ from typing import Any
 
 import torch
 
-from .data import ImageSplits, TextSplits, load_dataset
+from .data import ImageSplits, TextSplits
 from .events import TrainEvent
 from .multirun import Group, Member, layout_key, prepare_member, stackable
 from .train import RunConfig, pick_device
@@ -241,18 +241,23 @@ class Engine:
         load_data: ``(name, seed) -> splits`` for named datasets (e.g. the app's cache).
         stack: share steps between runs (default: on accelerators, not on the CPU, as measured).
         pause_limit_s: a run paused longer is stopped.
+        cache_max_params: a finished run whose weights are larger (full fine-tuning of an
+            LM) is not kept for replay.
     """
 
     def __init__(self, load_base: Callable[[str], Any] | None = None, device: str = "auto", cache_size: int = 64,
                  cache_ttl_s: float = 900.0, max_runs: int = 64, *, load_data: Callable[[str, int], Any] | None = None,
-                 stack: bool | None = None, pause_limit_s: float = 300.0, group_idle_s: float = 30.0) -> None:
+                 stack: bool | None = None, pause_limit_s: float = 300.0, group_idle_s: float = 30.0,
+                 cache_max_params: int = 30_000_000) -> None:
         self.device = pick_device(device)
         # Measured (bench/multirun_step.py): on a CPU one concatenated step of K runs costs
-        # more than K single steps, so there each run is its own group (still scheduled
-        # fairly, still deduplicated); on a GPU the shared step is nearly free per run.
+        # what K single steps cost, so there each run is its own group (the single-run
+        # path, scheduled in turn, still deduplicated); on a GPU the shared step is nearly
+        # free per run.
         self.stack = (self.device.type != "cpu") if stack is None else stack
         self.cache_size = cache_size
         self.cache_ttl_s = cache_ttl_s
+        self.cache_max_params = cache_max_params
         self.max_runs = max_runs
         self.pause_limit_s = pause_limit_s
         self.group_idle_s = group_idle_s
@@ -338,7 +343,9 @@ class Engine:
         with self._lock:
             if self._running.get(record.key) is record:
                 del self._running[record.key]
-            if record.status == "done" and record.shareable and self.cache_size > 0:
+            result = record.events[-1].result if record.events else None
+            size = sum(t.numel() for t in result.trainable_state.values()) if result is not None else 0
+            if record.status == "done" and record.shareable and self.cache_size > 0 and size <= self.cache_max_params:
                 self._finished[record.key] = record
                 self._expire()
 
@@ -448,11 +455,17 @@ class Engine:
                 if slot is not None and not self._fits(slot):
                     break
                 self._waiting.popleft()
-            if all(s.cancelled for s in item.record.subscribers):
-                item.member.emit(TrainEvent("stopped", 0, message="cancelled before it started", **item.member.base_event))
-                continue
-            layout = item.layout if self.stack else item.layout + (item.record.key,)
-            joining.setdefault(layout, []).append(item)
+            joining.setdefault(item.layout if self.stack else item.layout + (item.record.key,), []).append(item)
+        # A run stopped while it has to wait joins at once, to end at the next boundary
+        # with a result (0 steps), as a run stopped before its first step does.
+        with self._lock:
+            queued = list(self._waiting)
+        stopped = [item for item in queued if item.record.decide(self.pause_limit_s)[0] == "stop"]
+        with self._lock:
+            for item in stopped:
+                self._waiting.remove(item)
+        for item in stopped:
+            joining.setdefault(item.layout if self.stack else item.layout + (item.record.key,), []).append(item)
         for layout, items in joining.items():
             slot = self._slots.get(layout)
             try:
@@ -488,7 +501,10 @@ class Engine:
             if closed:
                 self._stop_all()
                 return
-            self._admit()
+            try:
+                self._admit()
+            except Exception:  # noqa: BLE001 — a bug here must not stop every other run
+                log.exception("admitting runs failed")
             stepped = self._step_one_group()
             if not stepped:
                 time.sleep(0.02)  # every run is paused: don't spin
@@ -513,6 +529,13 @@ class Engine:
         return False
 
     def _step(self, slot: _GroupSlot) -> bool:
+        try:
+            return self._step_group(slot)
+        except Exception as err:  # noqa: BLE001 — e.g. CUDA out of memory: these runs end, the engine goes on
+            self._fail_group(slot, err)
+            return True
+
+    def _step_group(self, slot: _GroupSlot) -> bool:
         group = slot.group
         decisions = [r.decide(self.pause_limit_s) for r in slot.records]
         for row in reversed(range(len(decisions))):
@@ -541,12 +564,8 @@ class Engine:
         before = list(slot.records)
         for r in before:
             r.peers = len(rows) - 1
-        try:
-            members_before = list(group.members)
-            group.step(rows)
-        except Exception as err:  # noqa: BLE001 — e.g. CUDA out of memory: these runs end, the engine goes on
-            self._fail_group(slot, err)
-            return True
+        members_before = list(group.members)
+        group.step(rows)
         if self.device.type == "cuda" and group.peak_bytes and len(group):
             slot.footprint = max(slot.footprint, group.peak_bytes // max(1, len(group)))
         still = {id(m) for m in group.members}

@@ -216,3 +216,51 @@ def test_a_burst_of_memory_clean_ups_runs_one_now_and_one_after(monkeypatch):
     while len(calls) < 2 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert len(calls) == 2, "the burst is followed by one more clean-up"
+
+
+def test_status_note_says_company_and_replays():
+    from symlora.events import TrainEvent
+
+    step = TrainEvent("step", 3, total_steps=10, method="symlora", loss=1.0)
+    t = Tracker("SymLoRA r=8", "symlora")
+    t.add(step)
+    assert t.note == ""
+    t.peers = 4
+    assert t.note == " · training together with 4 other runs"
+    t.shared, t.shared_age_s = "finished", 130
+    assert "same settings as a run 2 min ago: replaying it — change the seed for your own" in t.note.lower()
+
+
+def test_run_flag_state_is_the_engines_non_blocking_control(tmp_path, monkeypatch):
+    from app.sessions import RunFlag
+
+    monkeypatch.setattr(RunFlag, "ROOT", tmp_path)
+    flag = RunFlag()
+    assert flag.state() == "run"
+    flag.pause()
+    assert flag.state() == "pause"
+    flag.step()
+    assert [flag.state(), flag.state()] == ["run", "pause"], "Step lets exactly one step through"
+    flag.set()
+    assert flag.state() == "stop"
+    flag.close()
+
+
+def test_zero_gpu_keeps_the_per_run_path(monkeypatch):
+    """On ZeroGPU a run must happen inside spaces.GPU: stream calls train_stream, not the engine."""
+    import app.gpu as gpu
+    from app.runner import stream
+    from app.settings import Settings
+    from symlora.events import TrainEvent
+
+    calls = []
+
+    def fake_train_stream(config, data=None, control=None, keep_model=False):
+        calls.append((config["seed"], control, keep_model))
+        yield gpu.event_payload(TrainEvent("start", 0, total_steps=2, method="symlora", metric=0.1))
+
+    monkeypatch.setattr(gpu, "ZERO_GPU", True)
+    monkeypatch.setattr(gpu, "train_stream", fake_train_stream)
+    flag = SimpleNamespace(path="/tmp/flag", state=lambda: "run")
+    out = list(stream(Settings(preset="digits", steps=2, seed=7), stop=flag, label="x"))
+    assert calls == [(7, "/tmp/flag", False)] and out[0][0].kind == "start"

@@ -14,7 +14,8 @@ import torch
 
 from symlora.data import ImageDataset, ImageSplits, TextSplits
 from symlora.engine import Engine, data_key, run_key
-from symlora.multirun import Group, StackedAdamW, prepare_member, train_together
+from symlora.multirun import Group, prepare_member, train_together
+from symlora.stacked import StackedAdamW
 from symlora.train import RunConfig, run
 from symlora.zoo import VisionModel
 
@@ -113,7 +114,7 @@ def test_stacked_adamw_equals_torch_adamw_per_run():
     assert stacked.steps == [6, 3, 4]
 
 
-@pytest.mark.parametrize("method", ["symlora", "lora"])
+@pytest.mark.parametrize("method", ["symlora", "lora", "head-only"])
 def test_grouped_runs_equal_the_same_runs_alone(base, splits, method):
     configs = [cfg(method=method, seed=0), cfg(method=method, seed=1, lr=1e-2, steps=6),
                cfg(method=method, seed=2, lora_alpha=4.0, weight_decay=0.01)]
@@ -121,7 +122,7 @@ def test_grouped_runs_equal_the_same_runs_alone(base, splits, method):
     for config, events in zip(configs, grouped):
         assert_same_run(solo(config, base, splits), events)
         assert [e.kind for e in events][0] == "start" and events[-1].kind == "done"
-        assert any(e.spectrum for e in events if e.kind == "eval")
+        assert any(e.spectrum for e in events if e.kind == "eval") == (method != "head-only")
 
 
 @pytest.mark.parametrize("method", ["symlora", "lora"])
@@ -306,3 +307,48 @@ def test_evaluations_in_stacked_forwards_agree_with_one_at_a_time(base, splits):
     assert len(one) == len(together) and all(len(a) == len(b) == 4 for a, b in zip(one, together))
     for a, b in zip(one, together):  # fp32 in another order: at most a borderline image flips
         assert all(abs(x - y) <= 1 / n_test + 1e-9 for x, y in zip(a, b))
+
+
+def test_language_model_runs_grouped_equal_alone():
+    """The text path: per-run next-token losses from one forward of the concatenated batch."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from conftest import tiny_llama
+    from symlora.data import TextSplits
+    from symlora.zoo import TextModel
+
+    words = "<|endoftext|> <unk> the cat sat on a mat dog ran far".split()
+    tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", unk_token="<unk>",
+                                  pad_token="<|endoftext|>")
+    lm = TextModel(name="tiny-llama", model=tiny_llama(0), tokenizer=tok, default_targets=["q_proj", "o_proj"])
+    texts = ["the cat sat on a mat", "a dog ran far", "the dog sat", "a cat ran on the mat", "the mat ran far",
+             "a dog sat on a cat", "the cat ran", "a mat sat far"]
+    data = TextSplits("tiny-text", texts, texts[:3], "synthetic")
+    configs = [RunConfig(preset="fortunes", model="tiny-llama", data="tiny-text", device="cpu", steps=4,
+                         eval_every=2, batch_size=4, max_tokens=8, lr=1e-2, seed=s, emit_every=1,
+                         emit_interval_s=1e9) for s in (0, 1)]
+    grouped = train_together(configs, lm, datasets=[data, data], device="cpu")
+    for c, ev in zip(configs, grouped):
+        alone = list(run(c, base=lm, dataset=data, keep_model=False))
+        a, b = losses(alone), losses(ev)
+        assert len(a) == len(b) and all(abs(x - y) <= REL * abs(x) for x, y in zip(a, b))
+        pa, pb = alone[-1].result.metric_after, ev[-1].result.metric_after  # perplexity: no argmax, no flips
+        assert abs(pa - pb) <= REL * pa
+
+
+def test_a_run_stopped_while_it_waits_ends_at_once_with_a_result(base, splits):
+    eng = Engine(load_base=lambda name: base, device="cpu", stack=False, max_runs=1,
+                 load_data=lambda name, seed: splits)
+    try:
+        busy = eng.submit(cfg(seed=0, steps=400, eval_every=400))
+        queued = eng.submit(cfg(seed=1), control=Script(["stop"], stick=True))
+        final = list(queued.events(timeout=30))[-1]
+        assert final.kind == "stopped" and final.result.steps_done == 0
+        assert not busy.done, "it did not wait for the run ahead of it"
+        busy.cancel()
+        assert list(busy.events())[-1].kind == "stopped"
+    finally:
+        eng.close()
