@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 
+from .errors import as_text
 from .settings import LIMITS, check_value
 
 # Text generation on a public server: the prompt is cut to its end (what the continuation
@@ -37,9 +38,8 @@ def guard(component: Any, check: Callable[[Any], Any]) -> Any:
     def preprocess(payload: Any) -> Any:
         try:
             check(payload)
-        except ValueError as err:
-            text = str(err)
-            raise gr.Error(text[:1].upper() + text[1:], print_exception=False) from None
+        except ValueError as err:  # the setting's own name starts the sentence (r, lora_alpha, …)
+            raise gr.Error(as_text(str(err)), print_exception=False) from None
         return original(payload)
 
     component.preprocess = preprocess
@@ -64,7 +64,7 @@ def guard_image(component: Any) -> Any:
             raise
         except Exception as err:  # noqa: BLE001 — whatever PIL or Gradio's model says, the answer is the same
             name = getattr(payload, "orig_name", None) or (payload.get("orig_name") if isinstance(payload, dict) else None)
-            what = f"“{name}”" if name else "The file you sent"
+            what = f"“{as_text(str(name))}”" if name else "The file you sent"
             raise gr.Error(f"{what} is not an image this app can read (send a PNG, JPEG, GIF, BMP or WebP "
                            f"picture).", print_exception=False) from err
 
