@@ -8,10 +8,11 @@ hours.  Two caps are checked when a request *joins* the queue (before it waits):
   most one training/comparison/generation queued or running; a second one is *refused*
   with a message (not replaced: replacing would silently drop the run the user is
   watching, and a script's result would depend on timing; Stop is one click away);
-* **a per-client cap** — at most :data:`DEFAULT_PER_CLIENT` requests of any kind queued or
-  running per client address (``SYMLORA_PER_CLIENT``): a class of ~40 behind one school
-  NAT still fits, one attacker cannot fill the queue, whose size
-  (``SYMLORA_QUEUE_SIZE``, :data:`DEFAULT_QUEUE_SIZE`) is several clients' caps.
+* **a per-client cap** — at most :data:`DEFAULT_PER_CLIENT` heavy jobs (and twice as many
+  requests of any kind, so the page's short updates still get through) queued or running
+  per client address (``SYMLORA_PER_CLIENT``): a class of ~40 behind one school NAT still
+  fits, one attacker cannot fill the queue, whose size (``SYMLORA_QUEUE_SIZE``,
+  :data:`DEFAULT_QUEUE_SIZE`) is several clients' caps.
 
 The address is the TCP peer's; behind a reverse proxy that sets ``X-Forwarded-For``
 (Hugging Face Spaces) set ``SYMLORA_TRUST_FORWARDED=1`` (automatic on Spaces) to use the
@@ -74,8 +75,12 @@ class Policy:
         if heavy and session and any(s == session and h for s, _, h in waiting):
             return ("You already have a run queued or going in this tab: wait for it or press Stop first "
                     "(one at a time per tab keeps the queue fair).")
-        if sum(1 for _, c, _ in waiting if c == client) >= self.per_client:
-            return (f"Too many requests from your network address ({self.per_client} queued or running): "
+        mine = [h for _, c, h in waiting if c == client]
+        if heavy and sum(mine) >= self.per_client:
+            return (f"Too many requests from your network address ({self.per_client} runs queued or going): "
+                    f"wait for some to finish.")
+        if len(mine) >= 2 * self.per_client:
+            return (f"Too many requests from your network address ({2 * self.per_client} queued or running): "
                     f"wait for some to finish.")
         return None
 

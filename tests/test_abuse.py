@@ -239,6 +239,21 @@ def test_one_address_cannot_fill_the_queue(served):
         time.sleep(0.2)
 
 
+def test_policy_caps_runs_per_address_and_leaves_room_for_page_updates():
+    """Case 2, the rule itself: 40 runs from one address, then runs are refused there but
+    a page's short updates still pass (up to twice the cap); other addresses are unaffected."""
+    from app.fair import Policy
+
+    policy = Policy(per_client=40)
+    waiting = [(f"s{i}", "10.0.0.1", True) for i in range(40)]
+    assert policy.refusal("new", "10.0.0.1", True, waiting) is not None
+    assert policy.refusal("new", "10.0.0.1", False, waiting) is None
+    assert policy.refusal("new", "10.0.0.2", True, waiting) is None
+    assert "already have a run" in policy.refusal("s3", "10.0.0.2", True, waiting)
+    busy = waiting + [(f"p{i}", "10.0.0.1", False) for i in range(40)]
+    assert policy.refusal("new", "10.0.0.1", False, busy) is not None
+
+
 # --------------------------------------------------------------------------- 3: links as text
 def test_share_link_values_are_shown_as_text_and_named():
     """Case 3 (server side; the browser test checks the page): values from a link are
