@@ -306,7 +306,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
             if hasattr(tuned, "preprocess"):
                 inputs = tuned.preprocess(test_images(lab, saved).images[:32]).cpu()
             else:
-                inputs = tuned.encode([prompt or "Hello"], max_tokens=32)
+                inputs = tuned.encode([(prompt or "Hello")[:MAX_PROMPT_CHARS]], max_tokens=32)
                 inputs = {k: v.cpu() for k, v in inputs.items() if k != "labels"}
             return merge_check(tuned, base, inputs)
         except Exception as err:  # noqa: BLE001
