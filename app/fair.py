@@ -17,8 +17,8 @@ hours.  Two caps are checked when a request *joins* the queue (before it waits):
 The address is the TCP peer's; behind a reverse proxy that sets ``X-Forwarded-For``
 (Hugging Face Spaces) set ``SYMLORA_TRUST_FORWARDED=1`` (automatic on Spaces) to use the
 address the proxy saw.  Gradio has no public hook for this, so :func:`install` wraps its
-queue's ``push`` (``Blocks._queue``), refusing with Gradio's own "validation error"
-answer so that the page and ``gradio_client`` both show the sentence.
+queue's ``push`` (``Blocks._queue``), refusing with the answer each client shows as a
+sentence (:func:`refuse`).
 """
 
 from __future__ import annotations
@@ -85,6 +85,17 @@ class Policy:
         return None
 
 
+def refuse(reason: str, request: Any) -> tuple[bool, Any, str]:
+    """Gradio's answer to a refused join, in the form each client shows best: a page
+    (a browser) shows an "error" answer as a toast; ``gradio_client`` raises the message of
+    a "validator_error" answer (an "error" reaches it as a bare HTTP 400)."""
+    agent = (request.headers.get("user-agent") or "") if request is not None else ""
+    if agent.startswith("Mozilla/"):
+        return False, reason, "error"
+    return False, [{"__type__": "validate", "is_valid": False, "message": reason, "parameter_name": "queue"}], \
+        "validator_error"
+
+
 def _events(queue: Any) -> Iterator[Any]:
     for event_queue in queue.event_queue_per_concurrency_id.values():
         yield from event_queue.queue
@@ -108,8 +119,7 @@ def install(demo: Any, policy: Policy | None = None) -> Policy:
             reason = policy.refusal(body.session_hash, policy.client_of(request), fn.concurrency_id == HEAVY, waiting)
             if reason is not None:
                 log.info("queue join refused (%s): %s", policy.client_of(request), reason)
-                return False, [{"__type__": "validate", "is_valid": False, "message": reason,
-                                "parameter_name": "queue"}], "validator_error"
+                return refuse(reason, request)
         return await push(body, request, username)
 
     queue.push = fair_push

@@ -42,3 +42,24 @@ def test_link_values_are_shown_as_text_not_markup(served):
         assert page.locator("#status img").count() == 0, "the link's markup became an image"
         assert not dialogs
         assert page.input_value("#rank input[type=number]") != "3"  # 3.7 was not truncated into the form
+
+
+def test_a_second_run_in_the_same_tab_is_refused_with_a_toast(served):
+    """Case 2 in the page: while a training runs, Compare's Start is refused with a sentence
+    the user sees (a toast), not queued behind it.  Screenshot: ``second-run-refused.png``."""
+    demo, url = served
+    with chromium_context() as browser:
+        page = open_page(browser, f"{url}?steps=1000")
+        page.click("#start")
+        page.wait_for_selector("#status:has-text('Step')", timeout=90_000)
+        try:
+            page.click("#tab-compare-button")
+            page.click("#compare-start")
+            toast = page.locator("text=You already have a run queued or going in this tab")
+            toast.first.wait_for(timeout=30_000)
+            assert toast.first.is_visible()
+            shot(page, "second-run-refused.png")
+            assert demo.lab.runs.active() == 1
+        finally:
+            page.click("#tab-train-button")
+            page.click("#stop")
