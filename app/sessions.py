@@ -143,6 +143,19 @@ class RunFlag(threading.Event):
     def paused(self) -> bool:
         return os.path.exists(os.path.join(self.path, "pause")) and not self.is_set()
 
+    def state(self) -> str:
+        """``"run"``, ``"pause"`` or ``"stop"``, without waiting: the training engine's
+        control (``symlora.engine``).  A Step request lets exactly one step through."""
+        if self.is_set():
+            return "stop"
+        if not os.path.exists(os.path.join(self.path, "pause")):
+            return "run"
+        try:
+            os.remove(os.path.join(self.path, "step"))
+            return "run"
+        except FileNotFoundError:
+            return "pause"
+
     def close(self) -> None:
         """The run is over: remove the files (idempotent)."""
         self.closed = True
@@ -179,6 +192,30 @@ def control_check(path: str | None, pause_limit_s: float = PAUSE_LIMIT_S):
             time.sleep(0.05)
 
     return check
+
+
+_ENGINES: dict[str, Any] = {}
+_ENGINES_GUARD = threading.Lock()
+
+
+def engine_for(device: str = "auto") -> Any:
+    """The process's training engine for ``device`` (``symlora.engine.Engine``, made on
+    first use): every session's runs go through it, so runs with the same layout share
+    their steps and identical runs are computed once.  On a GPU it admits runs by free
+    memory; on a CPU as many at once as the heavy queue allows."""
+    from symlora.engine import Engine
+    from symlora.train import pick_device
+
+    from .lab import heavy_concurrency
+
+    dev = pick_device(device)
+    key = str(dev)
+    with _ENGINES_GUARD:
+        if key not in _ENGINES:
+            max_runs = 64 if dev.type == "cuda" else heavy_concurrency(dev.type)
+            _ENGINES[key] = Engine(load_base=BASES.model, load_data=BASES.dataset, device=key,
+                                   max_runs=max_runs, pause_limit_s=PAUSE_LIMIT_S)
+        return _ENGINES[key]
 
 
 class Runs:
