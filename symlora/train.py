@@ -122,7 +122,7 @@ class RunConfig:
 LIMITS: dict[str, tuple[float, float]] = {
     "r": (1, R_MAX),
     "lora_alpha": (0, MAX_SCALING * R_MAX),  # and at most MAX_SCALING · r: see AdapterConfig
-    "lr": (0, 10.0),
+    "lr": (0, 1e6),  # absurd rates are allowed: they diverge, and the run says so
     "steps": (1, 1_000_000),
     "batch_size": (1, 65_536),
     "seed": (0, 2**32 - 1),
