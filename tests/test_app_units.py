@@ -202,6 +202,22 @@ def test_short_runs_are_evaluated_before_and_after_only():
     assert eval_every(s.replace(steps=12)) >= MIN_EVAL_GAP
 
 
+def test_a_burst_of_memory_clean_ups_runs_one_now_and_one_after(monkeypatch):
+    """30 runs ending at once must not run 30 full garbage collections back to back."""
+    import app.sessions as sessions
+
+    calls = []
+    monkeypatch.setattr(sessions, "_clean_up", lambda: calls.append(time.monotonic()))
+    freer = sessions._Freer()
+    for _ in range(30):
+        freer()
+    assert len(calls) == 1
+    deadline = time.monotonic() + 10 * sessions.FREE_EVERY_S
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(calls) == 2, "the burst is followed by one more clean-up"
+
+
 def test_status_note_says_company_and_replays():
     from symlora.events import TrainEvent
 
