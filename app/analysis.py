@@ -7,8 +7,12 @@ as they found it: the merge check works on a copy.
 from __future__ import annotations
 
 import copy
+import hashlib
+import logging
+import secrets
 import shutil
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -18,6 +22,8 @@ import torch
 
 import symlora
 from symlora.layers import SymLoraLayer, symmetric_blocks
+
+log = logging.getLogger(__name__)
 
 
 def symmetric_share(model: torch.nn.Module) -> tuple[float, int] | None:
@@ -114,34 +120,94 @@ def _zip_dir(directory: Path, target: Path) -> Path:
     return target
 
 
-DOWNLOADS_TTL_S = 3600
+DOWNLOADS_TTL_S = 600  # a download zip (ours and Gradio's served copy) is deleted after 10 minutes
+SWEEP_EVERY_S = 60
+_SECRET = secrets.token_hex(16)  # per process: file names cannot be derived from a session id
+_made: dict[str, float] = {}  # zip file name -> when it was made (to find Gradio's served copies)
+_made_lock = threading.Lock()
+_sweeper: threading.Thread | None = None
 
 
 def _downloads_dir() -> Path:
-    """A folder for download zips; zips older than an hour are deleted on each use."""
     root = Path(tempfile.gettempdir()) / "symlora-lab-downloads"
     root.mkdir(exist_ok=True)
-    cutoff = time.time() - DOWNLOADS_TTL_S
-    for old in root.iterdir():
-        try:
-            if old.stat().st_mtime < cutoff:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass
     return root
 
 
-def adapter_downloads(tuned: Any, name: str) -> tuple[str, str]:
-    """Zip files of the adapter in symlora format and as a plain PEFT LoRA export."""
+def sweep_downloads(now: float | None = None, cache_dir: str | Path | None = None) -> int:
+    """Delete download zips older than :data:`DOWNLOADS_TTL_S`: our own folders and the
+    copies Gradio serves from its cache (found by their unique names).  Returns how many
+    files went."""
+    now = time.time() if now is None else now
+    cutoff = now - DOWNLOADS_TTL_S
+    removed = 0
+    for old in _downloads_dir().iterdir():
+        try:
+            if old.stat().st_mtime < cutoff:
+                shutil.rmtree(old, ignore_errors=True)
+                removed += 1
+        except OSError:
+            pass
+    with _made_lock:
+        expired = {name for name, made in _made.items() if made < cutoff}
+        for name in expired:
+            del _made[name]
+    if expired:
+        if cache_dir is None:
+            from gradio.utils import get_upload_folder
+
+            cache_dir = get_upload_folder()
+        for path in Path(cache_dir).glob("*/*.zip"):
+            if path.name in expired:
+                try:
+                    path.unlink()
+                    path.parent.rmdir()  # Gradio keeps one file per folder
+                except OSError:
+                    pass
+                removed += 1
+    return removed
+
+
+def _sweep_forever() -> None:
+    while True:
+        time.sleep(SWEEP_EVERY_S)
+        try:
+            sweep_downloads()
+        except Exception:  # noqa: BLE001 — a failed sweep must not end the sweeper
+            log.exception("sweeping old downloads failed")
+
+
+def _start_sweeper() -> None:
+    global _sweeper
+    with _made_lock:
+        if _sweeper is None:
+            _sweeper = threading.Thread(target=_sweep_forever, name="symlora-download-sweeper", daemon=True)
+            _sweeper.start()
+
+
+def download_tag(owner: str) -> str:
+    """A short tag for a session's downloads: differs per session and per process, and
+    cannot be guessed from the session id (a keyed hash)."""
+    return hashlib.sha256(f"{_SECRET}:{owner}".encode()).hexdigest()[:10]
+
+
+def adapter_downloads(tuned: Any, name: str, owner: str = "") -> tuple[str, str]:
+    """Zip files of the adapter in symlora format and as a plain PEFT LoRA export, named
+    for the session ``owner`` and deleted :data:`DOWNLOADS_TTL_S` seconds later."""
     if not any(True for _ in symlora.adapter_layers(tuned.model)):
         raise ValueError("this run has no adapters (head-only or full fine-tuning): nothing to download")
+    sweep_downloads()
+    _start_sweeper()
     out = Path(tempfile.mkdtemp(prefix="symlora-lab-"))
     try:
         own = symlora.save_adapter(tuned.model, out / "adapter")
         peft = symlora.export_peft(tuned.model, out / "peft")
         zips = Path(tempfile.mkdtemp(prefix="zip-", dir=_downloads_dir()))
-        a = _zip_dir(own, zips / f"{name}-symlora-adapter.zip")
-        b = _zip_dir(peft, zips / f"{name}-peft-lora.zip")
+        tag = f"{download_tag(owner)}{secrets.token_hex(2)}"
+        a = _zip_dir(own, zips / f"{name}-{tag}-symlora-adapter.zip")
+        b = _zip_dir(peft, zips / f"{name}-{tag}-peft-lora.zip")
+        with _made_lock:
+            _made[a.name] = _made[b.name] = time.time()
         return str(a), str(b)
     finally:
         shutil.rmtree(out, ignore_errors=True)

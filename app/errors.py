@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 from collections.abc import Iterator
 
 import gradio as gr
@@ -13,8 +15,27 @@ log = logging.getLogger(__name__)
 _FRIENDLY = ("ValueError", "MissingDependencyError", "OfflineError", "FileNotFoundError", "OutOfMemoryError")
 
 
+_MARKDOWN = re.compile(r"([\\`*_\[\]()!<>|~])")
+
+
+def as_text(text: str) -> str:
+    """``text`` with HTML's special characters escaped: Gradio renders the message of a
+    ``gr.Error`` / ``gr.Warning`` as HTML, and messages may quote what a user typed."""
+    return html.escape(text, quote=False)
+
+
+def as_markdown_text(text: str) -> str:
+    """``text`` escaped for a ``gr.Markdown``: shown as typed, never a link, image or tag."""
+    return _MARKDOWN.sub(r"\\\1", text)
+
+
 def readable(err: BaseException) -> str:
-    """A one-paragraph message for the page; unexpected errors are also logged in full."""
+    """A one-paragraph message for the page (HTML-escaped: it may quote user input);
+    unexpected errors are also logged in full."""
+    return as_text(_readable(err))
+
+
+def _readable(err: BaseException) -> str:
     name = type(err).__name__
     text = str(err).strip() or name
     if name in _FRIENDLY:
@@ -36,5 +57,5 @@ def relay_to_page(job, what: str, skips: tuple) -> Iterator[tuple]:
             yield update.values
     except Exception as err:  # noqa: BLE001 — every failure becomes a readable message in the page
         message = err.message if isinstance(err, gr.Error) else readable(err)
-        yield (f"⚠ **The {what} could not go on:** {message}",) + skips
+        yield (f"⚠ **The {what} could not go on:** {as_markdown_text(html.unescape(message))}",) + skips
         raise gr.Error(message) from err

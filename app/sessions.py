@@ -313,6 +313,7 @@ class SavedRun:
     weights_kept: bool = True
     data_name: str | None = None  # the user's own data (its file name), None for the settings' dataset
     test_sample: Any = field(default=None, repr=False)  # a few test images of the user's data (ImageDataset)
+    failure: str | None = None  # why this run cannot be tried or downloaded (it diverged, failed, or has NaN weights)
 
     @property
     def data_label(self) -> str:
@@ -324,16 +325,37 @@ class SavedRun:
                     spectra: list[tuple[int, dict[str, list[list[float]]]]], data_name: str | None = None,
                     test_sample: Any = None) -> "SavedRun":
         state = {k: v.detach().to("cpu") for k, v in (result.trainable_state or {}).items()}
-        kept = sum(v.numel() for v in state.values()) <= MAX_KEPT_PARAMS
+        failure = run_failure(result, state)
+        kept = failure is None and sum(v.numel() for v in state.values()) <= MAX_KEPT_PARAMS
         return cls(label=label, settings=settings, summary=result.summary(), curve=curve,
                    metric_name=result.metric_name, spectra=spectra, trainable_state=state if kept else {},
                    adapter_config=result.adapter_config, classes=result.classes, weights_kept=kept,
-                   data_name=data_name, test_sample=test_sample)
+                   data_name=data_name, test_sample=test_sample, failure=failure)
+
+
+def nonfinite(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors holding NaN or ±inf."""
+    return [k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def run_failure(result: Any, state: dict[str, torch.Tensor]) -> str | None:
+    """Why a finished run must not be served (``None`` when it may): it ended with an
+    error (diverged, out of memory), or its trained weights are not all finite."""
+    if getattr(result, "status", "done") == "error":
+        reason = (getattr(result, "message", None) or "the run failed").rstrip(".")
+        return f"{reason}. Nothing to try or download from it"
+    bad = nonfinite(state)
+    if bad:
+        return (f"its trained weights contain NaN or inf ({bad[0]}{' and more' if len(bad) > 1 else ''}): "
+                f"training diverged. Lower the learning rate or lora_alpha; nothing to try or download from it")
+    return None
 
 
 def rebuild_tuned(saved: SavedRun, base: Any) -> Any:
     """The tuned model of ``saved``: a copy of ``base`` with the run's new head, adapters
     and trained weights (eval mode).  Raises ``ValueError`` when the weights do not fit."""
+    if saved.failure:
+        raise ValueError(f"the run {saved.label} cannot be used: {saved.failure}")
     if not saved.weights_kept:
         raise ValueError("this run's trained weights were too large to keep in the session; run it again to try it")
     from symlora.runs import restore_tuned
@@ -353,8 +375,10 @@ class TunedModels:
         self.budget = budget
 
     def put(self, run_id: str, bundle: Any) -> None:
+        """Keep ``bundle`` ready (not when it is too big, or its weights are not all finite:
+        such a model is never served)."""
         size = sum(p.numel() for p in bundle.model.parameters())
-        if size > self.budget:
+        if size > self.budget or nonfinite(dict(bundle.model.named_parameters())):
             return
         with self._guard:
             self._items[run_id] = (bundle, size)
@@ -363,6 +387,9 @@ class TunedModels:
                 self._items.popitem(last=False)
 
     def get(self, saved: SavedRun, bases: Bases) -> Any:
+        """The tuned model of ``saved``; ``ValueError`` (saying why) for a failed run."""
+        if saved.failure:
+            raise ValueError(f"the run {saved.label} cannot be used: {saved.failure}")
         with self._guard:
             if saved.run_id in self._items:
                 self._items.move_to_end(saved.run_id)

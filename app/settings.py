@@ -26,8 +26,20 @@ LIMITS: dict[str, tuple[float, float]] = {
     "lr": (1e-6, 1.0),
     "steps": (1, 1000),
     "batch_size": (1, 512),
-    "seed": (0, 2**31 - 1),
+    "seed": (0, 2**32 - 1),
 }
+_WHOLE = {"r", "steps", "batch_size", "seed", "max_tokens", "gen_seed"}  # integers: 3.7 is refused, not truncated
+
+
+def check_value(name: str, value: Any, limits: dict[str, tuple[float, float]] | None = None) -> Any:
+    """``value`` checked against ``limits[name]`` (default :data:`LIMITS`) by the core's own
+    checks (what the CLI uses): a one-line ``ValueError`` naming the setting and its range."""
+    from symlora.config import check_int, check_number
+
+    low, high = (limits or LIMITS)[name]
+    if name in _WHOLE:
+        return check_int(name, value, int(low), int(high))
+    return check_number(name, value, low, high)
 
 
 @dataclass
@@ -60,14 +72,11 @@ class Settings:
 
     @classmethod
     def from_values(cls, *values: Any) -> "Settings":
-        """Build from the control values in :data:`FIELDS` order (as a Gradio handler gets them)."""
+        """Build from the control values in :data:`FIELDS` order (as a Gradio handler gets them);
+        numbers out of :data:`LIMITS` (or not whole where they must be) raise ``ValueError``."""
         s = cls(**dict(zip(FIELDS, values)))
-        s.r = int(s.r)
-        s.lora_alpha = float(s.lora_alpha)
-        s.lr = float(s.lr)
-        s.steps = int(s.steps)
-        s.batch_size = int(s.batch_size)
-        s.seed = int(s.seed)
+        for name in ("r", "lora_alpha", "lr", "steps", "batch_size", "seed"):  # ValueError: one line, with the range
+            setattr(s, name, check_value(name, getattr(s, name)))
         if isinstance(s.targets, str):
             s.targets = [part.strip() for part in s.targets.split(",") if part.strip()]
         s.targets = list(s.targets or [])

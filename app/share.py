@@ -11,12 +11,13 @@ of range) is dropped with a note, so a mangled link still opens the app.
 from __future__ import annotations
 
 import math
+import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .settings import LIMITS, METHOD_LABELS, Settings
+from .settings import LIMITS, METHOD_LABELS, Settings, check_value
 
 PANELS: tuple[str, ...] = ("train", "compare", "try", "learn")
 # query key → Settings field
@@ -61,6 +62,16 @@ def _number(text: str) -> float:
     return value
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """A value from a link (or a user) inside a Markdown code span: shown as typed text,
+    never rendered as a link, an image or HTML (and cut to ``limit`` characters)."""
+    text = " ".join(str(value).split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}" if text else "(empty)"
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
@@ -97,27 +108,19 @@ def parse_query(params: Mapping[str, str] | str) -> Shared:
             continue
         raw = str(raw).strip()
         try:
-            if name in _INTS:
-                number = _number(raw)
-                if number != int(number):
-                    raise ValueError(raw)
-                value: Any = int(number)
-            elif name in _FLOATS:
-                value = _number(raw)
+            if name in _INTS or name in _FLOATS:
+                value: Any = check_value(name, _number(raw))
             elif name == "targets":
                 value = _csv(raw)
             else:
                 if not raw:
                     raise ValueError(raw)
                 value = raw
-            if name in LIMITS:
-                low, high = LIMITS[name]
-                if not low <= value <= high:
-                    raise ValueError(raw)
             if name == "method" and value not in METHOD_LABELS:
-                raise ValueError(raw)
-        except ValueError:
-            problems.append(f"ignored {key}={raw!r} from the link")
+                raise ValueError(f"method must be one of {', '.join(METHOD_LABELS)}")
+        except ValueError as err:
+            reason = str(err) if str(err).startswith(name) else ""
+            problems.append(f"ignored {key}={shown(raw)} from the link" + (f" ({reason.split(', got')[0]})" if reason else ""))
             continue
         values[name] = value
     lesson = Lesson(

@@ -16,7 +16,8 @@ import numpy as np
 from symlora.resources import asset_path
 
 from .analysis import adapter_downloads, merge_check
-from .errors import readable
+from .checks import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, prompt_note
+from .errors import as_markdown_text, readable
 from .lab import Lab
 from .runner import format_metric
 from .sessions import SavedRun
@@ -96,7 +97,7 @@ def build(lab: Lab) -> TryUI:
                 probs = gr.JSON(visible=False, label="probabilities")  # every class, for API clients
     with gr.Group(visible=False) as text:
         prompt = gr.Textbox("Captain's log, stardate", label="Prompt", elem_id="try-prompt", lines=2,
-                            info="Both models continue this text.")
+                            info="Both models continue this text.", max_length=MAX_PROMPT_CHARS)
         with gr.Row():
             temperature = gr.Slider(0, 1.5, value=0.8, step=0.05, label="Temperature",
                                     info="0 = always the most likely word; higher = more surprising.")
@@ -130,6 +131,12 @@ def pick_run(runs: dict[str, SavedRun] | None, choice: str | None) -> SavedRun |
     if choice in runs:
         return runs[choice]
     return list(runs.values())[-1]
+
+
+def failure_note(saved: SavedRun) -> str:
+    """Why a run is not offered (it diverged or failed), for the Try tab's note."""
+    return (f"⚠ **{as_markdown_text(saved.label)} cannot be tried or downloaded:** "
+            f"{as_markdown_text(saved.failure or 'it failed')}.")
 
 
 def as_label(pairs: list[tuple[str, float]]) -> dict[str, float]:
@@ -183,7 +190,8 @@ def dark_data(lab: Lab, saved: SavedRun) -> bool:
 def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, list[Any], list[Any]]:
     """Connect the Try tab (``default_model``: the Train tab's model dropdown); returns
     ``(fn, inputs, outputs)`` that refreshes the tab after a run."""
-    infer = dict(concurrency_id="infer", concurrency_limit=2)
+    infer = dict(concurrency_id="infer", concurrency_limit=2)  # one image through a small ViT: milliseconds
+    heavy = dict(concurrency_id="heavy", concurrency_limit=lab.heavy_limit)  # seconds of CPU: shares the trainings' slots
 
     def classify_both(image: Any, run: str, runs: dict, model: str):
         """Top classes of ``image`` from the base model and from the session's tuned model
@@ -203,6 +211,8 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
             base_out = as_label(classify(base, image, k=len(base.labels)))
             if saved is None:
                 return base_out, None, {"base": base_out, "tuned": None}, "No tuned model yet: train one on the **Train** tab."
+            if saved.failure:
+                return base_out, None, {"base": base_out, "tuned": None}, failure_note(saved)
             tuned = lab.tuned.get(saved, lab.bases)
             tuned_out = as_label(classify(tuned, image, k=len(tuned.labels)))
         except Exception as err:  # noqa: BLE001
@@ -243,7 +253,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
 
     def generate_both(prompt: str, temperature: float, max_tokens: float, seed: float, choice: str, runs: dict,
                       model: str):
-        from symlora.predict import generate
+        from symlora.predict import fit_prompt, generate
 
         saved = pick_run(runs, choice)
         try:
@@ -251,11 +261,19 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
             if not hasattr(base, "tokenizer"):
                 raise gr.Error("This run classifies images: use the image tools.")
             kw = dict(max_new_tokens=int(max_tokens), temperature=float(temperature), seed=int(seed))
-            base_out = prompt + generate(base, prompt, **kw)
+            ids, dropped = fit_prompt(base, (prompt or "")[-MAX_PROMPT_CHARS:], kw["max_new_tokens"], MAX_PROMPT_TOKENS)
+            cut = dropped > 0 or len(prompt or "") > MAX_PROMPT_CHARS
+            if cut:  # what the models read, and a note saying it was cut
+                prompt = base.tokenizer.decode(ids, skip_special_tokens=True)
+            note = prompt_note(len(ids)) + "  \n" if cut else ""
+            base_out = prompt + generate(base, prompt, max_prompt_tokens=MAX_PROMPT_TOKENS, **kw)
             if saved is None:
-                return base_out, "", "No tuned model yet: train one on the **Train** tab."
+                return base_out, "", note + "No tuned model yet: train one on the **Train** tab."
+            if saved.failure:
+                return base_out, "", note + failure_note(saved)
             tuned = lab.tuned.get(saved, lab.bases)
-            return base_out, prompt + generate(tuned, prompt, **kw), f"Tuned model: **{saved.label}**."
+            return (base_out, prompt + generate(tuned, prompt, max_prompt_tokens=MAX_PROMPT_TOKENS, **kw),
+                    note + f"Tuned model: **{saved.label}**.")
         except gr.Error:
             raise
         except Exception as err:  # noqa: BLE001
@@ -263,20 +281,20 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
 
     t.generate.click(generate_both, [t.prompt, t.temperature, t.max_tokens, t.gen_seed, t.run, runs_state, default_model],
                      [t.base_text, t.tuned_text, t.note], api_name="generate",
-                     api_description="Continue a prompt with the base and the tuned language model.", **infer)
+                     api_description="Continue a prompt with the base and the tuned language model.", **heavy)
 
-    def prepare(choice: str, runs: dict):
+    def prepare(choice: str, runs: dict, request: gr.Request = None):
         saved = pick_run(runs, choice)
         if saved is None:
             raise gr.Error("Train a model first.")
         try:
             tuned = lab.tuned.get(saved, lab.bases)
             name = f"{saved.settings.preset}-{saved.settings.method}-r{saved.settings.r}"
-            return adapter_downloads(tuned, name)
+            return adapter_downloads(tuned, name, owner=getattr(request, "session_hash", None) or "")
         except Exception as err:  # noqa: BLE001
             raise gr.Error(readable(err)) from err
 
-    t.prepare.click(prepare, [t.run, runs_state], [t.adapter_file, t.peft_file], api_visibility="private", **infer)
+    t.prepare.click(prepare, [t.run, runs_state], [t.adapter_file, t.peft_file], api_visibility="private", **heavy)
 
     def check_merge(choice: str, runs: dict, prompt: str):
         saved = pick_run(runs, choice)
@@ -288,13 +306,13 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
             if hasattr(tuned, "preprocess"):
                 inputs = tuned.preprocess(test_images(lab, saved).images[:32]).cpu()
             else:
-                inputs = tuned.encode([prompt or "Hello"], max_tokens=32)
+                inputs = tuned.encode([(prompt or "Hello")[:MAX_PROMPT_CHARS]], max_tokens=32)
                 inputs = {k: v.cpu() for k, v in inputs.items() if k != "labels"}
             return merge_check(tuned, base, inputs)
         except Exception as err:  # noqa: BLE001
             raise gr.Error(readable(err)) from err
 
-    t.merge.click(check_merge, [t.run, runs_state, t.prompt], t.merge_md, api_visibility="private", **infer)
+    t.merge.click(check_merge, [t.run, runs_state, t.prompt], t.merge_md, api_visibility="private", **heavy)
 
     def on_run(choice: str, runs: dict, model: str):
         saved = pick_run(runs, choice)
@@ -302,6 +320,8 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         is_text = lab.model_task(name) == "text"
         if saved is None:
             note = "Train a model on the **Train** tab first; until then only the base model answers."
+        elif saved.failure:
+            note = failure_note(saved)
         else:
             s = saved.summary
             name = s["metric_name"]

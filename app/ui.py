@@ -8,17 +8,16 @@ and wires.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gradio as gr
 
-from . import tab_compare, tab_learn, tab_train, tab_try
+from . import checks, fair, tab_compare, tab_learn, tab_train, tab_try
 from .errors import readable
 from .lab import Lab
 from .sessions import free_memory
 from .settings import Settings
-from .share import PANELS, Lesson, parse_query, restrict, to_query
+from .share import PANELS, Lesson, parse_query, restrict, shown, to_query
 
 HEADER = """# SymLoRA Lab
 **Watch a pretrained network learn something new — live, in your browser.** Instead of changing all of its
@@ -89,6 +88,7 @@ def build_demo(lab: Lab | None = None) -> gr.Blocks:
         for event in (wired.train_event, compare_event):
             event.then(*refresh_try, api_visibility="private", show_progress="hidden")
         wire_share(lab, t)
+        checks.install(t, y)  # every number and image is checked before any handler runs
         wire_load(demo, lab, t, tabs, tab_of, wired, panels_box)
 
         def on_unload(request: gr.Request):
@@ -99,7 +99,8 @@ def build_demo(lab: Lab | None = None) -> gr.Blocks:
             free_memory()
 
         demo.unload(on_unload)
-    demo.queue(max_size=int(os.environ.get("SYMLORA_QUEUE_SIZE", "64")), default_concurrency_limit=4)
+    demo.queue(max_size=fair.queue_size(), default_concurrency_limit=4)
+    fair.install(demo)  # one heavy job per tab, a per-address cap (app.fair)
     demo.lab = lab  # type: ignore[attr-defined]
     return demo
 
@@ -126,7 +127,7 @@ def restore(lab: Lab, params: dict[str, str]) -> tuple[Settings, Lesson, list[st
     problems = list(shared.problems)
     name = shared.values.get("preset")
     if name is not None and name not in lab.presets:
-        problems.append(f"unknown preset {name!r} in the link")
+        problems.append(f"ignored preset={shown(name)} from the link (no such preset)")
         shared.values.pop("preset")
     if shared.lesson.enabled and shared.lesson.presets:
         allowed = restrict(lab.presets, shared.lesson.presets)
@@ -136,13 +137,13 @@ def restore(lab: Lab, params: dict[str, str]) -> tuple[Settings, Lesson, list[st
     settings = shared.apply(lab.default_settings(shared.values.get("preset")))
     fallback = lab.default_settings(settings.preset)
     if settings.model not in lab.models:
-        problems.append(f"unknown model {settings.model!r} in the link")
+        problems.append(f"ignored model={shown(settings.model)} from the link (no such model)")
         settings = settings.replace(model=fallback.model, data=fallback.data)
     if settings.data not in lab.data_choices(settings.model):
-        problems.append(f"data {settings.data!r} does not fit model {settings.model!r}")
+        problems.append(f"ignored data={shown(settings.data)} from the link (not data for {shown(settings.model)})")
         settings = settings.replace(data=fallback.data if fallback.model == settings.model else lab.data_choices(settings.model)[0])
     if settings.device not in {v for _, v in lab.device_choices}:
-        problems.append(f"device {settings.device!r} is not available here")
+        problems.append(f"ignored device={shown(settings.device)} from the link (not available here)")
         settings = settings.replace(device="auto")
     return settings, shared.lesson, problems
 
@@ -159,6 +160,11 @@ def wire_load(demo: gr.Blocks, lab: Lab, t: tab_train.TrainUI, tabs: Any, tab_of
             settings, lesson, problems = restore(lab, params)
             targets = tab_train.target_update(lab, settings.model, settings.method,
                                               settings.targets or lab.preset(settings.preset).target_modules)
+            kept = targets.get("value") or [] if isinstance(targets, dict) else []
+            ignored = [x for x in settings.targets if x not in kept] if settings.is_adapter else []
+            if ignored:
+                problems.append(f"ignored targets={shown(','.join(ignored))} from the link (not layers "
+                                f"{shown(settings.model)} can adapt with {settings.method})")
         except Exception as err:  # noqa: BLE001 — a broken link must still open the app
             gr.Warning(f"Could not restore the link: {readable(err)}")
             settings, lesson, problems = lab.default_settings(), Lesson(), []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,6 +19,49 @@ from typing import Any, Literal
 Method = Literal["symlora", "lora"]
 METHODS: tuple[str, ...] = ("symlora", "lora")
 SYMLORA_INITS: tuple[str, ...] = ("gaussian", "orthogonal")
+R_MAX = 4096  # wider than any layer this library adapts; a larger rank is a typo
+# The update is multiplied by s = lora_alpha / r.  Usual values of s are 0.5–4; at s = 1e4 one
+# AdamW step of size lr already moves the outputs by ~1e4·lr, so anything larger can only
+# overflow float32 (lora_alpha = 1e300 gives a NaN loss at step 1).
+MAX_SCALING = 1e4
+
+
+def _fmt(value: float) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an ``int`` in ``[low, high]``, or a one-line ``ValueError`` naming
+    ``name`` and the range.  A whole float (3.0) is accepted; 3.7, NaN, inf, bools and
+    text are refused, never rounded or truncated."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok and not isinstance(value, numbers.Integral):
+        ok = math.isfinite(value) and float(value).is_integer()
+    if ok and low <= value <= high:
+        return int(value)
+    return _refuse(name, value, f"a whole number from {_fmt(low)} to {_fmt(high)}")
+
+
+def check_number(name: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+    """``value`` as a finite ``float`` in ``[low, high]`` (``(low, high]`` with
+    ``low_open``), or a one-line ``ValueError`` naming ``name`` and the range."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and (low < value if low_open else low <= value) and value <= high:
+        return float(value)
+    interval = f"{'(' if low_open else '['}{_fmt(low)}, {_fmt(high)}]"
+    return _refuse(name, value, f"a finite number in {interval}")
+
+
+def _refuse(name: str, value: Any, allowed: str):
+    shown = repr(value) if isinstance(value, str) else str(value)
+    if len(shown) > 40:
+        shown = shown[:37] + "…"
+    raise ValueError(f"{name} must be {allowed}, got {shown}")
+
+
+def alpha_limit(r: int, use_rslora: bool = False) -> float:
+    """The largest ``lora_alpha`` allowed at rank ``r``: scaling s ≤ :data:`MAX_SCALING`."""
+    return MAX_SCALING * (math.sqrt(r) if use_rslora else r)
 
 
 @dataclass
@@ -60,12 +104,14 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if not isinstance(self.r, int) or self.r < 1:
-            raise ValueError(f"r must be a positive integer, got {self.r!r}")
-        if not self.lora_alpha > 0:
-            raise ValueError(f"lora_alpha must be positive, got {self.lora_alpha!r}")
-        if not 0.0 <= self.lora_dropout < 1.0:
+        self.r = check_int("r", self.r, 1, R_MAX)
+        self.lora_alpha = check_number("lora_alpha", self.lora_alpha, 0, alpha_limit(self.r, self.use_rslora),
+                                       low_open=True)
+        if not (isinstance(self.lora_dropout, numbers.Real) and 0.0 <= self.lora_dropout < 1.0):
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        self.init_scale = check_number("init_scale", self.init_scale, 0, 1e3, low_open=True)
+        if self.lambda_lr_ratio is not None:
+            self.lambda_lr_ratio = check_number("lambda_lr_ratio", self.lambda_lr_ratio, 0, 1e6, low_open=True)
         if self.symlora_init not in SYMLORA_INITS:
             raise ValueError(f"symlora_init must be one of {SYMLORA_INITS}, got {self.symlora_init!r}")
         if isinstance(self.target_modules, tuple):

@@ -9,6 +9,7 @@ model as ``model.symlora_config`` so that saving needs nothing else.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import re
 from collections.abc import Iterator
@@ -64,6 +65,32 @@ def eligible_modules(model: nn.Module, method: str = "symlora") -> list[str]:
     return out
 
 
+def layer_kind(name: str) -> str:
+    """A module path without its block index: ``blocks.3.attn.qkv`` → ``attn.qkv``
+    (what ``target_modules`` usually names)."""
+    parts = name.split(".")
+    last_index = max((i for i, p in enumerate(parts) if p.isdigit()), default=-1)
+    return ".".join(parts[last_index + 1:]) or name
+
+
+def candidates_hint(eligible: list[str], wanted: list[str] | str | None, method: str, shown: int = 8) -> str:
+    """One line naming at most ``shown`` layer kinds ``method`` can adapt, the closest to
+    ``wanted`` first, and how many more there are (a model has dozens of layer paths)."""
+    kinds = list(dict.fromkeys(layer_kind(n) for n in eligible))
+    if not kinds:
+        return f"No layer of this model fits {method}."
+    words = [str(w) for w in ([wanted] if isinstance(wanted, str) else list(wanted or []))]
+
+    def closeness(kind: str) -> float:  # the whole kind or its last part, whichever is closer
+        return max((difflib.SequenceMatcher(None, w, k).ratio() for w in words for k in (kind, kind.split(".")[-1])),
+                   default=0.0)
+
+    ordered = sorted(kinds, key=closeness, reverse=True) if words else kinds
+    more = len(ordered) - shown
+    listed = ", ".join(ordered[:shown]) + (f", … and {more} more" if more > 0 else "")
+    return f"Layers {method} can adapt (name a kind, e.g. {ordered[0]!r}): {listed}."
+
+
 def matches(name: str, patterns: list[str] | str) -> bool:
     """PEFT's rule: a string is a regex matched against the whole name; a list holds
     names that must equal the module path or end it after a dot."""
@@ -88,11 +115,8 @@ def resolve_targets(model: nn.Module, config: AdapterConfig) -> list[str]:
     else:
         chosen = [n for n in candidates if matches(n, spec)]
     if not chosen:
-        eligible = eligible_modules(model, config.method)
-        raise ValueError(
-            f"Target modules {spec!r} not found in the model. Eligible modules for "
-            f"{config.method}: {', '.join(eligible) or '(none)'}"
-        )
+        raise ValueError(f"Target modules {spec!r} not found in the model. "
+                         f"{candidates_hint(eligible_modules(model, config.method), spec, config.method)}")
     for name in chosen:
         shape = layer_shape(model.get_submodule(name))
         if not _fits(config.method, shape):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .config import check_int, check_number
 from .zoo import TextModel, VisionModel
 
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -62,6 +63,39 @@ def classify(bundle: VisionModel, image: object, k: int = 5) -> list[tuple[str, 
     return [(bundle.labels[i], float(p)) for p, i in zip(top.values, top.indices)]
 
 
+def context_length(bundle: TextModel, default: int = 2048) -> int:
+    """How many tokens the model reads at once (its position embeddings)."""
+    value = getattr(getattr(bundle.model, "config", None), "max_position_embeddings", None)
+    return int(value) if isinstance(value, int) and value > 0 else default
+
+
+def fit_prompt(bundle: TextModel, prompt: str, max_new_tokens: int,
+               max_prompt_tokens: int | None = None) -> tuple[list[int], int]:
+    """The token ids of ``prompt`` that fit, and how many tokens were cut from its start.
+
+    The prompt keeps its *end* (what the continuation follows) and at most
+    ``min(max_prompt_tokens, context - max_new_tokens)`` tokens, so the work of one call
+    is bounded whatever the prompt's length; the text is cut to 16 characters per kept
+    token before tokenizing, so a megabyte of text is not even tokenized."""
+    budget = max(1, context_length(bundle) - max_new_tokens)
+    if max_prompt_tokens is not None:
+        budget = max(1, min(budget, max_prompt_tokens))
+    tok = bundle.tokenizer
+    text = prompt or ""
+    cut_chars = len(text) > 16 * budget
+    if cut_chars:
+        text = text[-16 * budget:]
+    ids = list(tok(text)["input_ids"]) if text else []
+    dropped = max(0, len(ids) - budget)
+    if dropped:
+        ids = ids[dropped:]
+    elif cut_chars:
+        dropped = 1  # the character cut alone removed text: at least one token's worth
+    if not ids:
+        ids = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
+    return ids, dropped
+
+
 @torch.no_grad()
 def generate(
     bundle: TextModel,
@@ -71,16 +105,21 @@ def generate(
     temperature: float = 0.8,
     top_k: int = 50,
     seed: int = 0,
+    max_prompt_tokens: int | None = None,
 ) -> str:
-    """Sample a continuation of ``prompt`` (greedy when ``temperature`` is 0)."""
-    if max_new_tokens < 1:
-        raise ValueError("max_new_tokens must be at least 1")
+    """Sample a continuation of ``prompt`` (greedy when ``temperature`` is 0).
+
+    Bounded by construction: at most ``max_new_tokens`` (within the model's context)
+    are generated after the end of the prompt cut by :func:`fit_prompt`."""
+    max_new_tokens = check_int("max_new_tokens", max_new_tokens, 1, context_length(bundle) - 1)
+    temperature = check_number("temperature", temperature, 0, 100)
+    seed = check_int("seed", seed, 0, 2**64 - 1)
     tok = bundle.tokenizer
     model = bundle.model
     device = next(model.parameters()).device
-    enc = tok(prompt or (tok.bos_token or ""), return_tensors="pt").to(device)
+    prompt_ids, _ = fit_prompt(bundle, prompt, max_new_tokens, max_prompt_tokens)
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    ids = enc["input_ids"]
+    ids = torch.tensor([prompt_ids], device=device)
     was_training = model.training
     model.eval()
     past = None

@@ -58,8 +58,8 @@ def restore_tuned(bundle: VisionModel | TextModel, *, state: dict[str, torch.Ten
     into the run's tuned model: the run's new head, its adapters and its trained tensors
     (keyed with or without PEFT's ``base_model.model.`` prefix).  Eval mode.
 
-    Raises ``ValueError`` when a tensor has no place in the model or the wrong shape, or
-    when adapter weights are missing — a run saved from another model, not a silent no-op."""
+    Raises ``ValueError`` when a tensor has no place in the model or the wrong shape, holds
+    NaN or inf, or when adapter weights are missing — a run saved from another model, not a silent no-op."""
     if classes and isinstance(bundle, VisionModel):
         bundle.reset_head(list(classes), seed=seed)
     if adapter_config is not None:
@@ -70,6 +70,10 @@ def restore_tuned(bundle: VisionModel | TextModel, *, state: dict[str, torch.Ten
     missing = sorted(name for name, p in params.items() if p.requires_grad and name not in tensors and ".lora_" in name)
     if unexpected or missing:
         raise ValueError(f"the saved weights do not fit the model: unexpected {unexpected[:3]}, missing {missing[:3]}")
+    broken = [key for key, value in tensors.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if broken:
+        raise ValueError(f"the saved weights contain NaN or inf ({broken[0]}): the run diverged; "
+                         f"train again with a lower learning rate or lora_alpha")
     with torch.no_grad():
         for key, value in tensors.items():
             if params[key].shape != value.shape:

@@ -31,7 +31,7 @@ from torch import nn
 
 from . import distributed
 from . import memory as mem
-from .config import AdapterConfig
+from .config import MAX_SCALING, R_MAX, AdapterConfig, alpha_limit, check_int, check_number
 from .data import ImageSplits, TextSplits, load_dataset
 from .events import MemoryBreakdown, RunResult, TrainEvent
 from .io import adapter_state_dict
@@ -91,17 +91,54 @@ class RunConfig:
         cfg = RunConfig(**values)
         if cfg.method not in TRAIN_METHODS:
             raise ValueError(f"method must be one of {TRAIN_METHODS}, got {cfg.method!r}")
-        for name in ("steps", "batch_size", "r"):
-            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(cfg, name)!r}")
-        if not (isinstance(cfg.lr, (int, float)) and cfg.lr > 0 and math.isfinite(cfg.lr)):
-            raise ValueError(f"lr must be a positive number, got {cfg.lr!r}")
-        if cfg.eval_every is None or cfg.eval_every < 1:
+        cfg.validate()
+        if cfg.eval_every is None:
             cfg.eval_every = max(1, cfg.steps // 4)
         return cfg
 
+    def validate(self) -> None:
+        """Check every set field against :data:`LIMITS` (integers stay integers: ``r = 3.7``
+        is refused, not truncated; NaN and inf are refused everywhere).  Raises a one-line
+        ``ValueError`` naming the setting and its allowed range; whole floats become ints."""
+        for name, (low, high) in LIMITS.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name == "lora_alpha" and isinstance(self.r, int):
+                high = alpha_limit(self.r, self.use_rslora)  # r was checked just before
+            if name in _INT_FIELDS:
+                setattr(self, name, check_int(name, value, int(low), int(high)))
+            else:
+                setattr(self, name, check_number(name, value, low, high, low_open=name in _OPEN_LOW))
+        if self.lambda_lr_ratio is not None:
+            self.lambda_lr_ratio = check_number("lambda_lr_ratio", self.lambda_lr_ratio, 0, 1e6, low_open=True)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+# What a run may ask for (the app narrows these for a public server).  Steps and batch size
+# are bounded so that one config cannot ask for days of work or a batch no device holds.
+LIMITS: dict[str, tuple[float, float]] = {
+    "r": (1, R_MAX),
+    "lora_alpha": (0, MAX_SCALING * R_MAX),  # and at most MAX_SCALING · r: see AdapterConfig
+    "lr": (0, 1e6),  # absurd rates are allowed: they diverge, and the run says so
+    "steps": (1, 1_000_000),
+    "batch_size": (1, 65_536),
+    "seed": (0, 2**32 - 1),
+    "eval_every": (1, 2**31 - 1),
+    "max_tokens": (1, 131_072),
+    "image_size": (8, 4096),
+    "eval_size": (1, 10_000_000),
+    "init_scale": (0, 1e3),
+    "weight_decay": (0, 10.0),
+    "warmup_frac": (0, 1.0),
+    "emit_every": (1, 2**31 - 1),
+    "emit_interval_s": (0, 1e12),  # 1e9: "never by time"
+}
+_INT_FIELDS = {"r", "steps", "batch_size", "seed", "eval_every", "max_tokens", "image_size", "eval_size",
+               "emit_every"}
+_OPEN_LOW = {"lora_alpha", "lr", "init_scale"}
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -226,8 +263,9 @@ def set_lr(optimizer: torch.optim.Optimizer, step: int, cfg: RunConfig) -> None:
 
 def divergence_message(cfg: RunConfig, value: float, step: int) -> str:
     """The error of a run whose loss became ``value`` (nan/inf) at ``step`` (1-based)."""
+    smaller = f" or lora_alpha (now {cfg.lora_alpha:g})" if cfg.method in ("symlora", "lora") else ""
     return (f"the loss became {value} at step {step}: training diverged. "
-            f"Try a smaller learning rate (e.g. lr={cfg.lr / 10:g}).")
+            f"Try a smaller learning rate (e.g. lr={cfg.lr / 10:g}){smaller}.")
 
 
 @dataclass

@@ -208,8 +208,9 @@ def test_no_match_lists_eligible_modules(make_vit):
         symlora.inject(make_vit(), AdapterConfig(method="symlora", r=2, target_modules=["q_proj"]))
     message = str(err.value)
     assert "q_proj" in message
-    for name in ("blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.1.mlp.fc1", "blocks.1.mlp.fc2"):
-        assert name in message
+    for kind in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"):  # layer kinds, once each (not every block's path)
+        assert kind in message
+    assert "blocks.1." not in message
 
 
 def test_incompatible_shape_names_layer_and_shape():

@@ -100,11 +100,26 @@ def test_trainable_count_per_method(vit, method, expected):
     assert start.total_params >= total
 
 
-def test_absurd_learning_rate_ends_with_an_error_event(vit):
-    events = list(run(short(method="full", lr=1e30, steps=30, emit_every=1), base=vit))
+def test_a_diverging_run_ends_with_an_error_event(vit, monkeypatch):
+    from symlora.tasks import ImageClassification
+
+    real_loss = ImageClassification.loss
+    calls = []
+
+    def loss_that_blows_up(self, model, batch):  # what a far too large learning rate leads to, at step 4
+        calls.append(1)
+        return real_loss(self, model, batch) * (float("inf") if len(calls) >= 4 else 1.0)
+
+    monkeypatch.setattr(ImageClassification, "loss", loss_that_blows_up)
+    events = list(run(short(method="full", steps=30, emit_every=1), base=vit))
     final = events[-1]
     assert final.kind == "error" and final.result.status == "error"
-    assert "learning rate" in final.message and final.result.steps_done < 30
+    assert "learning rate" in final.message and final.result.steps_done == 3
+
+
+def test_an_absurd_learning_rate_is_refused_before_training():
+    with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, 1e\+06\], got 1e\+30"):
+        RunConfig(lr=1e30).resolved()
 
 
 def test_bad_config_values_raise_clear_errors():
