@@ -62,9 +62,12 @@ class Policy:
     def client_of(self, request: Any) -> str:
         """The client address of a request (FastAPI/Starlette ``Request``)."""
         if self.trust_forwarded:
-            forwarded = (request.headers.get("x-forwarded-for") or "").split(",")[0].strip()
-            if forwarded:
-                return forwarded
+            # The last address is the one our proxy appended (what it saw); earlier ones are
+            # whatever the client wrote, so trusting the first would let anyone pick a new
+            # "address" per request and walk past the cap.
+            hops = [h.strip() for h in (request.headers.get("x-forwarded-for") or "").split(",") if h.strip()]
+            if hops:
+                return hops[-1]
         client = getattr(request, "client", None)
         return getattr(client, "host", None) or "unknown"
 

@@ -242,9 +242,7 @@ def test_one_address_cannot_fill_the_queue(served):
 def test_policy_caps_runs_per_address_and_leaves_room_for_page_updates():
     """Case 2, the rule itself: 40 runs from one address, then runs are refused there but
     a page's short updates still pass (up to twice the cap); other addresses are unaffected."""
-    from app.fair import Policy
-
-    from app.fair import DEFAULT_PER_CLIENT, queue_size
+    from app.fair import DEFAULT_PER_CLIENT, Policy, queue_size
 
     assert 2 * DEFAULT_PER_CLIENT < queue_size()  # one address cannot fill the queue
     policy = Policy(per_client=40)
@@ -255,6 +253,24 @@ def test_policy_caps_runs_per_address_and_leaves_room_for_page_updates():
     assert "already have a run" in policy.refusal("s3", "10.0.0.2", True, waiting)
     busy = waiting + [(f"p{i}", "10.0.0.1", False) for i in range(40)]
     assert policy.refusal("new", "10.0.0.1", False, busy) is not None
+
+
+def test_a_forged_forwarded_header_does_not_make_a_new_address():
+    """Behind a proxy, the address is the one the proxy appended (the last): a client that
+    writes its own X-Forwarded-For cannot pose as a new address per request."""
+    from types import SimpleNamespace
+
+    from app.fair import Policy
+
+    def request(header: str | None):
+        return SimpleNamespace(headers={"x-forwarded-for": header} if header else {},
+                               client=SimpleNamespace(host="10.9.9.9"))
+
+    policy = Policy(trust_forwarded=True)
+    assert policy.client_of(request("1.2.3.4, 203.0.113.7")) == "203.0.113.7"
+    assert policy.client_of(request("5.6.7.8, 203.0.113.7")) == "203.0.113.7"
+    assert policy.client_of(request(None)) == "10.9.9.9"
+    assert Policy(trust_forwarded=False).client_of(request("1.2.3.4")) == "10.9.9.9"
 
 
 # --------------------------------------------------------------------------- 3: links as text
