@@ -37,8 +37,9 @@ OWN_IMAGES = ("**Teach it your own classes.** Make one folder per class, put its
               "and upload the zip — for example `cats/1.jpg`, `cats/2.jpg`, …, `dogs/1.jpg`, … (one wrapping folder "
               "is fine). Limits: {limits} Your pictures are read in memory for your runs only; Gradio deletes uploads "
               "from the server within about an hour. **Clear the file** to go back to the preset's data.")
-OWN_TEXT = ("**Teach it a style.** Paste text — quotes, poems, lyrics, recipes — with the pieces separated by blank "
-            "lines or by lines holding only `%` (like Debian's fortune files), or upload a .txt file. Limits: {limits} "
+OWN_TEXT = ("**Teach it a style.** Paste text — quotes, poems, lyrics, recipes — **one piece per line**, or pieces of "
+            "several lines separated by blank lines or by lines holding only `%` (like Debian's fortune files), or "
+            "upload a .txt file. The note below says which splitting was used. Limits: {limits} "
             "**Empty the box** to go back to the preset's data.")
 PAUSE_LABEL, RESUME_LABEL, STEP_LABEL = "‖ Pause", "▶ Resume", "⇥ Step"
 PAUSED = ("‖ **Paused** — **⇥ Step** trains one more step, **▶ Resume** goes on. (A run paused for 5 minutes "
@@ -134,7 +135,7 @@ def build(lab: Lab) -> TrainUI:
         with gr.Group(visible=not vision) as own_text:
             gr.Markdown(OWN_TEXT.format(limits=limits.text_text()), elem_id="own-text-help", padding=True)
             data_text = gr.Textbox("", label="Your text", lines=5, max_lines=12, elem_id="data-text",
-                                   placeholder="The first quote or poem…\n\nThe second one, after a blank line…\n\n…")
+                                   placeholder="The first quote…\nThe second quote, on its own line…\n…")
             data_txt = gr.File(label="…or upload a .txt file", file_types=[".txt"], type="filepath",
                                elem_id="data-txt", height=90)
     data_note = gr.Markdown(visible=False, elem_id="data-note")
@@ -545,7 +546,7 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         """Fine-tune ``model`` on ``data`` with ``method`` (symlora, lora, head-only, full) and stream the run.
         ``targets``: comma-separated layer kinds such as ``attn.qkv,attn.proj`` (empty: the model's default).
         Your own data replaces ``data``: ``data_zip`` (image models) is a .zip with one folder of images per
-        class; ``data_text`` (language models) is text whose pieces are separated by blank lines or ``%`` lines."""
+        class; ``data_text`` (language models) is text: one piece per line, or pieces separated by blank lines or ``%`` lines."""
         try:
             settings = Settings.from_values(preset, model, data, method, r, lora_alpha, targets, lr, steps,
                                             batch_size, seed, device)
@@ -561,7 +562,7 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         api_description="Fine-tune with the given settings; streams status, plots and the raw event (JSON) "
                         "a few times a second. The last update carries the final result. Optional own data "
                         "replaces the preset's: data_zip (a .zip with one folder of images per class, for image "
-                        "models) or data_text (pieces separated by blank lines or '%' lines, for language models).",
+                        "models) or data_text (one piece per line, or pieces separated by blank lines or '%' lines, for language models).",
         concurrency_id="heavy", concurrency_limit=lab.heavy_limit, show_progress="full", show_progress_on=[t.status],
     )
 

@@ -56,7 +56,11 @@ class UserData:
         if self.kind == "images":
             shown = ", ".join(self.classes[:8]) + (", …" if len(self.classes) > 8 else "")
             return (f"{len(self.classes)} classes ({shown}) · {len(s.train)} training / {len(s.test)} test images")
-        return f"{len(s.train)} pieces of text for training / {len(s.test)} held out"
+        from symlora.data import SPLIT_RULES
+
+        how = SPLIT_RULES.get(getattr(s, "split", ""), "")
+        return (f"{len(s.train)} pieces of text for training / {len(s.test)} held out"
+                + (f" (split: {how})" if how else ""))
 
     def test_sample(self, n: int, seed: int = 0) -> Any:
         """Up to ``n`` test images drawn across every class (an ``ImageDataset``, for the

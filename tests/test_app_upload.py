@@ -196,7 +196,7 @@ def test_pasted_text_becomes_splits_and_bad_text_is_explained(tmp_path):
     assert lab.user_data.resolve("vision", None, text, seed=0) is None  # text does not fit an image model
     with pytest.raises(ValueError, match="empty"):
         lab.user_data.text("")
-    with pytest.raises(ValueError, match="single document"):
+    with pytest.raises(ValueError, match="single piece"):
         lab.user_data.text("just one quote")
     _, _, images, text_box, note, share, user = own_data_view(lab, "smollm2-135m", None, "just one quote", 0)
     assert text_box["visible"] and not images["visible"] and "cannot be used yet" in note["value"]
