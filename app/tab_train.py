@@ -28,7 +28,9 @@ MAX_RUNS_KEPT = 4  # per session, oldest dropped first
 
 EXPLAIN_CURVES = ("**What you are looking at:** the loss (left) is how wrong the model is on the batch it "
                   "just trained on — it should fall. The metric (right) is measured on held-out data the model "
-                  "never trains on: that is the number that matters. Faint dots are single steps, the line is smoothed.")
+                  "never trains on: that is the number that matters. Faint dots are single steps (the loss of that batch); the "
+                  "line is their moving average over a window that grows with the run (up to 10 steps), so it "
+                  "follows the dots on short runs too.")
 EXPLAIN_MEMORY = ("**Memory of one training step.** Frozen weights cost the same for every method; adapters "
                   "shrink *trainable weights, gradients and optimizer state*. Activations (what the backward pass "
                   "needs) often dominate — LoRA saves parameters, not automatically memory. *Other* is the rest of the "

@@ -32,7 +32,7 @@ from . import distributed
 from . import memory as mem
 from .config import AdapterConfig
 from .data import ImageSplits, TextSplits, load_dataset
-from .events import MemoryBreakdown, RunResult, TrainEvent
+from .events import LossSmoother, MemoryBreakdown, RunResult, TrainEvent
 from .io import adapter_state_dict
 from .model import count_parameters, inject
 from .optim import param_groups
@@ -263,6 +263,7 @@ def run(
     generator = torch.Generator().manual_seed(cfg.seed + 100_003 * rank)  # each rank its own shard
     batches = task.batches(cfg.batch_size, generator)
     smoothed: float | None = None
+    smoother = LossSmoother(cfg.steps)
     train_t0 = time.perf_counter()
     step_time = 0.0
     items = 0
@@ -317,7 +318,7 @@ def run(
                 torch.cuda.synchronize(device)
             step_time += time.perf_counter() - tick
             items += task.batch_items(batch)
-            smoothed = loss_value if smoothed is None else 0.9 * smoothed + 0.1 * loss_value
+            smoothed = smoother.add(loss_value)
             evaluate = step % cfg.eval_every == 0 or step == cfg.steps
             now = time.perf_counter()
             if not (evaluate or step % cfg.emit_every == 0 or now - last_emit >= cfg.emit_interval_s):
