@@ -51,7 +51,8 @@ SHARE_NO_UPLOADS = ("⚠ **Links cannot carry your own data.** Whoever opens thi
 EXPLAIN_SPECTRUM = ("**What the adapter learned.** Each row of the heatmap is one adapted layer (or square "
                     "block); each cell one of its r directions. For SymLoRA the values are the *signed eigenvalues* "
                     "of ΔW = s·Q·diag(Λ)·Qᵀ (red = negative); for LoRA the singular values of s·B·A. They start at "
-                    "exactly 0 (Λ = 0 / B = 0) and grow as the layer changes. Drag the slider to go back in time.")
+                    "exactly 0 (Λ = 0 / B = 0) and grow as the layer changes. Bars and heatmap columns are in one order: "
+                    "largest |value| first (#1 is the strongest direction). Drag the slider to go back in time.")
 
 
 @dataclass
@@ -286,40 +287,49 @@ def param_view(lab: Lab, model: str, data: str, method: str, r: float, targets: 
     classes = classes or n_classes(lab, model, data)
     spec = list(targets) or bundle.default_targets
     counts: dict[str, int] = {}
+    heads: dict[str, int] = {}
     mine = None
     for m in ("symlora", "lora", "head-only", "full"):
         try:
             est = estimate(bundle.model, m, r, spec, head_name=head, n_classes=classes)
         except ValueError as err:
             if m == method:
-                return f"⚠ {err}", plots.params_figure(counts, method)
+                return f"⚠ {err}", plots.params_figure(counts, method, heads)
             continue
         if m != "full":
             counts[m] = est.trainable
+            if m in ("symlora", "lora"):
+                heads[m] = est.head
         if m == method:
             mine = est
     if mine is None:
-        return "", plots.params_figure(counts, method)
+        return "", plots.params_figure(counts, method, heads)
     label = METHOD_LABELS[method] + (f" r={r}" if method in ("symlora", "lora") else "")
     text = (f"**{label}** trains **{mine.trainable:,}** of {mine.total:,} parameters "
             f"(**{mine.percent:.2f} %**)")
     if method in ("symlora", "lora"):
-        text += f": adapters {mine.adapter:,} on {len(mine.layers)} layers"
-        text += f" + new head {mine.head:,}." if mine.head else "."
+        text += f" = **{mine.adapter:,} adapter weights** on {len(mine.layers)} layers"
+        text += f" + {mine.head:,} in the new classifier head." if mine.head else "."
         text += "\n\n" + formula_text(mine, r)
         other = "lora" if method == "symlora" else "symlora"
         if counts.get(other):
             a = mine.adapter
-            b = counts[other] - mine.head
+            b = counts[other] - heads.get(other, 0)
+            with_head = f" ({counts[other]:,} trainable with the head)" if heads.get(other) else ""
             if method == "symlora" and b:
-                text += f"\n\nLoRA on the same layers needs {b:,} adapter weights: SymLoRA uses **{a / b:.0%}** of that."
+                text += (f"\n\nLoRA on the same layers needs {b:,} adapter weights{with_head}: SymLoRA uses "
+                         f"**{a / b:.0%}** of that.")
             elif a:
-                text += f"\n\nSymLoRA on the same layers would need {b:,} adapter weights (**{b / a:.0%}** of LoRA's)."
+                text += (f"\n\nSymLoRA on the same layers would need {b:,} adapter weights, **{b / a:.0%}** of "
+                         f"LoRA's{with_head}.")
+        if mine.head:
+            text += ("\n\n<small>Bars: trainable parameters, the adapter in colour and the new head "
+                     "(the same for every method) in grey.</small>")
     elif method == "head-only":
         text += ": only the new classifier head."
     else:
         text += ": every weight (the baseline adapters try to match)."
-    return text, plots.params_figure(counts, method)
+    return text, plots.params_figure(counts, method, heads)
 
 
 def spectrum_view(spectra: list, method: str, index: int | None = None) -> tuple[Any, Any]:
