@@ -131,14 +131,17 @@ def _downloads_dir() -> Path:
     return root
 
 
-def adapter_downloads(tuned: Any, name: str) -> tuple[str, str]:
-    """Zip files of the adapter in symlora format and as a plain PEFT LoRA export."""
+def adapter_downloads(tuned: Any, name: str, facts: dict[str, Any] | None = None) -> tuple[str, str]:
+    """Zip files of the adapter in symlora format and as a plain PEFT LoRA export, each
+    with a model card ``README.md`` (``facts``: the run's data and metrics for it)."""
+    from symlora.io import export_bundle
+
     if not any(True for _ in symlora.adapter_layers(tuned.model)):
         raise ValueError("this run has no adapters (head-only or full fine-tuning): nothing to download")
     out = Path(tempfile.mkdtemp(prefix="symlora-lab-"))
     try:
-        own = symlora.save_adapter(tuned.model, out / "adapter")
-        peft = symlora.export_peft(tuned.model, out / "peft")
+        own = export_bundle(tuned, out / "adapter", fmt="symlora", facts=facts)
+        peft = export_bundle(tuned, out / "peft", fmt="peft", facts=facts)
         zips = Path(tempfile.mkdtemp(prefix="zip-", dir=_downloads_dir()))
         a = _zip_dir(own, zips / f"{name}-symlora-adapter.zip")
         b = _zip_dir(peft, zips / f"{name}-peft-lora.zip")

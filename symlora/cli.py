@@ -225,14 +225,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export_peft(args: argparse.Namespace) -> int:
-    from .io import export_peft
+    from .io import export_bundle
     from .runs import load_run, read_run
 
-    if read_run(args.run).get("adapter_config") is None:
+    run = read_run(args.run)
+    if run.get("adapter_config") is None:
         args.parser.error("this run trained no adapter (head-only or full): nothing to export")
     bundle = load_run(args.run)
-    out = export_peft(bundle.model, args.out)
-    print(f"wrote a PEFT LoRA adapter to {out}")
+    config = run.get("config") or {}
+    facts = {"data": run.get("data_name") or config.get("data"), "metric_name": run.get("metric_name"),
+             "metric_before": run.get("metric_before"), "metric_after": run.get("metric_after"),
+             "steps": run.get("steps_done"), "seed": config.get("seed")}
+    out = export_bundle(bundle, args.out, fmt="peft", facts=facts)
+    print(f"wrote a PEFT LoRA adapter with its model card (README.md) to {out}")
     return 0
 
 
