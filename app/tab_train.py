@@ -244,6 +244,16 @@ def preset_description(lab: Lab, preset: Any) -> str:
             f"<small>model `{preset.model}` · data `{preset.data}` · {preset.steps} steps{net}</small>")
 
 
+FIRST_LOAD = {"text": "the first time takes 5–25 s: the model is read and, once per machine, converted",
+              "vision": "the first time takes a few seconds"}
+
+
+def preparing_note(lab: Lab, model: str) -> str:
+    """The status while a model is loaded for the first time in this process."""
+    task = lab.model_task(model)
+    return f"⏳ **Preparing `{model}`** ({FIRST_LOAD.get(task, 'a moment')})…"
+
+
 def target_choices(lab: Lab, model: str, method: str) -> list[tuple[str, str]]:
     """(label, value) for each layer kind of ``model`` that ``method`` can adapt."""
     bundle = lab.bases.model(model)
@@ -469,7 +479,20 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
 
     preset_outputs = [t.preset_info, t.model, t.data, t.method, t.r, t.lora_alpha, t.targets, t.lr,
                       t.steps, t.batch_size, t.seed]
-    after_data(t.preset.input(on_preset, t.preset, preset_outputs, **light))
+
+    def on_preset_shown(name):
+        """Switch presets, first saying what happens when the model is not loaded yet
+        (a language model takes seconds the first time: nothing else would show it)."""
+        p = lab.preset(name)
+        loaded = p.model in lab.bases.loaded_models()
+        if not loaded:
+            yield {t.preset_info: preset_description(lab, p), t.status: preparing_note(lab, p.model)}
+        out = on_preset(name)
+        if not loaded:
+            out[t.status] = f"**{p.name}** is ready. Press **Start** to train."
+        yield out
+
+    after_data(t.preset.input(on_preset_shown, t.preset, preset_outputs + [t.status], **light))
 
     def on_model(model, method, targets):
         try:
