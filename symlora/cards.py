@@ -81,7 +81,9 @@ def preprocessing_lines(bundle: Any) -> list[str]:
             f"normalised with mean ({mean}) and std ({std}).",
             "`bundle.preprocess(uint8 tensor of shape (N, H, W[, C]))` does all of this.",
         ]
-    tok = bundle.tokenizer
+    tok = getattr(bundle, "tokenizer", None)
+    if tok is None:
+        return ["Whatever the base model took when it was trained (this adapter changes no preprocessing)."]
     prefix = list(getattr(bundle, "prefix_ids", []) or [])
     shown = ", ".join(f"{i} ({tok.convert_ids_to_tokens(i)!s})" for i in prefix) if prefix else "none"
     return [
@@ -96,9 +98,9 @@ def model_card(bundle: Any, adapter: dict[str, Any], *, fmt: str, facts: RunFact
     preprocessing), ``adapter`` (the adapter config as a dict), in format ``fmt``:
     ``"peft"`` (a plain PEFT LoRA) or ``"symlora"`` (this package's format)."""
     facts = facts or RunFacts()
-    name = bundle.name
+    name = getattr(bundle, "name", None) or "base-model"
     hub = base_model_id(name)
-    vision = hasattr(bundle, "preprocess")
+    vision = hasattr(bundle, "preprocess") or not hasattr(bundle, "tokenizer")
     method = adapter.get("method", "lora")
     labels = list(getattr(bundle, "labels", []) or []) if vision else []
     front = ["---", f"base_model: {hub}", f"library_name: {'peft' if fmt == 'peft' else 'symlora'}",

@@ -185,7 +185,7 @@ def export_bundle(bundle: object, directory: str | Path, *, fmt: str = "peft", f
     model = bundle.model  # type: ignore[attr-defined]
     adapter = get_config(model).to_dict()
     card = model_card(bundle, adapter, fmt=fmt, facts=RunFacts.from_dict(facts))
-    base = base_model_id(bundle.name)  # type: ignore[attr-defined]
+    base = base_model_id(getattr(bundle, "name", None) or "base-model")
     if fmt == "peft":
         return export_peft(model, directory, base_model_name_or_path=base, card=card)
     if fmt == "symlora":

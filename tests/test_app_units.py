@@ -161,14 +161,29 @@ def test_symmetry_merge_check_and_downloads(make_vit, randomize, vit_batch):
     assert not any(layer.merged for _, layer in symlora.adapter_layers(model))  # left as it was
 
     own, peft = adapter_downloads(tuned, "test")
-    assert set(zipfile.ZipFile(own).namelist()) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert set(zipfile.ZipFile(own).namelist()) == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
     assert '"LORA"' in zipfile.ZipFile(peft).read("adapter_config.json").decode()
+    assert "## Load it" in zipfile.ZipFile(peft).read("README.md").decode()
 
     lora = make_vit(0)
     symlora.inject(lora, symlora.AdapterConfig(method="lora", r=2, target_modules=["attn.proj"]))
     randomize(lora)
     share, _ = symmetric_share(lora)
     assert 0.2 < share < 0.8  # a random update is about half symmetric
+
+
+def test_merge_timing_sentence_follows_the_numbers():
+    """"Costs the same" only when the medians agree; a 3× gap is reported as such, with
+    what noise means — never next to "the same"."""
+    from app.analysis import interleaved_medians, timing_sentence
+
+    assert "costs the same here" in timing_sentence((10.0, 0.5), (10.8, 0.4))
+    text = timing_sentence((114.0, 3.0), (34.0, 2.0))
+    assert "costs the same here" not in text and "0.30×" in text and "busy machine" in text
+    calls = []
+    times = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=7)
+    assert calls == ["a", "b"] + ["a", "b"] * 7  # a warm-up each, then interleaved
+    assert set(times) == {"a", "b"} and all(median >= 0 for median, _ in times.values())
 
 
 # --------------------------------------------------------------------------- command line
