@@ -16,7 +16,7 @@ import gradio as gr
 
 from . import plots
 from .analysis import symmetry_note
-from .errors import readable, relay_to_page
+from .errors import page_error, readable, relay_to_page
 from .lab import Lab
 from .params import estimate, formula_text, kinds_for, layer_kinds
 from .runner import Job, Update, run_label, status_line, stream
@@ -498,7 +498,7 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         try:
             tgt = target_update(lab, model, method, targets)
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(readable(err)) from err
+            raise page_error(err) from err
         choices = lab.data_choices(model)
         return gr.update(choices=choices, value=choices[0] if choices else None), tgt
 
@@ -586,7 +586,7 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
             settings = Settings.from_values(preset, model, data, method, r, lora_alpha, targets, lr, steps,
                                             batch_size, seed, device)
         except (TypeError, ValueError) as err:
-            raise gr.Error(f"Invalid settings: {err}") from err
+            raise page_error(f"Invalid settings: {err}") from err
         session = (request.session_hash if request is not None else None) or "anonymous"
         flag = lab.runs.begin(session, "train")
         job = Job(produce(settings, runs or {}, session, flag, data_zip, data_text or ""), flag)

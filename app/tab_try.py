@@ -16,7 +16,7 @@ import gradio as gr
 import numpy as np
 
 from .analysis import adapter_downloads, merge_check
-from .errors import readable
+from .errors import page_error, readable
 from .lab import Lab
 from .runner import format_metric
 from .sessions import SavedRun
@@ -277,7 +277,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
             tuned = lab.tuned.get(saved, lab.bases)
             tuned_out = as_label(classify(tuned, image, k=len(tuned.labels)))
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(readable(err)) from err
+            raise page_error(err) from err
         return (base_out, tuned_out, {"base": base_out, "tuned": tuned_out},
                 f"Tuned model: **{saved.label}** (trained on {saved.data_label}).")
 
@@ -293,13 +293,13 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
     def sample(choice: str, runs: dict, model: str):
         saved = pick_run(runs, choice)
         if saved is None:
-            raise gr.Error("Train a model first: the test images come from the run's data.")
+            raise page_error("Train a model first: the test images come from the run's data.")
         try:
             test = test_images(lab, saved)
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(readable(err)) from err
+            raise page_error(err) from err
         if not hasattr(test, "images"):
-            raise gr.Error("This run is a language model: use the prompt box.")
+            raise page_error("This run is a language model: use the prompt box.")
         i = random.randrange(len(test))
         img = show_big(test.images[i].numpy())
         truth = test.classes[int(test.labels[i])]
@@ -317,7 +317,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         try:
             base = lab.bases.model(saved.settings.model if saved else model)
             if not hasattr(base, "tokenizer"):
-                raise gr.Error("This run classifies images: use the image tools.")
+                raise page_error("This run classifies images: use the image tools.")
             kw = dict(max_new_tokens=int(max_tokens), temperature=float(temperature), seed=int(seed))
             base_out = prompt + generate(base, prompt, **kw)
             if saved is None:
@@ -327,7 +327,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         except gr.Error:
             raise
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(readable(err)) from err
+            raise page_error(err) from err
 
     t.generate.click(generate_both, [t.prompt, t.temperature, t.max_tokens, t.gen_seed, t.run, runs_state, default_model],
                      [t.base_text, t.tuned_text, t.note], api_name="generate",
@@ -336,19 +336,19 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
     def prepare(choice: str, runs: dict):
         saved = pick_run(runs, choice)
         if saved is None:
-            raise gr.Error("Train a model first.")
+            raise page_error("Train a model first.")
         try:
             tuned = lab.tuned.get(saved, lab.bases)
             return adapter_downloads(tuned, download_name(saved), card_context(lab, saved))
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(readable(err)) from err
+            raise page_error(err) from err
 
     t.prepare.click(prepare, [t.run, runs_state], [t.adapter_file, t.peft_file], api_visibility="private", **infer)
 
     def check_merge(choice: str, runs: dict, prompt: str):
         saved = pick_run(runs, choice)
         if saved is None:
-            raise gr.Error("Train a model first.")
+            raise page_error("Train a model first.")
         try:
             base = lab.bases.model(saved.settings.model)
             tuned = lab.tuned.get(saved, lab.bases)
@@ -359,7 +359,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
                 inputs = {k: v.cpu() for k, v in inputs.items() if k != "labels"}
             return merge_check(tuned, base, inputs)
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(readable(err)) from err
+            raise page_error(err) from err
 
     t.merge.click(check_merge, [t.run, runs_state, t.prompt], t.merge_md, api_visibility="private", **infer)
 
