@@ -25,8 +25,10 @@ MEMORY_PARTS: tuple[tuple[str, str, str], ...] = (
     ("grads", "gradients", "#e8710a"),
     ("optimizer", "optimizer state", "#c0392b"),
     ("activations", "activations", "#7b4ea3"),
-    ("other", "other / temporaries", "#d9d9d9"),
+    ("other", "process overhead (not the adapter)", "#e6e6e6"),
 )
+OTHER_NOTE = ("the rest of the measured peak: temporaries and allocator slack; on a CPU the whole process's "
+              "growth, one-time warm-up included. It is not what the adapter costs.")
 _FONT = dict(family="DejaVu Sans, Arial, sans-serif", size=12)
 _MB = 1024 * 1024
 
@@ -115,6 +117,12 @@ def memory_figure(rows: Sequence[tuple[str, Mapping[str, int]]], *, revision: st
     fig = go.Figure()
     for key, name, c in MEMORY_PARTS:
         values = [m.get(key, 0) / _MB for _, m in rows]
+        if key == "other":  # greyed and hatched: not a part of the step the method decides
+            fig.add_trace(go.Bar(y=labels, x=values, name=name, orientation="h", marker_color=c,
+                                 marker_pattern=dict(shape="/", fgcolor="#b0b0b0", size=6),
+                                 marker_line=dict(color="#b0b0b0", width=1),
+                                 hovertemplate=f"{name}: %{{x:.2f}} MB — {OTHER_NOTE}<extra>%{{y}}</extra>"))
+            continue
         fig.add_trace(go.Bar(y=labels, x=values, name=name, orientation="h", marker_color=c,
                              hovertemplate=f"{name}: %{{x:.2f}} MB<extra>%{{y}}</extra>"))
     fig.update_layout(barmode="stack")

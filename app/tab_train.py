@@ -33,8 +33,9 @@ EXPLAIN_CURVES = ("**What you are looking at:** the loss (left) is how wrong the
                   "follows the dots on short runs too.")
 EXPLAIN_MEMORY = ("**Memory of one training step.** Frozen weights cost the same for every method; adapters "
                   "shrink *trainable weights, gradients and optimizer state*. Activations (what the backward pass "
-                  "needs) often dominate — LoRA saves parameters, not automatically memory. *Other* is the rest of the "
-                 "process's growth (temporaries, allocator slack; on a CPU it includes one-time warm-up).")
+                  "needs) often dominate — LoRA saves parameters, not automatically memory. The grey hatched part, "
+                 "*process overhead*, is **not the adapter's cost**: it is the rest of the measured peak (temporaries, "
+                 "allocator slack; on a CPU the whole process's growth, one-time warm-up included).")
 OWN_IMAGES = ("**Teach it your own classes.** Make one folder per class, put its pictures in it, zip the folders "
               "and upload the zip — for example `cats/1.jpg`, `cats/2.jpg`, …, `dogs/1.jpg`, … (one wrapping folder "
               "is fine). Limits: {limits} Your pictures are read in memory for your runs only; Gradio deletes uploads "
