@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from . import plots
+from . import collect, plots
 from .analysis import symmetry_note
 from .errors import page_error, readable, relay_to_page
 from .lab import Lab
@@ -108,6 +108,7 @@ class TrainUI:
     share_note: Any = None
     pause: Any = None
     step: Any = None
+    collect: Any = None  # app.collect.CollectUI
 
     @property
     def data_inputs(self) -> list[Any]:
@@ -133,9 +134,12 @@ def build(lab: Lab) -> TrainUI:
     limits = lab.user_data.limits
     with gr.Accordion("Use your own data (optional)", open=False, elem_id="own-data") as own_data:
         with gr.Group(visible=vision) as own_images:
-            gr.Markdown(OWN_IMAGES.format(limits=limits.zip_text()), elem_id="own-images-help", padding=True)
-            data_zip = gr.File(label="Your images: a .zip with one folder per class", file_types=[".zip"],
-                               type="filepath", elem_id="data-zip", height=120)
+            with gr.Tab("Upload a zip", elem_id="own-zip-tab"):
+                gr.Markdown(OWN_IMAGES.format(limits=limits.zip_text()), elem_id="own-images-help", padding=True)
+                data_zip = gr.File(label="Your images: a .zip with one folder per class", file_types=[".zip"],
+                                   type="filepath", elem_id="data-zip", height=120)
+            with gr.Tab("Collect in the browser", elem_id="own-collect-tab"):
+                collected = collect.build(lab)
         with gr.Group(visible=not vision) as own_text:
             gr.Markdown(OWN_TEXT.format(limits=limits.text_text()), elem_id="own-text-help", padding=True)
             data_text = gr.Textbox("", label="Your text", lines=5, max_lines=12, elem_id="data-text",
@@ -235,7 +239,7 @@ def build(lab: Lab) -> TrainUI:
                    spec_note, event_json, spectra_state, share_box, lesson_on, lesson_panels, lesson_presets,
                    make_link, link, own_data=own_data, own_images=own_images, own_text=own_text, data_zip=data_zip,
                    data_text=data_text, data_txt=data_txt, data_note=data_note, user_state=user_state,
-                   share_note=share_note, pause=pause, step=step)
+                   share_note=share_note, pause=pause, step=step, collect=collected)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -462,6 +466,8 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         return None, text
 
     t.data_txt.upload(on_txt, t.data_txt, [t.data_txt, t.data_text], **data_cfg)
+    if t.collect is not None:
+        collect.wire(lab, t.collect, t.data_zip, after_data)
 
     def on_preset(name):
         p = lab.preset(name)

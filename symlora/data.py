@@ -433,6 +433,13 @@ def _decode_image(data: bytes, member: str, size: int, max_pixels: int):
         raise ValueError(f"{member} is not a readable image ({type(exc).__name__})") from exc
 
 
+def read_image(data: bytes, name: str, *, size: int = 64, max_pixels: int = 25_000_000) -> tuple[np.ndarray, bool]:
+    """One image file's bytes as the zip loader reads them: ``(uint8 array of
+    size×size[×3], is_grey)``, transparency flattened on white, EXIF rotation applied.
+    ``ValueError`` (naming ``name``) for unreadable or oversized images."""
+    return _decode_image(data, name, size, max_pixels)
+
+
 def load_image_folder_zip(
     path: str | Path,
     *,
