@@ -35,6 +35,7 @@ MAX_NAME = 40
 ZIP_NAME = "my-classes.zip"
 SHOWN = 40  # thumbnails shown (newest first)
 KEEP_S = 3600  # collected zips older than this are deleted
+SOURCES = ["Drawing", "Webcam", "Upload"]
 
 
 @dataclass(frozen=True)
@@ -264,18 +265,22 @@ def build(lab: Lab) -> CollectUI:
                       info="The class your next drawings, photos and uploads go to.")
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=300):
-            with gr.Tab("Draw", elem_id="collect-draw-tab"):
+            source = gr.Radio(SOURCES, value=SOURCES[0], label="Add examples by", elem_id="collect-source")
+            with gr.Column() as draw_box:
                 sketch = gr.Sketchpad(value=blank_canvas(), label="Draw one example (white on black)",
                                       canvas_size=(CANVAS, CANVAS), image_mode="RGB", type="numpy", layers=False,
                                       brush=gr.Brush(colors=["#ffffff"], default_color="#ffffff", default_size=18),
                                       elem_id="collect-sketch")
                 add_sketch = gr.Button("Add drawing", variant="secondary", elem_id="collect-add-sketch")
-            with gr.Tab("Webcam", elem_id="collect-webcam-tab"):
+            with gr.Column(visible=False) as webcam_box:
                 webcam = gr.Image(sources=["webcam"], type="numpy", label="Take a photo: it is added at once",
                                   elem_id="collect-webcam", height=260)
-            with gr.Tab("Upload", elem_id="collect-upload-tab"):
+            with gr.Column(visible=False) as upload_box:
                 files = gr.File(file_count="multiple", file_types=["image"], type="filepath",
                                 label="Pictures for this class", elem_id="collect-files", height=140)
+            source.change(lambda how: tuple(gr.update(visible=how == name) for name in SOURCES), source,
+                          [draw_box, webcam_box, upload_box], queue=False, show_progress="hidden",
+                          api_visibility="private")
         with gr.Column(scale=1, min_width=300):
             counts = gr.Markdown(counts_markdown(empty(), bounds), elem_id="collect-counts")
             gallery = gr.Gallery([], label="Your examples (newest first)", columns=6, height=220,

@@ -44,6 +44,7 @@ OWN_TEXT = ("**Teach it a style.** Paste text — quotes, poems, lyrics, recipes
             "several lines separated by blank lines or by lines holding only `%` (like Debian's fortune files), or "
             "upload a .txt file. The note below says which splitting was used. Limits: {limits} "
             "**Empty the box** to go back to the preset's data.")
+OWN_HOW = ["Upload a zip", "Collect examples in the browser"]
 PAUSE_LABEL, RESUME_LABEL, STEP_LABEL = "‖ Pause", "▶ Resume", "⇥ Step"
 PAUSED = ("‖ **Paused** — **⇥ Step** trains one more step, **▶ Resume** goes on. (A run paused for 5 minutes "
           "is stopped: others may be waiting for the trainer.)")
@@ -133,13 +134,18 @@ def build(lab: Lab) -> TrainUI:
     vision = lab.model_task(s.model) == "vision"
     limits = lab.user_data.limits
     with gr.Accordion("Use your own data (optional)", open=False, elem_id="own-data") as own_data:
-        with gr.Group(visible=vision) as own_images:
-            with gr.Tab("Upload a zip", elem_id="own-zip-tab"):
+        with gr.Column(visible=vision) as own_images:
+            # Radios, not tabs: Gradio 6.31 draws no tab buttons for tabs inside a closed accordion.
+            own_how = gr.Radio(OWN_HOW, value=OWN_HOW[0], show_label=False, elem_id="own-how")
+            with gr.Column() as own_zip:
                 gr.Markdown(OWN_IMAGES.format(limits=limits.zip_text()), elem_id="own-images-help", padding=True)
                 data_zip = gr.File(label="Your images: a .zip with one folder per class", file_types=[".zip"],
                                    type="filepath", elem_id="data-zip", height=120)
-            with gr.Tab("Collect in the browser", elem_id="own-collect-tab"):
+            with gr.Column(visible=False) as own_collect:
                 collected = collect.build(lab)
+            own_how.change(lambda how: (gr.update(visible=how == OWN_HOW[0]), gr.update(visible=how != OWN_HOW[0])),
+                           own_how, [own_zip, own_collect], queue=False, show_progress="hidden",
+                           api_visibility="private")
         with gr.Group(visible=not vision) as own_text:
             gr.Markdown(OWN_TEXT.format(limits=limits.text_text()), elem_id="own-text-help", padding=True)
             data_text = gr.Textbox("", label="Your text", lines=5, max_lines=12, elem_id="data-text",
