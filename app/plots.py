@@ -216,7 +216,7 @@ def params_figure(counts: Mapping[str, int], current: str, heads: Mapping[str, i
     text = []
     for n, h, o in zip(names, head, own):
         if h and n in ("symlora", "lora"):
-            text.append(f"{counts[n]:,} = {o:,} adapter + {h:,} head")
+            text.append(f"{counts[n]:,} = {o:,} + {h:,}")
         else:
             text.append(f"{counts[n]:,}")
     top = max(counts.values(), default=0)
@@ -224,8 +224,8 @@ def params_figure(counts: Mapping[str, int], current: str, heads: Mapping[str, i
                              textposition="middle right", showlegend=False, hoverinfo="skip",
                              textfont=dict(size=11)))
     fig.update_layout(barmode="stack", showlegend=False)
-    fig.update_xaxes(title_text="trainable parameters (grey: the new classifier head, trained by every method)"
-                     if any(head) else "trainable parameters", range=[0, top * 1.9 if top else 1])
+    fig.update_xaxes(title_text="trainable: adapter + new head (grey)" if any(head) else "trainable parameters",
+                     range=[0, top * 2.1 if top else 1])
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, height=80 + 32 * len(names), revision=revision, margin=dict(l=80, r=10, t=10, b=40))
 

@@ -310,7 +310,7 @@ _BLANK_LINES = re.compile(r"\n[ \t]*\n")
 SPLIT_RULES: dict[str, str] = {
     "percent": "one piece between lines holding only '%'",
     "blank": "one piece between blank lines",
-    "lines": "one piece per line (the text has no blank lines or '%' lines)",
+    "lines": "one piece per line, as the text has no blank lines or '%' lines",
 }
 
 

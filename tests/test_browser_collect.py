@@ -15,7 +15,7 @@ Screenshots go to ``test-artifacts/``.  A minute or two on a 2-core CPU.
 from __future__ import annotations
 
 import io
-import json
+import re
 import time
 import zipfile
 
@@ -130,8 +130,9 @@ def test_own_dark_on_light_pictures_set_the_try_style_and_download_names(served,
     page.wait_for_selector("#data-note:has-text('Training on your images')", timeout=60_000)
 
     params = page.inner_text("#param-count")
-    assert "adapter weights" in params and "in the new classifier head" in params, params
-    assert "adapter +" in page.inner_text("#param-plot")  # the bar names the same two parts
+    found = re.search(r"([\d,]+) adapter weights on \d+ layers \+ ([\d,]+) in the new classifier head", params)
+    assert found, params
+    assert f"{found.group(1)} + {found.group(2)}" in page.inner_text("#param-plot")  # the bar: the same two parts
 
     page.click("#start")
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('Done')", timeout=180_000)
@@ -151,6 +152,10 @@ def test_own_dark_on_light_pictures_set_the_try_style_and_download_names(served,
     page.wait_for_selector("#try-peft-file a", timeout=60_000)
     names = page.inner_text("#try-adapter-file") + page.inner_text("#try-peft-file")
     assert "ink-shapes-symlora-r" in names and "digits" not in names, names
+    href = page.get_attribute("#try-peft-file a", "href")
+    with zipfile.ZipFile(io.BytesIO(page.request.get(href).body())) as zf:
+        card = zf.read("README.md").decode()
+    assert "| 1 | square |" in card and 'load_model("fmnist-vit")' in card and "ink-shapes.zip" in card
     shot(page, "try-own-dark-on-light.png")
     page.close()
 
