@@ -129,7 +129,12 @@ class AdapterLayer(nn.Module):
 
     @torch.no_grad()
     def unmerge(self) -> None:
-        """Subtract ΔW from the base weight again (exact up to float rounding)."""
+        """Subtract ΔW from the base weight again.
+
+        Restores W to float rounding, not bit for bit (as PEFT does; keeping a copy of W
+        would double the memory of every adapted layer): each merge/unmerge cycle moves an
+        entry of W by at most ``eps·(|W| + |ΔW|)`` of the weight's dtype (two roundings of
+        half an ulp each).  ``disable_adapters`` on a merged model is one such cycle."""
         if self.merged:
             w = self.base_layer.weight
             w -= self.delta_weight().reshape(w.shape).to(w.dtype)

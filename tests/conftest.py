@@ -6,10 +6,14 @@ gives bit-identical weights, so a second call is "a fresh copy of the same base 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# Two threads by default (CI's machine has two cores); SYMLORA_TEST_THREADS=1 runs the
+# suite on other kernels' summation orders — the numeric bounds must hold for both.
+torch.set_num_threads(int(os.environ.get("SYMLORA_TEST_THREADS", "2")))
 
 VIT_CLASSES = 5
 LLAMA_VOCAB = 64
