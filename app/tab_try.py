@@ -16,7 +16,7 @@ import gradio as gr
 import numpy as np
 
 from .analysis import adapter_downloads, merge_check
-from .errors import page_error, readable
+from .errors import page_error
 from .lab import Lab
 from .runner import format_metric
 from .sessions import SavedRun
