@@ -126,8 +126,8 @@ def build(lab: Lab) -> TryUI:
                                      elem_id="try-image", height=300)
                     sample = gr.Button("Random test image", elem_id="try-sample")
                     truth = gr.Markdown(elem_id="try-truth")
-                    gallery = gr.Gallery(shipped_gallery(), label="Examples (click one)", columns=5, rows=3,
-                                         height=260, allow_preview=False, object_fit="contain",
+                    gallery = gr.Gallery(shipped_gallery(), label="Examples (click one)", columns=8, rows=2,
+                                         height=240, allow_preview=False, object_fit="contain",
                                          elem_id="try-examples")
             with gr.Column(scale=1):
                 base_label = gr.Label(num_top_classes=5, label="Base model (pretrained, before)", elem_id="try-base")
@@ -405,7 +405,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         from PIL import Image
 
         with Image.open(paths[i]) as pic:
-            return np.asarray(pic.convert("RGB")), ""
+            return show_big(np.asarray(pic.convert("RGB"))), ""
 
     t.gallery.select(on_example, [t.run, runs_state], [t.image, t.truth], api_visibility="private", **infer)
     return on_run, [t.run, runs_state, default_model], run_outputs
