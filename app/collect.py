@@ -283,7 +283,7 @@ def build(lab: Lab) -> CollectUI:
                           api_visibility="private")
         with gr.Column(scale=1, min_width=300):
             counts = gr.Markdown(counts_markdown(empty(), bounds), elem_id="collect-counts")
-            gallery = gr.Gallery([], label="Your examples (newest first)", columns=6, height=220,
+            gallery = gr.Gallery([], label="Your examples (newest first)", columns=5, height=240,
                                  allow_preview=False, object_fit="contain", elem_id="collect-gallery")
             with gr.Row():
                 undo_btn = gr.Button("↶ Undo last example", size="sm", elem_id="collect-undo")

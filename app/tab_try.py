@@ -126,8 +126,8 @@ def build(lab: Lab) -> TryUI:
                                      elem_id="try-image", height=300)
                     sample = gr.Button("Random test image", elem_id="try-sample")
                     truth = gr.Markdown(elem_id="try-truth")
-                    gallery = gr.Gallery(shipped_gallery(), label="Examples (click one)", columns=8, rows=2,
-                                         height=240, allow_preview=False, object_fit="contain",
+                    gallery = gr.Gallery(shipped_gallery(), label="Examples (click one)", columns=5, rows=3,
+                                         height=360, allow_preview=False, object_fit="contain",
                                          elem_id="try-examples")
             with gr.Column(scale=1):
                 base_label = gr.Label(num_top_classes=5, label="Base model (pretrained, before)", elem_id="try-base")
