@@ -179,3 +179,20 @@ def test_text_preset_says_it_is_preparing_and_takes_one_quote_per_line(served, b
     assert "Training on your text" in note, note
     shot(page, "text-one-per-line.png")
     page.close()
+
+
+def test_learn_tab_is_short_with_units_and_numbers_that_do_not_wrap(served, browser):
+    page = open_page(browser, served[1])
+    page.click("#tab-learn-button")
+    page.wait_for_selector("#learn-results", state="visible")
+    results = page.inner_text("#learn-results")
+    assert " pt" in results and "percentage points" in results  # accuracy differences carry their unit
+    assert not page.is_visible("#learn-every-table"), "the every-configuration table starts collapsed"
+    white_space = page.eval_on_selector("#calc-table td", "td => getComputedStyle(td).whiteSpace")
+    assert white_space == "nowrap"
+    height = page.evaluate("() => document.body.scrollHeight")
+    shot(page, "learn.png")
+    assert height < 6000, height
+    page.click("#learn-every button.label-wrap")
+    page.wait_for_selector("#learn-every-table", state="visible")
+    page.close()
