@@ -188,7 +188,9 @@ def test_learn_tab_is_short_with_units_and_numbers_that_do_not_wrap(served, brow
     results = page.inner_text("#learn-results")
     assert " pt" in results and "percentage points" in results  # accuracy differences carry their unit
     assert not page.is_visible("#learn-every-table"), "the every-configuration table starts collapsed"
-    white_space = page.eval_on_selector("#calc-table td", "td => getComputedStyle(td).whiteSpace")
+    white_space = page.eval_on_selector("#calc-table td:nth-child(2)", "td => getComputedStyle(td).whiteSpace")
+    overflow = page.eval_on_selector("#calc-table", "b => b.querySelector('table').getBoundingClientRect().right - b.getBoundingClientRect().right")
+    assert overflow <= 1, f"the calculator table is {overflow} px too wide"
     assert white_space == "nowrap"
     height = page.evaluate("() => document.body.scrollHeight")
     shot(page, "learn.png")
