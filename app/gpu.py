@@ -17,7 +17,9 @@ released when the function returns.  :func:`train_stream` is written for that co
   (a forked worker inherits what the app has loaded).
 
 Where ``spaces`` is not installed (everywhere but a Space), :func:`gpu` is an identity
-decorator and the same function simply runs in the app's worker thread.
+decorator.  Outside ZeroGPU the app does not call :func:`train_stream`: its runs go through
+the process's training engine (:func:`app.sessions.engine_for`, see :func:`app.runner.stream`),
+where runs share steps and identical runs are computed once.
 """
 
 from __future__ import annotations

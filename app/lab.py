@@ -16,6 +16,7 @@ from .settings import Settings
 from .userdata import UserDataCache
 
 DEFAULT_PRESET = "digits"
+ENGINE_HANDLERS = 32  # training handlers that may wait on the engine at once
 
 
 def heavy_concurrency(device: str) -> int:
@@ -75,7 +76,14 @@ class Lab:
 
     @cached_property
     def heavy_limit(self) -> int:
-        return heavy_concurrency(self.device)
+        """Training handlers at once.  They only relay the training engine's events (the
+        engine decides how many runs compute: :func:`app.sessions.engine_for`), so many
+        can wait together — and students on one teacher link all see the one shared run
+        at once.  On ZeroGPU each handler holds a GPU process: the compute count."""
+        from .gpu import ZERO_GPU
+
+        compute = heavy_concurrency(self.device)
+        return compute if ZERO_GPU else max(ENGINE_HANDLERS, compute)
 
     # -- catalogs ------------------------------------------------------------------
     @cached_property

@@ -1,9 +1,13 @@
 """Driving an engine run for a web page: throttled updates and readable status lines.
 
-:func:`stream` runs ``symlora.train.run`` through :func:`app.gpu.train_stream` in the
-calling thread (a :class:`Job` worker) and yields ``(event, tracker, emit)``:
-``emit`` is True at most a few times a second plus at every evaluation and at the end,
-so the page gets light, regular updates however fast the steps are.
+:func:`stream` submits the run to the process's training engine (``symlora.engine``, see
+:func:`app.sessions.engine_for`: runs of a layout share their steps, identical runs are
+computed once) and yields ``(event, tracker, emit)`` in the calling thread (a :class:`Job`
+worker); on ZeroGPU, where a run must happen inside ``spaces.GPU``, it runs
+:func:`app.gpu.train_stream` instead.  ``emit`` is True at most a few times a second plus
+at every evaluation and at the end, so the page gets light, regular updates however fast
+the steps are.  :attr:`Tracker.note` says when a run trains together with others or
+replays an identical one.
 """
 
 from __future__ import annotations
@@ -33,7 +37,22 @@ class Tracker:
     spectra: list[tuple[int, dict[str, list[list[float]]]]] = field(default_factory=list)
     last: Any = None
     metric_name: str = "accuracy"
+    peers: int = 0  # other runs training in the same step (the engine's shared steps)
+    shared: str | None = None  # "running" / "finished": an identical run is being replayed
+    shared_age_s: float = 0.0
     _last_emit: float = 0.0
+
+    @property
+    def note(self) -> str:
+        """What to add to the status line: the replay of an identical run, or the
+        company this run trains with ("" when neither)."""
+        if self.shared:
+            return (f"  \n*Same settings as a run {format_age(self.shared_age_s)}: replaying it — "
+                    f"change the seed for your own.*")
+        last = self.last
+        if self.peers > 0 and last is not None and not last.is_final:
+            return f" · training together with {self.peers} other run{'s' if self.peers > 1 else ''}"
+        return ""
 
     def __post_init__(self) -> None:
         if self.curve is None:
@@ -76,6 +95,13 @@ def format_seconds(s: float | None) -> str:
     if s is None:
         return "–"
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.1f} min"
+
+
+def format_age(s: float) -> str:
+    """``just now`` / ``40 s ago`` / ``2 min ago``."""
+    if s < 5:
+        return "just now"
+    return f"{s:.0f} s ago" if s < 90 else f"{s / 60:.0f} min ago"
 
 
 def status_line(event: Any, label: str = "") -> str:
@@ -129,9 +155,14 @@ def run_label(settings: Settings, prefix: str = "") -> str:
     return f"{prefix}{name}"
 
 
+MIN_EVAL_GAP = 5  # steps: one evaluation of the digits test set costs about 8 training steps
+
+
 def eval_every(settings: Settings) -> int:
     """Evaluate as many times per run as the preset does, whatever the number of steps
-    (the preset's ``eval_every`` is tuned for its own step count)."""
+    (the preset's ``eval_every`` is tuned for its own step count) — but never more often
+    than every :data:`MIN_EVAL_GAP` steps: a 5-step run is evaluated before and after
+    only, where every step used to cost a full evaluation (6 evaluations for 5 steps)."""
     from symlora.presets import get_preset
 
     try:
@@ -139,25 +170,81 @@ def eval_every(settings: Settings) -> int:
         evaluations = max(1, preset.steps // max(1, preset.eval_every or preset.steps))
     except ValueError:
         evaluations = 4
-    return max(1, settings.steps // evaluations)
+    return max(MIN_EVAL_GAP, settings.steps // evaluations)
 
 
 def stream(settings: Settings, *, stop: Any, label: str, data: Any = None,
            keep_model: bool = True) -> Iterator[tuple[Any, Tracker, bool]]:
-    """Run ``settings`` through :func:`app.gpu.train_stream` (the ZeroGPU-ready call) and
-    yield ``(event, tracker, emit)`` for each engine event.
+    """Run ``settings`` and yield ``(event, tracker, emit)`` for each engine event.
 
-    ``stop``: the run's :class:`~app.sessions.RunFlag` (its files carry Stop / Pause /
-    Step); ``data``: the user's own ``ImageSplits`` / ``TextSplits``, or None for the
-    settings' dataset; ``keep_model``: hand the trained model back in-process (not across
-    a ZeroGPU process boundary, where the Try tab rebuilds it from the weights)."""
-    from .gpu import ZERO_GPU, data_payload, event_from_payload, train_stream
+    ``stop``: the run's :class:`~app.sessions.RunFlag` (Stop / Pause / Step); ``data``:
+    the user's own ``ImageSplits`` / ``TextSplits``, or None for the settings' dataset;
+    ``keep_model``: hand the tuned model back in-process with the final event (for Try
+    and the symmetry note; not across a ZeroGPU process boundary)."""
+    from .gpu import ZERO_GPU
 
     tracker = Tracker(label, settings.method)
+    if ZERO_GPU:  # the run must happen inside spaces.GPU, in its own process
+        yield from _stream_zero_gpu(settings, tracker, stop, data)
+        return
+    from symlora.engine import data_key
+
+    from .sessions import engine_for
+
+    config = settings.to_run_config(eval_every=eval_every(settings))
+    control = getattr(stop, "state", None)
+    handle = engine_for(config.device).submit(config, dataset=data, data_key=data_key(data) if data is not None else None,
+                                              control=control)
+    tracker.shared, tracker.shared_age_s = handle.shared, handle.age_s
+    try:
+        for event in handle.events():
+            if event.is_final and event.result is not None:
+                event = _own_final(event, keep_model)
+            tracker.peers = handle.peers()
+            emit = tracker.add(event)
+            yield event, tracker, emit
+    finally:
+        handle.cancel()
+
+
+def _own_final(event: Any, keep_model: bool) -> Any:
+    """A copy of a final event for this page: the result may be shared with other
+    sessions (identical runs), so what the page attaches to it goes on a copy; its
+    weights stay shared, read-only.  With ``keep_model`` the tuned model is rebuilt here
+    (as the Try tab would) and the LoRA symmetry share measured on it."""
+    import copy
+    import dataclasses
+
+    from .analysis import symmetric_share
+    from .sessions import BASES
+
+    result = dataclasses.replace(event.result)
+    result.symmetry = None  # type: ignore[attr-defined]
+    result.bundle = None  # type: ignore[attr-defined]
+    if keep_model and result.trainable_state:
+        from symlora.runs import restore_tuned
+
+        try:
+            bundle = restore_tuned(copy.deepcopy(BASES.model(result.config["model"])), state=result.trainable_state,
+                                   adapter_config=result.adapter_config, classes=result.classes,
+                                   seed=result.config.get("seed", 0))
+            result.bundle = bundle  # type: ignore[attr-defined]
+            if result.method == "lora":
+                result.symmetry = symmetric_share(bundle.model)  # type: ignore[attr-defined]
+        except (ValueError, RuntimeError):
+            pass  # Try rebuilds it on demand and says why it can't
+    return dataclasses.replace(event, result=result)
+
+
+def _stream_zero_gpu(settings: Settings, tracker: Tracker, stop: Any, data: Any
+                     ) -> Iterator[tuple[Any, Tracker, bool]]:
+    """One run through :func:`app.gpu.train_stream` (the ``spaces.GPU`` function)."""
+    from .gpu import data_payload, event_from_payload, train_stream
+
     config = settings.to_run_config(eval_every=eval_every(settings)).to_dict()
     payload = data_payload(data) if data is not None else None
     control = getattr(stop, "path", None)
-    for item in train_stream(config, payload, control, keep_model and not ZERO_GPU):
+    for item in train_stream(config, payload, control, False):
         event = event_from_payload(item)
         emit = tracker.add(event)
         yield event, tracker, emit

@@ -185,7 +185,7 @@ def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: 
                         continue
                     metric_name = event.metric_name
                     head = f"Run {i + 1} of {len(plan_runs)}. {how}\n\n"
-                    values = [head + status_line(event, label),
+                    values = [head + status_line(event, label) + tracker.note,
                               plots.curves_figure(curves + [tracker.curve], metric_name, revision="compare"),
                               plots.memory_figure(mem_rows + [(label, tensors_only(event.memory.to_dict()))],
                                                   revision="compare-mem"),

@@ -8,6 +8,10 @@ The ``/train`` endpoint (public, streaming) is the Start button itself, so the p
 from __future__ import annotations
 
 import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +23,7 @@ from .analysis import symmetry_note
 from .errors import page_error, readable, relay_to_page
 from .lab import Lab
 from .params import estimate, formula_text, kinds_for, layer_kinds
-from .runner import Job, Update, run_label, status_line, stream
+from .runner import MIN_UPDATE_S, Job, Update, run_label, status_line, stream
 from .sessions import TEST_SAMPLE, SavedRun, free_memory
 from .userdata import file_path, read_text_file
 from .settings import FIELDS, LIMITS, METHOD_CHOICES, METHOD_LABELS, Settings
@@ -353,13 +357,60 @@ def param_view(lab: Lab, model: str, data: str, method: str, r: float, targets: 
     return text, plots.params_figure(counts, method, heads)
 
 
+class SharedFigures:
+    """Page figures built once for identical views, a few kept (least recently used out).
+
+    The sessions that follow one shared run (a teacher link) show the same curves at the
+    same step; building a plotly figure costs more than a training step of the digits
+    preset, and thirty pages each building their own starved the run they were watching.
+    Figures are only read after they are built (Gradio serialises them), so sharing is safe.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._guard = threading.Lock()
+        self.capacity = capacity
+
+    def get(self, key: Any, build: Callable[[], Any], keep: Any = None) -> Any:
+        """The figure for ``key``, built by ``build()`` on a miss; ``keep`` is held with it
+        (the object whose ``id`` is in the key, so the id cannot be reused meanwhile)."""
+        with self._guard:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key][0]
+        value = build()
+        with self._guard:
+            self._items[key] = (value, keep)
+            while len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return value
+
+
+FIGURES = SharedFigures()
+
+
+def update_interval(active_runs: int) -> float:
+    """Seconds between a page's step updates (evaluations and the end are always sent):
+    :data:`~app.runner.MIN_UPDATE_S`, stretched when many pages follow runs at once — each
+    update costs the server figures and JSON, and a class shares a few cores."""
+    return MIN_UPDATE_S * max(1.0, active_runs / 2)
+
+
+def curves_view(curve: Any, metric_name: str) -> Any:
+    """The curves figure of one run, shared by the pages showing the same points."""
+    key = ("curves", metric_name, curve.label, curve.method, tuple(curve.steps), tuple(curve.loss),
+           tuple(curve.smoothed), tuple(curve.eval_steps), tuple(curve.metric))
+    return FIGURES.get(key, lambda: plots.curves_figure([curve], metric_name))
+
+
 def spectrum_view(spectra: list, method: str, index: int | None = None) -> tuple[Any, Any]:
     """(spectrum figure, slider update) for snapshot ``index`` (default: the latest)."""
     if not spectra:
         return plots.spectrum_figure(None, method), gr.update(minimum=0, maximum=1, value=0, interactive=False)
     index = len(spectra) - 1 if index is None else max(0, min(int(index), len(spectra) - 1))
     step, spec = spectra[index]
-    fig = plots.spectrum_figure(spec, method, step)
+    # the same snapshot object (a shared run's event) → the same figure
+    fig = FIGURES.get(("spectrum", method, step, id(spec)), lambda: plots.spectrum_figure(spec, method, step), keep=spec)
     return fig, gr.update(minimum=0, maximum=max(1, len(spectra) - 1), value=index, interactive=len(spectra) > 1)
 
 
@@ -547,20 +598,28 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
                 label = f"{label} · {user.name}"
                 who = f"your data “{user.name}”"
                 yield Update((f"Preparing **{label}** on your data ({user.summary()})…",) + skip_all)
-            shown_spectra = -1
+            shown_spectra, shown_memory, last_sent = -1, None, 0.0
             for event, tracker, emit in stream(settings, data=user.splits if user else None, stop=flag, label=label):
                 if not emit and not flag.paused:
                     continue
+                forced = event.kind in ("start", "eval") or event.is_final or flag.paused
+                if not forced and time.monotonic() - last_sent < update_interval(lab.runs.active()):
+                    continue
+                last_sent = time.monotonic()
                 if len(tracker.spectra) != shown_spectra or event.is_final:
                     shown_spectra = len(tracker.spectra)
                     spec_fig, slider = spectrum_view(tracker.spectra, settings.method)
                 else:
                     spec_fig, slider = gr.skip(), gr.skip()
-                status = flag.last_status = status_line(event, who)
+                memory = event.memory.to_dict() if event.memory is not None else None
+                memory_fig = gr.skip() if memory == shown_memory and not event.is_final else FIGURES.get(
+                    ("memory", label, tuple(sorted((memory or {}).items()))),
+                    lambda: plots.memory_figure(memory_rows(label, event)))
+                shown_memory = memory
+                status = flag.last_status = status_line(event, who) + tracker.note
                 if flag.paused and not event.is_final:
                     status = PAUSED + "  \n" + status
-                update = [status, plots.curves_figure([tracker.curve], event.metric_name),
-                          plots.memory_figure(memory_rows(label, event)), spec_fig, slider, gr.skip(),
+                update = [status, curves_view(tracker.curve, event.metric_name), memory_fig, spec_fig, slider, gr.skip(),
                           event.to_dict(), {"method": settings.method, "spectra": list(tracker.spectra)},
                           gr.skip(), gr.skip()]
                 warning = None

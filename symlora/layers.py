@@ -61,6 +61,26 @@ def symmetric_blocks(in_features: int, out_features: int) -> tuple[str, int, int
     return None
 
 
+def symlora_delta(x: Tensor, q: Tensor, lam: Tensor, layout: str, k: int) -> Tensor:
+    """``x·ΔWᵀ`` for SymLoRA's blocks ΔW_b = Q_b·diag(Λ_b)·Q_bᵀ (``lam`` = s·Λ, scaling included).
+
+    ``x`` is (..., rows, in); ``q`` is (n, k·r) — block b in columns b·r … — or carries
+    leading dimensions that broadcast against x's (a run dimension: q (K, n, k·r) with
+    x (K, rows, in) and lam (K, 1, k·r) give K independent adapters in one batched product;
+    see :mod:`symlora.multirun`).  ``layout`` as :func:`symmetric_blocks` gives it.
+    """
+    if layout == "square":
+        return ((x @ q) * lam) @ q.transpose(-1, -2)
+    qb = q.unflatten(-1, (k, q.shape[-1] // k))  # (..., n, k, r)
+    if layout == "stacked":  # out_b = (x·Q_b ⊙ Λ_b)·Q_bᵀ, blocks along the output
+        h = ((x @ q) * lam).unflatten(-1, (k, q.shape[-1] // k)).transpose(-3, -2)  # (..., k, rows, r)
+        return (h @ qb.movedim(-3, -1)).transpose(-3, -2).flatten(-2)
+    # side: out = Σ_b (x_b·Q_b ⊙ Λ_b)·Q_bᵀ, blocks along the input
+    xb = x.unflatten(-1, (k, x.shape[-1] // k)).transpose(-3, -2)  # (..., k, rows, n)
+    h = (xb @ qb.movedim(-3, -2)).transpose(-3, -2).flatten(-2)  # (..., rows, k·r)
+    return (h * lam) @ q.transpose(-1, -2)
+
+
 class AdapterLayer(nn.Module):
     """A frozen ``base_layer`` plus ``scaling · delta(x)``; subclasses define the delta."""
 
@@ -206,17 +226,7 @@ class SymLoraLayer(AdapterLayer):
         return self.lora_Q.view(self.n, self.k, self.r)
 
     def delta(self, x: Tensor) -> Tensor:
-        lam = self.lora_lambda * self.scaling
-        if self.layout == "square":
-            return ((x @ self.lora_Q) * lam) @ self.lora_Q.T
-        q = self.q_blocks()
-        if self.layout == "stacked":  # out_b = (x·Q_b ⊙ Λ_b)·Q_bᵀ, blocks along the output
-            h = (x @ self.lora_Q) * lam
-            out = torch.einsum("...br,nbr->...bn", h.unflatten(-1, (self.k, self.r)), q)
-            return out.flatten(-2)
-        # side: out = Σ_b (x_b·Q_b ⊙ Λ_b)·Q_bᵀ, blocks along the input
-        h = torch.einsum("...bn,nbr->...br", x.unflatten(-1, (self.k, self.n)), q)
-        return (h.flatten(-2) * lam) @ self.lora_Q.T
+        return symlora_delta(x, self.lora_Q, self.lora_lambda * self.scaling, self.layout, self.k)
 
     def fused_linear(self, x: Tensor) -> Tensor:
         base = self.base_layer

@@ -60,7 +60,7 @@ class ImageClassification:
         x, y = batch
         return F.cross_entropy(model(x).float(), y)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evaluate(self, model: nn.Module, batch_size: int = 500) -> float:
         was_training = model.training
         model.eval()
@@ -101,13 +101,14 @@ class LanguageModeling:
             yield {k: v[idx].to(self.device) for k, v in self.train.items()}
 
     @staticmethod
-    def batch_items(batch: dict[str, Tensor]) -> int:
-        return int(batch["attention_mask"].sum())
+    def batch_items(batch: dict[str, Tensor]) -> Tensor:
+        """Tokens in ``batch``, as a device tensor: counting them must not wait for the device."""
+        return batch["attention_mask"].sum()
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> Tensor:
         return model(**batch).loss.float()
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evaluate(self, model: nn.Module, batch_size: int = 16) -> float:
         """exp(mean next-token NLL) over every held-out token."""
         was_training = model.training

@@ -14,6 +14,7 @@ request end the iterator with an ``error``/``stopped`` event carrying the partia
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import gc
@@ -206,6 +207,67 @@ def _should_stop(stop: StopFlag) -> bool:
     return stop.is_set() if isinstance(stop, threading.Event) else bool(stop())
 
 
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters (Λ with its own learning rate, see :mod:`symlora.optim`);
+    each group's peak learning rate is kept as ``group["peak_lr"]`` for :func:`set_lr`."""
+    groups = param_groups(model, cfg.lr, lambda_lr_ratio=cfg.lambda_lr_ratio, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(groups)
+    for group in optimizer.param_groups:
+        group["peak_lr"] = group["lr"]
+    return optimizer
+
+
+def set_lr(optimizer: torch.optim.Optimizer, step: int, cfg: RunConfig) -> None:
+    """Put every group at its peak learning rate times :func:`lr_factor` for ``step``."""
+    factor = lr_factor(step, cfg.steps, cfg.warmup_frac)
+    for group in optimizer.param_groups:
+        group["lr"] = group["peak_lr"] * factor
+
+
+def divergence_message(cfg: RunConfig, value: float, step: int) -> str:
+    """The error of a run whose loss became ``value`` (nan/inf) at ``step`` (1-based)."""
+    return (f"the loss became {value} at step {step}: training diverged. "
+            f"Try a smaller learning rate (e.g. lr={cfg.lr / 10:g}).")
+
+
+@dataclass
+class LossLog:
+    """The training losses, kept on the device and read only when an event is due.
+
+    Reading a loss (``float(loss)``) waits for the device to finish the step; doing that
+    once per event instead of once per step keeps a GPU fed.  Losses are folded in step
+    order, so ``last`` and ``smoothed`` (``smoother``'s moving average, whose window
+    scales with the run: :class:`~symlora.events.LossSmoother`) are the same numbers a
+    per-step read gives; the first non-finite one is reported with its step.
+    """
+
+    last: float | None = None
+    smoothed: float | None = None
+    steps_read: int = 0
+    pending: list[torch.Tensor] = field(default_factory=list)
+    smoother: LossSmoother | None = None  # None: a plain 0.9 moving average
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.pending.append(loss.detach())
+
+    def read(self) -> tuple[int, float] | None:
+        """Fold the pending losses in; ``(step, value)`` of the first non-finite one, else None."""
+        if not self.pending:
+            return None
+        values = torch.stack(self.pending).tolist()  # the one device sync
+        self.pending.clear()
+        for value in values:
+            self.steps_read += 1
+            if not math.isfinite(value):
+                return self.steps_read, value
+            self.last = value
+            if self.smoother is not None:
+                self.smoothed = self.smoother.add(value)
+            else:
+                self.smoothed = value if self.smoothed is None else 0.9 * self.smoothed + 0.1 * value
+        return None
+
+
 def run(
     config: RunConfig,
     *,
@@ -215,6 +277,14 @@ def run(
     keep_model: bool = True,
 ) -> Iterator[TrainEvent]:
     """Train and yield :class:`TrainEvent` s; the last one carries the :class:`RunResult`.
+
+    Per step the loop does only the step itself; the rest is paid when it is shown: the
+    loss is read (one device sync) when an event is due, the memory breakdown (saved-tensor
+    hooks) is measured on the first step, spectra and evaluations come at evaluation points.
+    A non-finite loss is therefore noticed at the next event (at most ``emit_every`` steps
+    later): the error event names the step where it happened and counts only the steps
+    before it; the result's weights are those of the step where it was noticed (a diverged
+    run's weights are not for use).
 
     Args:
         config: the run; ``None`` fields come from its preset.
@@ -230,21 +300,18 @@ def run(
     bundle, task, adapter = prepare(cfg, base, dataset, device)
     model = bundle.model
     counts = count_parameters(model)
-    base_event = dict(total_steps=cfg.steps, method=cfg.method, metric_name=task.metric_name,
-                      throughput_unit=task.unit, trainable_params=counts.trainable, total_params=counts.total)
+    info = dict(total_steps=cfg.steps, method=cfg.method, metric_name=task.metric_name,
+                throughput_unit=task.unit, trainable_params=counts.trainable, total_params=counts.total)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
-    spectra = adapter is not None
+    spectra = (lambda: _spectrum_lists(model)) if adapter is not None else (lambda: None)
 
     rank, world = distributed.rank_and_world()
     trainer = distributed.wrap(model, device) if world > 1 else model
-    groups = param_groups(model, cfg.lr, lambda_lr_ratio=cfg.lambda_lr_ratio, weight_decay=cfg.weight_decay)
-    optimizer = torch.optim.AdamW(groups)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    optimizer = make_optimizer(model, cfg)
     meter = mem.ActivationMeter(model)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    rss0 = mem.process_rss_bytes()
-    weights = sum(mem.parameter_bytes(model))
+    rss0, weights = mem.process_rss_bytes(), sum(mem.parameter_bytes(model))
 
     def measured_peak() -> int:
         if device.type == "cuda":
@@ -256,18 +323,15 @@ def run(
     metric_after: float | None = metric_before
     memory = MemoryBreakdown(*mem.parameter_bytes(model))
     start_event = TrainEvent("start", 0, elapsed_s=time.perf_counter() - t0, metric=metric_before, memory=memory,
-                             spectrum=_spectrum_lists(model) if spectra else None, **base_event)
+                             spectrum=spectra(), **info)
     history.append(start_event.to_dict())
     yield start_event
 
     generator = torch.Generator().manual_seed(cfg.seed + 100_003 * rank)  # each rank its own shard
     batches = task.batches(cfg.batch_size, generator)
-    smoothed: float | None = None
-    smoother = LossSmoother(cfg.steps)
-    train_t0 = time.perf_counter()
-    step_time = 0.0
-    items = 0
-    last_emit = time.perf_counter()
+    losses = LossLog(smoother=LossSmoother(cfg.steps))
+    train_t0 = since = last_emit = time.perf_counter()
+    step_time, items = 0.0, 0
     status, message = "done", None
     step = 0
     model.train()
@@ -285,9 +349,9 @@ def run(
         if keep_model:
             model.eval()
             result.bundle = bundle  # type: ignore[attr-defined]
-        event = TrainEvent(kind, step, elapsed_s=wall, loss=history[-1].get("loss"), smoothed_loss=smoothed,
+        event = TrainEvent(kind, step, elapsed_s=wall, loss=losses.last, smoothed_loss=losses.smoothed,
                            metric=metric_after, memory=memory, message=message, result=result,
-                           spectrum=_spectrum_lists(model) if spectra else None, **base_event)
+                           spectrum=spectra() if kind != "error" else None, **info)
         history.append(event.to_dict() | {"result": None})
         return event
 
@@ -296,48 +360,40 @@ def run(
             if _should_stop(stop):
                 status, message = "stopped", f"stopped by request after {step} of {cfg.steps} steps"
                 break
-            tick = time.perf_counter()
-            factor = lr_factor(step, cfg.steps, cfg.warmup_frac)
-            for group, lr in zip(optimizer.param_groups, base_lrs):
-                group["lr"] = lr * factor
+            set_lr(optimizer, step, cfg)
             batch = next(batches)
-            with meter.measure(), autocast:
+            with meter.measure() if step == 0 else contextlib.nullcontext(), autocast:
                 loss = task.loss(trainer, batch)
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value):
-                status = "error"
-                message = (f"the loss became {loss_value} at step {step + 1}: training diverged. "
-                           f"Try a smaller learning rate (e.g. lr={cfg.lr / 10:g}).")
-                break
             loss.backward()
             optimizer.step()
-            memory = mem.breakdown(model, optimizer, meter.bytes, measured_peak())
+            if step == 0:  # the parts are the same every step: measure them once
+                memory = mem.breakdown(model, optimizer, meter.bytes, measured_peak())
             optimizer.zero_grad(set_to_none=True)
-            step += 1
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            step_time += time.perf_counter() - tick
+            losses.add(loss)
             items += task.batch_items(batch)
-            smoothed = smoother.add(loss_value)
+            step += 1
             evaluate = step % cfg.eval_every == 0 or step == cfg.steps
-            now = time.perf_counter()
-            if not (evaluate or step % cfg.emit_every == 0 or now - last_emit >= cfg.emit_interval_s):
+            if not (evaluate or step % cfg.emit_every == 0 or time.perf_counter() - last_emit >= cfg.emit_interval_s):
                 continue
+            diverged = losses.read()
+            step_time += time.perf_counter() - since
+            if diverged is not None:
+                step = diverged[0] - 1
+                status, message = "error", divergence_message(cfg, diverged[1], diverged[0])
+                break
             metric = task.evaluate(model) if evaluate else None
             if metric is not None:
                 metric_after = metric
-            elapsed = time.perf_counter() - t0
-            train_elapsed = time.perf_counter() - train_t0
+            now = time.perf_counter()
             event = TrainEvent(
-                "eval" if evaluate else "step", step, loss=loss_value, smoothed_loss=smoothed,
-                lr=optimizer.param_groups[0]["lr"], elapsed_s=elapsed,
-                eta_s=train_elapsed / step * (cfg.steps - step), throughput=items / max(step_time, 1e-9),
-                metric=metric, memory=memory,
-                spectrum=_spectrum_lists(model) if (evaluate and spectra) else None, **base_event,
+                "eval" if evaluate else "step", step, loss=losses.last, smoothed_loss=losses.smoothed,
+                lr=optimizer.param_groups[0]["lr"], elapsed_s=now - t0,
+                eta_s=(now - train_t0) / step * (cfg.steps - step), throughput=float(items) / max(step_time, 1e-9),
+                metric=metric, memory=memory, spectrum=spectra() if evaluate else None, **info,
             )
             history.append(event.to_dict())
-            last_emit = time.perf_counter()
             yield event
+            since = last_emit = time.perf_counter()
     except torch.cuda.OutOfMemoryError:
         status = "error"
         message = (f"the GPU ran out of memory at step {step + 1}. Try a smaller batch size "
@@ -345,13 +401,17 @@ def run(
         optimizer.zero_grad(set_to_none=True)
         gc.collect()
         torch.cuda.empty_cache()
-    if status == "stopped" or status == "error":
-        if status == "stopped" and step > 0:
+    if status == "stopped":
+        step_time += time.perf_counter() - since
+        diverged = losses.read()
+        if diverged is not None:
+            step = diverged[0] - 1
+            status, message = "error", divergence_message(cfg, diverged[1], diverged[0])
+        elif step > 0:
             metric_after = task.evaluate(model)
+    if status != "done":
         log.info("run ended (%s): %s", status, message)
-        yield finish(status)
-        return
-    yield finish("done")
+    yield finish(status)
 
 
 def train(config: RunConfig, **kwargs: Any) -> RunResult:

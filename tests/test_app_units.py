@@ -208,6 +208,79 @@ def test_runs_evaluate_as_often_as_their_preset_whatever_the_length():
     assert 20 // eval_every(s.replace(steps=20)) == n and 1000 // eval_every(s.replace(steps=1000)) == n
 
 
+def test_short_runs_are_evaluated_before_and_after_only():
+    """An evaluation of the test set costs several training steps: a 5-step run must not pay one per step."""
+    from app.runner import MIN_EVAL_GAP, eval_every
+
+    s = Settings(preset="digits", steps=5)
+    assert eval_every(s) >= s.steps == MIN_EVAL_GAP
+    assert eval_every(s.replace(steps=12)) >= MIN_EVAL_GAP
+
+
+def test_a_burst_of_memory_clean_ups_runs_one_now_and_one_after(monkeypatch):
+    """30 runs ending at once must not run 30 full garbage collections back to back."""
+    import app.sessions as sessions
+
+    calls = []
+    monkeypatch.setattr(sessions, "_clean_up", lambda: calls.append(time.monotonic()))
+    freer = sessions._Freer()
+    for _ in range(30):
+        freer()
+    assert len(calls) == 1
+    deadline = time.monotonic() + 10 * sessions.FREE_EVERY_S
+    while len(calls) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(calls) == 2, "the burst is followed by one more clean-up"
+
+
+def test_status_note_says_company_and_replays():
+    from symlora.events import TrainEvent
+
+    step = TrainEvent("step", 3, total_steps=10, method="symlora", loss=1.0)
+    t = Tracker("SymLoRA r=8", "symlora")
+    t.add(step)
+    assert t.note == ""
+    t.peers = 4
+    assert t.note == " · training together with 4 other runs"
+    t.shared, t.shared_age_s = "finished", 130
+    assert "same settings as a run 2 min ago: replaying it — change the seed for your own" in t.note.lower()
+
+
+def test_run_flag_state_is_the_engines_non_blocking_control(tmp_path, monkeypatch):
+    from app.sessions import RunFlag
+
+    monkeypatch.setattr(RunFlag, "ROOT", tmp_path)
+    flag = RunFlag()
+    assert flag.state() == "run"
+    flag.pause()
+    assert flag.state() == "pause"
+    flag.step()
+    assert [flag.state(), flag.state()] == ["run", "pause"], "Step lets exactly one step through"
+    flag.set()
+    assert flag.state() == "stop"
+    flag.close()
+
+
+def test_zero_gpu_keeps_the_per_run_path(monkeypatch):
+    """On ZeroGPU a run must happen inside spaces.GPU: stream calls train_stream, not the engine."""
+    import app.gpu as gpu
+    from app.runner import stream
+    from app.settings import Settings
+    from symlora.events import TrainEvent
+
+    calls = []
+
+    def fake_train_stream(config, data=None, control=None, keep_model=False):
+        calls.append((config["seed"], control, keep_model))
+        yield gpu.event_payload(TrainEvent("start", 0, total_steps=2, method="symlora", metric=0.1))
+
+    monkeypatch.setattr(gpu, "ZERO_GPU", True)
+    monkeypatch.setattr(gpu, "train_stream", fake_train_stream)
+    flag = SimpleNamespace(path="/tmp/flag", state=lambda: "run")
+    out = list(stream(Settings(preset="digits", steps=2, seed=7), stop=flag, label="x"))
+    assert calls == [(7, "/tmp/flag", False)] and out[0][0].kind == "start"
+
+
 # --------------------------------------------------------------------------- issue 16: numbers people read
 def test_the_loss_line_follows_a_short_run_and_the_status_labels_each_number():
     """On a 12-step run the smoothed line ends near the last points (the old fixed 0.9

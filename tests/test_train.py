@@ -124,3 +124,37 @@ def test_default_lambda_learning_rate_speeds_up_symlora_start(vit):
         return train(short(method="symlora", steps=25, eval_every=25, batch_size=64, lr=3e-3, **kw), base=vit).metric_after
 
     assert acc_after() > acc_after(lambda_lr_ratio=1.0) + 0.05
+
+
+def test_nan_loss_ends_the_run_with_an_error_at_its_step(vit, monkeypatch):
+    """Losses are read once per event, not per step: a NaN at step 3 with events every 5 steps
+    must still end the run with the error naming step 3, and with 2 steps done."""
+    from symlora.tasks import ImageClassification
+
+    calls = []
+    honest = ImageClassification.loss
+
+    def loss(self, model, batch):
+        calls.append(1)
+        value = honest(self, model, batch)
+        return value * float("nan") if len(calls) == 3 else value
+
+    monkeypatch.setattr(ImageClassification, "loss", loss)
+    events = list(run(short(steps=12, emit_every=5, eval_every=100, emit_interval_s=1e9), base=vit))
+    final = events[-1]
+    assert final.kind == "error" and final.result.status == "error"
+    assert "step 3" in final.message and "learning rate" in final.message
+    assert final.step == final.result.steps_done == 2
+    assert all(math.isfinite(e.loss) for e in events if e.loss is not None), "no NaN is ever shown as a loss"
+
+
+def test_memory_measured_once_and_spectra_only_at_evaluations(vit):
+    events = list(run(short(steps=8, emit_every=1, eval_every=4), base=vit))
+    steps = [e for e in events if e.kind in ("step", "eval")]
+    assert [e.step for e in steps] == list(range(1, 9))
+    assert all(e.spectrum is None for e in steps if e.kind == "step")
+    assert [e.step for e in events if e.spectrum] == [0, 4, 8, 8], "start, each evaluation, the end"
+    memory = events[-1].result.memory
+    assert memory.activations > 0 and memory.trainable > 0 and memory.grads == memory.trainable
+    assert memory.optimizer >= 2 * memory.trainable
+    assert all(e.memory == memory for e in steps), "the first step's breakdown is shown throughout"
