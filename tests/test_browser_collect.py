@@ -129,10 +129,19 @@ def test_own_dark_on_light_pictures_set_the_try_style_and_download_names(served,
     page.set_input_files("#data-zip input[type=file]", letters)
     page.wait_for_selector("#data-note:has-text('Training on your images')", timeout=60_000)
 
-    params = page.inner_text("#param-count")
-    found = re.search(r"([\d,]+) adapter weights on \d+ layers \+ ([\d,]+) in the new classifier head", params)
-    assert found, params
-    assert f"{found.group(1)} + {found.group(2)}" in page.inner_text("#param-plot")  # the bar: the same two parts
+    # The counter follows the upload: a 2-class head on the ViT's 192 features has 2·192 + 2 = 386 weights;
+    # the bar then shows the same two parts as the text.
+    page.wait_for_function("() => document.querySelector('#param-count').innerText.includes('+ 386 in the new')",
+                           timeout=30_000)
+    deadline = time.monotonic() + 30
+    while True:
+        params, bar = page.inner_text("#param-count"), page.inner_text("#param-plot")
+        found = re.search(r"([\d,]+) adapter weights on \d+ layers \+ ([\d,]+) in the new classifier head", params)
+        assert found, params
+        if f"{found.group(1)} + {found.group(2)}" in bar or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert f"{found.group(1)} + {found.group(2)}" in bar, (params, bar)
 
     page.click("#start")
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('Done')", timeout=180_000)
