@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import torch
+from symlora.resources import asset_path
 
 from .learn_text import TEXT  # noqa: F401  (re-exported for the tab)
 from .params import adapter_size
@@ -68,7 +69,7 @@ def toy_figure(l1: float, l2: float, l3: float, orthonormal: bool, seed: int = 0
     return fig, caption
 
 
-RESULTS_FILE = Path(__file__).resolve().parent.parent / "assets" / "results" / "claim.json"
+RESULTS_FILE = asset_path("results", "claim.json")  # the checkout's assets/ or the installed symlora_assets
 
 
 def _find(summary: list[dict], task: str, label: str) -> dict | None:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
+from symlora.resources import asset_path
 
 from .analysis import adapter_downloads, merge_check
 from .errors import page_error
@@ -23,7 +23,7 @@ from .sessions import SavedRun
 
 LATEST = "Latest run"
 CANVAS = 280
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "assets" / "examples"
+EXAMPLES_DIR = asset_path("examples")  # the checkout's assets/ or the installed symlora_assets
 
 
 def example_images() -> list[str]:

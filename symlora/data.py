@@ -144,7 +144,10 @@ def require_internet(what: str, host: str, *, timeout: float = 3.0) -> None:
 
 
 def cache_dir(*parts: str) -> Path:
-    """``$XDG_CACHE_HOME/symlora/...`` (default ``~/.cache/symlora/...``), not created."""
+    """``$SYMLORA_CACHE/...`` when set (the Docker image bakes its model conversions there),
+    else ``$XDG_CACHE_HOME/symlora/...`` (default ``~/.cache/symlora/...``); not created."""
+    if os.environ.get("SYMLORA_CACHE"):
+        return Path(os.environ["SYMLORA_CACHE"], *parts)
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base, "symlora", *parts)
 

@@ -1,35 +1,44 @@
 """The fused training path: a frozen linear layer and its low-rank adapter in one autograd node.
 
-Every adapter in this package computes ``y = x·Wᵀ + b + (x·D)·Uᵀ`` with a *down* factor
-D (in × R) and an *up* factor U (out × R):
+Every adapter here computes ``y = x·Wᵀ + b + (x·D)·Uᵀ`` with a thin *down* factor D
+(in × R) and a thin *up* factor U (out × R).  For SymLoRA both are built from the one
+matrix Q (n × k·r) — whole, or as k blocks Q_b along a side k·n features wide:
 
-=====================  =============================  =============================
-layer                  D (in × R)                     U (out × R)
-=====================  =============================  =============================
-LoRA                   Aᵀ                             s·B
-SymLoRA, square        Q                              Q·diag(sΛ)
-stacked (out = k·in)   Q·diag(sΛ)                     blockdiag(Q_1 … Q_k)
-side (in = k·out)      blockdiag(Q_1 … Q_k)           Q·diag(sΛ)
-=====================  =============================  =============================
+=====================  ====================  ====================
+layer                  D (in × R)            U (out × R)
+=====================  ====================  ====================
+LoRA                   Aᵀ                    s·B
+SymLoRA, square        s·Q                   Q·diag(Λ)
+stacked (out = k·in)   s·Q                   blockdiag(Q_b·diag(Λ_b))
+side (in = k·out)      blockdiag(s·Q_b)      Q·diag(Λ)
+=====================  ====================  ====================
 
-Autograd through the plain formula spends its time on launches and on extra passes over
-the activations, not on arithmetic: R is tiny next to in and out.  The Functions below
-save only x (which the base layer saves anyway, in the dtype it computes in) and the thin
-h = x·D, and return dx, dQ, dΛ (or dA, dB) from a handful of thin GEMMs plus R-sized
-element-wise work.  ΔW is never formed, no block is visited in a Python loop, and the
-update is always added in the compute dtype next to x·Wᵀ — never folded into a rounded copy
-of W, where bf16 would swallow it.
+The scaling s sits in the down factor and Λ in the up factor, so both ride along casts
+that are needed anyway.  A block factor is applied with one batched product over strided
+views (no block-diagonal matrix, no Python loop over blocks).
 
-Two choices are measured, not assumed (``bench/adapter_speed.py``), and live in
-:data:`OPTIONS`:
+Two ways to add the update, chosen by the compute dtype (:data:`OPTIONS`):
 
-* ``blocks``: a block factor is either densified to a block-diagonal matrix (one GEMM
-  with zeros — on a GPU these thin GEMMs are bandwidth-bound, so the zeros are free) or
-  applied block by block with one batched GEMM (k times fewer flops — better on a CPU).
-* ``concat_forward``: when x must be cast anyway (autocast), the cast is written into a
-  buffer [x | h] that is R columns wider and the base GEMM multiplies it by [W | U]: the
-  adapter's up-product then costs R more steps of the GEMM's inner dimension instead of a
-  second read-modify-write pass over y.
+* **fold** (float32/float64, the CPU's case, when the batch has at least as many rows as
+  the layer has inputs and outputs): W + ΔW is formed once per forward and once per backward
+  (one small GEMM of inner size R each), so the output and the input gradient come from the
+  same single GEMM as the frozen layer's.  The adapter then costs only the four thin GEMMs
+  its gradients need: h = x·D, u = g·U, Dᵀ-side xᵀ·u and U-side gᵀ·h.  With fewer rows
+  (generating token by token) writing W + ΔW would cost more than the update itself.
+* **add** (autocast to bf16/fp16, the GPU's case): folding would round ΔW into a bf16
+  copy of W, where it is lost (|ΔW| ≪ |W|).  The update is added to x·Wᵀ in the compute
+  dtype with one in-place GEMM (``addmm_`` / ``baddbmm_``), likewise for the input gradient.
+
+The backward shares its intermediates: with h = x·D and u = g·U it computes
+M = (xᵀ·u on D's structure) + (gᵀ·h on U's structure) with two thin GEMMs (the second
+accumulating into the first), then dQ = M·diag(Λ) and dΛ from the first term alone
+(dΛ_j = Σ_i Q_ij (xᵀu)_ij — the same number the second term would give, by symmetry).
+Saved for backward: x and W in the compute dtype (under autocast the frozen layer saves
+its cast W too), the thin h and the R-column factors; never ΔW or W + ΔW (a fold is formed
+again in the backward).
+
+The functions below take plain tensors and a block count, so a caller with a leading run
+dimension can reuse them per run.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = ["OPTIONS", "FastPathOptions", "compute_dtype", "fast_path_options", "lora_linear", "symlora_linear"]
@@ -51,16 +61,14 @@ class FastPathOptions:
 
     Attributes:
         enabled: use the fused path at all (off: the plain autograd formula).
-        blocks: ``"dense"``, ``"batched"`` or ``"auto"`` (dense on CUDA, batched elsewhere).
-        concat_forward: ``"auto"`` (when x needs a dtype cast anyway), ``"always"`` or ``"never"``.
-        concat_backward: with a concat forward, get dx and g·U from one GEMM against [W | U]
-            (one read of g fewer, at the price of a GEMM output R columns wider).
+        fold: ``"auto"`` — form W + ΔW when the layer computes in float32/float64 and the
+            batch has at least max(in, out) rows, add the update separately otherwise;
+            ``"always"`` — fold in float32/float64 whatever the rows; ``"never"``.  Never in
+            bf16/fp16, where ΔW would be rounded away.
     """
 
     enabled: bool = True
-    blocks: str = "auto"
-    concat_forward: str = "auto"
-    concat_backward: bool = False
+    fold: str = "auto"
 
 
 OPTIONS = FastPathOptions()
@@ -90,166 +98,153 @@ def compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _dense_blocks(device: torch.device) -> bool:
-    if OPTIONS.blocks == "auto":
-        return device.type == "cuda"
-    return OPTIONS.blocks == "dense"
+def _folds(dtype: torch.dtype, rows: int, in_features: int, out_features: int) -> bool:
+    """Whether to form W + ΔW (see the module docstring and :class:`FastPathOptions`)."""
+    if OPTIONS.fold == "never" or dtype not in (torch.float32, torch.float64):
+        return False
+    return OPTIONS.fold == "always" or rows >= max(in_features, out_features)
 
 
-# -- factors ----------------------------------------------------------------------------
+# -- factor products ------------------------------------------------------------------------
 # A factor F (features × R) is passed as (t, k): k == 1 → t is F itself; k > 1 → F is
-# block-diagonal with k blocks and t = Q (n × k·r) holds them, block b in columns b·r….
+# block-diagonal, features = k·n, and t (n × k·r) holds the blocks: block b in columns b·r….
+# Results with R columns may come back as transposed views: BLAS takes either layout.
 
 
-def _project(a: Tensor, f: Tensor, k: int) -> Tensor:
-    """a·F: (N, features) → (N, R).  For blocks, a transposed view of one batched
-    (k, r, N) product — the orientation BLAS runs fastest for so thin an output."""
+def cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """t in ``dtype`` (t itself when it is already: no operator call)."""
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def scaled(t: Tensor, factor: Tensor | float, dtype: torch.dtype) -> Tensor:
+    """t·factor (a scalar or one factor per column) in ``dtype`` and t's shape, contiguous:
+    one kernel in eager mode."""
+    if torch.compiler.is_compiling():
+        return (t * factor).to(dtype)
+    if t.dtype == dtype and t.is_contiguous():
+        return t * factor
+    return torch.mul(t, factor, out=t.new_empty(t.shape, dtype=dtype))
+
+
+def blocks(a: Tensor, k: int, transpose: bool = False) -> Tensor:
+    """The k column blocks of a (rows × k·m) matrix as a (k, rows, m) view — or, with
+    ``transpose``, their transposes (k, m, rows) — in one strided view."""
+    rows, cols = a.shape
+    m = cols // k
+    if torch.compiler.is_compiling():
+        v = a.view(rows, k, m).transpose(0, 1)
+        return v.transpose(1, 2) if transpose else v
+    s0, s1 = a.stride()
+    if transpose:
+        return a.as_strided((k, m, rows), (m * s1, s1, s0))
+    return a.as_strided((k, rows, m), (m * s1, s0, s1))
+
+
+def project(a: Tensor, f: Tensor, k: int) -> Tensor:
+    """a·F: (N, features) → (N, R).  Blocks: one batched product (k, N, n)·(k, n, r) over
+    strided views, written into an (N, R) matrix."""
     if k == 1:
-        return a @ f
-    n, rr = f.shape
-    rows = a.shape[0]
-    out = torch.bmm(f.view(n, k, rr // k).permute(1, 2, 0), a.view(rows, k, n).permute(1, 2, 0))  # (k, r, N)
-    return out.view(rr, rows).t()
+        return torch.mm(a, f)
+    if torch.compiler.is_compiling():
+        return torch.bmm(blocks(a, k), blocks(f, k)).transpose(0, 1).reshape(a.shape[0], f.shape[1])
+    out = a.new_empty(a.shape[0], f.shape[1])
+    torch.bmm(blocks(a, k), blocks(f, k), out=blocks(out, k))
+    return out
 
 
-def _add_expanded(c: Tensor, z: Tensor, f: Tensor, k: int) -> Tensor:
-    """c + z·Fᵀ: (N, R) → (N, features).
-
-    Eager: in place on c, one read-modify-write pass.  Under torch.compile: a separate
-    product and a plain add, which Inductor fuses into c's next consumer (an out-of-place
-    ``addmm`` would first copy c; functionalisation also can't replay an in-place batched
-    product through a strided view)."""
-    compiling = torch.compiler.is_compiling()
+def expand_into(c: Tensor, z: Tensor, f: Tensor, k: int) -> Tensor:
+    """c + z·Fᵀ: (N, R) → (N, features), in place on c in eager mode (one read-modify-write
+    pass).  Under torch.compile: a separate product and a plain add, which Inductor fuses
+    (functionalisation can't replay an in-place batched product through a strided view)."""
+    if torch.compiler.is_compiling():
+        if k == 1:
+            return c + z @ f.t()
+        return c + torch.bmm(blocks(z, k), blocks(f, k, True)).transpose(0, 1).reshape(c.shape)
     if k == 1:
-        return c + z @ f.t() if compiling else c.addmm_(z, f.t())
-    n, rr = f.shape
-    r, rows = rr // k, z.shape[0]
-    zb, fb = z.view(rows, k, r).transpose(0, 1), f.view(n, k, r).permute(1, 2, 0)  # (k, N, r), (k, r, n)
-    if compiling:
-        return c + torch.bmm(zb, fb).transpose(0, 1).reshape(rows, k * n)
-    c.view(rows, k, n).transpose(0, 1).baddbmm_(zb, fb)
+        return c.addmm_(z, f.t())
+    blocks(c, k).baddbmm_(blocks(z, k), blocks(f, k, True))
     return c
 
 
-def _factor_grad(a: Tensor, z: Tensor, k: int) -> Tensor:
-    """aᵀ·z on F's structure: (features × R) for a dense factor, (n, k, r) for blocks.
-
-    Computed as (zᵀ·a)ᵀ — a thin-by-wide product, which BLAS runs faster than the
-    wide-by-thin one — and returned as a transposed view."""
+def factor_grad_t(a: Tensor, z: Tensor, k: int, into: Tensor | None = None) -> Tensor:
+    """(aᵀ·z)ᵀ = zᵀ·a on the factor's structure, as a (R × n) matrix laid out like Qᵀ:
+    for blocks, row b·r + c holds block b's column c.  ``into``: accumulate onto it
+    (in place in eager mode) and return it."""
+    compiling = torch.compiler.is_compiling()
     if k == 1:
-        return (z.t() @ a).t()
-    rows, feats = a.shape
-    r, n = z.shape[1] // k, feats // k
-    g = torch.bmm(z.view(rows, k, r).permute(1, 2, 0), a.view(rows, k, n).transpose(0, 1))  # (k, r, n)
-    return g.permute(2, 0, 1)
+        if into is None:
+            return torch.mm(z.t(), a)
+        return into + z.t() @ a if compiling else into.addmm_(z.t(), a)
+    rr, n = z.shape[1], a.shape[1] // k
+    if into is None or compiling:
+        out = torch.bmm(blocks(z, k, True), blocks(a, k)).view(rr, n)  # (k, r, n)
+        return out if into is None else into + out
+    into.view(k, rr // k, n).baddbmm_(blocks(z, k, True), blocks(a, k))
+    return into
 
 
-def _block_diag(q: Tensor, k: int, dtype: torch.dtype) -> Tensor:
-    """blockdiag(Q_1 … Q_k) as a dense (k·n × k·r) matrix: one fill, one strided copy."""
-    n, rr = q.shape
-    out = q.new_zeros(k * n, rr, dtype=dtype)
-    out.view(k, n, k, rr // k).diagonal(dim1=0, dim2=2).copy_(q.view(n, k, rr // k).transpose(1, 2))
-    return out
-
-
-def _diagonal_blocks(dense: Tensor, k: int) -> Tensor:
-    """The k diagonal blocks of a (k·n × k·r) matrix as an (n, k, r) view."""
-    kn, rr = dense.shape
-    return dense.view(k, kn // k, k, rr // k).diagonal(dim1=0, dim2=2).transpose(1, 2)
-
-
-def _scaled_columns(q: Tensor, scale: Tensor | float, dtype: torch.dtype) -> Tensor:
-    """(q · scale) in ``dtype``, one kernel in eager mode."""
-    if torch.compiler.is_compiling():
-        return (q * scale).to(dtype)
-    return torch.mul(q, scale, out=q.new_empty(q.shape, dtype=dtype))
-
-
-def _cat_columns(a: Tensor, b: Tensor, dtype: torch.dtype) -> Tensor:
-    """[a | b] in ``dtype``; in eager mode each part is cast straight into place."""
-    if torch.compiler.is_compiling():
-        return torch.cat([a.to(dtype), b.to(dtype)], dim=1)
-    out = a.new_empty((a.shape[0], a.shape[1] + b.shape[1]), dtype=dtype)
-    out[:, : a.shape[1]].copy_(a)
-    out[:, a.shape[1]:].copy_(b)
-    return out
-
-
-def _with_projection(x: Tensor, down: Tensor, kd: int, dtype: torch.dtype) -> Tensor:
-    """[x | x·D] in ``dtype``: the cast x lands in a buffer with room for h beside it."""
-    in_f = x.shape[1]
-    if torch.compiler.is_compiling():
-        xc = x.to(dtype)
-        return torch.cat([xc, _project(xc, down, kd)], dim=1)
-    out = x.new_empty((x.shape[0], in_f + down.shape[1]), dtype=dtype)
-    xc = out[:, :in_f]
-    xc.copy_(x)
-    if kd == 1:
-        torch.mm(xc, down, out=out[:, in_f:])
-    else:
-        out[:, in_f:].copy_(_project(xc, down, kd))
-    return out
-
-
-# -- the shared forward and backward ------------------------------------------------------
-
-
-def _forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor, kd: int, up: Tensor, ku: int,
-             dtype: torch.dtype) -> tuple[Tensor, list[Tensor]]:
-    """y = x·Wᵀ + b + (x·D)·Uᵀ in ``dtype``, and the tensors the backward needs (the
-    caller saves them, with its own, in one ``save_for_backward``)."""
-    in_f = x.shape[1]
-    b = None if bias is None else bias.to(dtype)
-    concat = ku == 1 and (
-        OPTIONS.concat_forward == "always" or (OPTIONS.concat_forward == "auto" and x.dtype != dtype)
-    )
-    if concat:
-        w_all = _cat_columns(weight, up, dtype)  # [W | U]
-        x_all = _with_projection(x, down, kd, dtype)  # [x | h]
-        y = x_all @ w_all.t() if b is None else torch.addmm(b, x_all, w_all.t())
-        saved = [x_all, w_all, down]
-    else:
-        xc, wc = x.to(dtype), weight.to(dtype)
-        h = _project(xc, down, kd)
-        y = xc @ wc.t() if b is None else torch.addmm(b, xc, wc.t())
-        y = _add_expanded(y, h, up, ku)
-        saved = [xc, h, wc, down, up]
-    ctx.concat, ctx.in_f, ctx.kd, ctx.ku = concat, in_f, kd, ku
-    ctx.compute_dtype, ctx.x_dtype = dtype, x.dtype
-    return y, saved
-
-
-def _backward(ctx, saved: tuple[Tensor, ...], grad: Tensor, need_x: bool, need_down: bool, need_up: bool,
-              down_transposed: bool = False):
-    """(dx, dD, dU) for what :func:`_forward` saved; dD, dU on their factor's structure
-    (``down_transposed``: dDᵀ = uᵀ·x for a dense D, the layout LoRA's A wants)."""
-    in_f, kd, ku = ctx.in_f, ctx.kd, ctx.ku
-    g = grad.to(ctx.compute_dtype)
-    if ctx.concat:
-        x_all, w_all, down = saved
-        xc, h, wc, up = x_all[:, :in_f], x_all[:, in_f:], w_all[:, :in_f], w_all[:, in_f:]
-    else:
-        xc, h, wc, down, up = saved
-    dx = u = d_down = d_up = None
-    if need_x and ctx.concat and OPTIONS.concat_backward:
-        dx_all = g @ w_all  # [g·W | g·U]
-        dx, u = dx_all[:, :in_f], dx_all[:, in_f:]
-    else:
-        if need_x or need_down:
-            u = _project(g, up, ku)  # g·U
-        if need_x:
-            dx = g @ wc
-    if need_x:
-        dx = _add_expanded(dx, u, down, kd)
-        dx = dx.to(ctx.x_dtype)
-    if need_down:
-        d_down = u.t() @ xc if down_transposed and kd == 1 else _factor_grad(xc, u, kd)
-    if need_up:
-        d_up = _factor_grad(g, h, ku)
-    return dx, d_down, d_up
+def fold_weight(weight: Tensor, down: Tensor, kd: int, up: Tensor, ku: int, dtype: torch.dtype) -> Tensor:
+    """W + U·Dᵀ in ``dtype``, as a matrix to pass to ``F.linear`` (out × in; it may be a
+    transposed view).  Only one of D, U may have blocks: the update is then block-diagonal,
+    and each block is U_b·D_bᵀ (one batched product of inner size r)."""
+    w = cast(weight, dtype)
+    if kd == 1 and ku == 1:
+        return torch.addmm(w, up, down.t())
+    if ku > 1:  # stacked: W (k·n × n), block b = rows b·n…
+        n = up.shape[0]
+        return torch.baddbmm(w.view(ku, n, n), blocks(up, ku), blocks(down, ku, True)).view(ku * n, n)
+    # side: W (n × k·n), block b = columns b·n…: build Wᵀ's blocks (k, n, n), hand back the
+    # transposed view
+    n = down.shape[0]
+    return torch.baddbmm(blocks(w, kd, True), blocks(down, kd), blocks(up, kd, True)).view(kd * n, n).t()
 
 
 # -- SymLoRA --------------------------------------------------------------------------------
+
+
+def _blocks(layout: str, k: int) -> tuple[int, int]:
+    """(kd, ku): block counts of the down and the up factor."""
+    return (1, k) if layout == "stacked" else ((k, 1) if layout == "side" else (1, 1))
+
+
+def symlora_factors(q: Tensor, lam: Tensor, scaling: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(s·Q, Q·diag(Λ)) in ``dtype``: the down and the up factor's columns."""
+    down = q if scaling == 1.0 and q.dtype == dtype else scaled(q, scaling, dtype)
+    return down, scaled(q, lam, dtype)
+
+
+def low_rank_linear(x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor, up: Tensor, kd: int, ku: int,
+                  fold: bool, need_h: bool) -> tuple[Tensor, Tensor | None]:
+    """y = x·Wᵀ + b + (x·D)·Uᵀ for a 2-D x already in the compute dtype, and h = x·D
+    (``None`` when folding and not ``need_h``)."""
+    dtype = x.dtype
+    b = None if bias is None else cast(bias, dtype)
+    h = project(x, down, kd) if need_h or not fold else None
+    if fold:
+        return F.linear(x, fold_weight(weight, down, kd, up, ku, dtype), b), h
+    return expand_into(F.linear(x, cast(weight, dtype), b), h, up, ku), h
+
+
+def symlora_grads(xc: Tensor, g: Tensor, h: Tensor, weight: Tensor, down: Tensor, up: Tensor, q: Tensor,
+                  lam: Tensor, kd: int, ku: int, fold: bool, need_x: bool, need_adapter: bool
+                  ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    """(dx, dQ, dΛ) from what :func:`low_rank_linear` used; dx in the compute dtype.
+
+    With s·u = g·(s·Q) on U's structure: dx = g·W + (s·u)·(Q·diag Λ)ᵀ on D's structure,
+    dQ = (xᵀ·s·u [D's structure] + gᵀ·h [U's structure])·diag(Λ), dΛ_j = Σ_i Q_ij (xᵀ·s·u)_ij."""
+    us = project(g, down, ku) if need_adapter or (need_x and not fold) else None
+    dx = dq = dlam = None
+    if need_x:
+        if fold:
+            dx = torch.mm(g, fold_weight(weight, down, kd, up, ku, g.dtype))
+        else:
+            dx = expand_into(torch.mm(g, cast(weight, g.dtype)), us, up, kd)
+    if need_adapter:
+        pt = factor_grad_t(xc, us, kd)  # (xᵀ·s·u)ᵀ, laid out like Qᵀ
+        dlam = cast((q.t() * pt).sum(1), lam.dtype)
+        mt = factor_grad_t(g, h, ku, into=pt)  # += (gᵀ·h)ᵀ
+        dq = scaled(mt.t(), lam, q.dtype)
+    return dx, dq, dlam
 
 
 class _SymLoraLinear(torch.autograd.Function):
@@ -258,51 +253,50 @@ class _SymLoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, q, lam, layout: str, k: int, scaling: float):
         dtype = compute_dtype(x)
-        lam_s = lam * scaling
-        scaled = _scaled_columns(q, lam_s, dtype)  # Q·diag(sΛ): the dense factor
-        if k == 1:
-            plain, kp, dense_plain = q.to(dtype), 1, False
-        elif _dense_blocks(x.device):
-            plain, kp, dense_plain = _block_diag(q, k, dtype), 1, True
-        else:
-            plain, kp, dense_plain = q.to(dtype), k, False
-        if layout == "stacked":
-            y, saved = _forward(ctx, x, weight, bias, scaled, 1, plain, kp, dtype)
-        else:
-            y, saved = _forward(ctx, x, weight, bias, plain, kp, scaled, 1, dtype)
-        ctx.save_for_backward(*saved, q, lam_s)
-        ctx.layout, ctx.k, ctx.scaling, ctx.dense_plain = layout, k, scaling, dense_plain
+        kd, ku = _blocks(layout, k)
+        fold = _folds(dtype, *x.shape, weight.shape[0])
+        down, up = symlora_factors(q, lam, scaling, dtype)
+        xc = cast(x, dtype)
+        need_adapter = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
+        w = cast(weight, dtype)  # saved in the compute dtype, as the frozen layer's own backward does
+        y, h = low_rank_linear(xc, w, bias, down, up, kd, ku, fold, need_adapter)
+        ctx.save_for_backward(xc, h, w, down, up, q, lam)
+        ctx.kd, ctx.ku, ctx.fold, ctx.x_dtype = kd, ku, fold, x.dtype
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        need_x = ctx.needs_input_grad[0]
-        need_adapter = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-        *saved, q, lam_s = ctx.saved_tensors
-        dx, d_down, d_up = _backward(ctx, tuple(saved), grad_y, need_x, need_adapter, need_adapter)
-        dq = dlam = None
-        if need_adapter:
-            k = ctx.k
-            n, rr = q.shape
-            d_scaled, d_plain = (d_down, d_up) if ctx.layout == "stacked" else (d_up, d_down)
-            if ctx.dense_plain:
-                plain_blocks = _diagonal_blocks(d_plain, k)
-            else:  # already (n, k, r) for batched blocks; (n, r) for a square layer
-                plain_blocks = d_plain.view(n, k, rr // k)
-            # Q appears twice: once plain, once scaled column-wise by sΛ.
-            dq = torch.addcmul(plain_blocks, d_scaled.view(n, k, rr // k), lam_s.view(k, rr // k))
-            dq = dq.reshape(n, rr).to(q.dtype)
-            dlam = ((d_scaled * q).sum(0) * ctx.scaling).to(lam_s.dtype)
+        xc, h, w, down, up, q, lam = ctx.saved_tensors
+        need_x, need_adapter = ctx.needs_input_grad[0], ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
+        dx, dq, dlam = symlora_grads(xc, cast(grad_y, xc.dtype), h, w, down, up, q, lam, ctx.kd, ctx.ku, ctx.fold,
+                                     need_x, need_adapter)
+        if dx is not None:
+            dx = cast(dx, ctx.x_dtype)
         return dx, None, None, dq, dlam, None, None, None
+
+
+def _needs_graph(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
 def symlora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, q: Tensor, lam: Tensor, layout: str, k: int,
                    scaling: float) -> Tensor:
     """``F.linear(x, W + ΔW, b)`` for a 2-D x, ΔW = SymLoRA's update, computed without ΔW."""
-    return _SymLoraLinear.apply(x, weight, bias, q, lam, layout, k, scaling)
+    if _needs_graph(x, q, lam):
+        return _SymLoraLinear.apply(x, weight, bias, q, lam, layout, k, scaling)
+    dtype = compute_dtype(x)  # inference: no autograd node, no h
+    kd, ku = _blocks(layout, k)
+    down, up = symlora_factors(q, lam, scaling, dtype)
+    return low_rank_linear(cast(x, dtype), weight, bias, down, up, kd, ku, _folds(dtype, *x.shape, weight.shape[0]),
+                           False)[0]
 
 
 # -- LoRA ----------------------------------------------------------------------------------
+
+
+def lora_factors(a: Tensor, b: Tensor, scaling: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """(Aᵀ, s·B) in ``dtype``: LoRA's down (in × r) and up (out × r) factor."""
+    return cast(a, dtype).t(), scaled(b, scaling, dtype)
 
 
 class _LoraLinear(torch.autograd.Function):
@@ -311,22 +305,40 @@ class _LoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, a, b, scaling: float):
         dtype = compute_dtype(x)
-        down = a.t().to(dtype)  # (in × r)
-        up = _scaled_columns(b, scaling, dtype)  # (out × r)
-        y, saved = _forward(ctx, x, weight, bias, down, 1, up, 1, dtype)
-        ctx.save_for_backward(*saved)
-        ctx.scaling, ctx.a_dtype, ctx.b_dtype = scaling, a.dtype, b.dtype
+        fold = _folds(dtype, *x.shape, weight.shape[0])
+        down, up = lora_factors(a, b, scaling, dtype)
+        xc = cast(x, dtype)
+        w = cast(weight, dtype)
+        y, h = low_rank_linear(xc, w, bias, down, up, 1, 1, fold, ctx.needs_input_grad[4])
+        ctx.save_for_backward(xc, h, w, down, up)
+        ctx.fold, ctx.scaling, ctx.x_dtype, ctx.a_dtype, ctx.b_dtype = fold, scaling, x.dtype, a.dtype, b.dtype
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
+        xc, h, weight, down, up = ctx.saved_tensors
         need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
-        dx, d_down, d_up = _backward(ctx, ctx.saved_tensors, grad_y, need_x, need_a, need_b, down_transposed=True)
-        da = None if d_down is None else d_down.to(ctx.a_dtype)
-        db = None if d_up is None else (d_up * ctx.scaling).to(ctx.b_dtype)
+        g = cast(grad_y, xc.dtype)
+        v = torch.mm(g, up) if need_x and not ctx.fold or need_a else None  # g·(s·B) = ∂L/∂h
+        dx = da = db = None
+        if need_x:
+            if ctx.fold:
+                dx = torch.mm(g, fold_weight(weight, down, 1, up, 1, g.dtype))
+            else:
+                dx = expand_into(torch.mm(g, cast(weight, g.dtype)), v, down, 1)
+            dx = cast(dx, ctx.x_dtype)
+        if need_a:
+            da = cast(torch.mm(v.t(), xc), ctx.a_dtype)  # (r × in), A's layout
+        if need_b:
+            db = scaled(torch.mm(h.t(), g).t(), ctx.scaling, ctx.b_dtype)  # s·gᵀ·h, B's layout
         return dx, None, None, da, db, None
 
 
 def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, b: Tensor, scaling: float) -> Tensor:
     """``F.linear(x, W + s·B·A, b)`` for a 2-D x, computed without forming B·A."""
-    return _LoraLinear.apply(x, weight, bias, a, b, scaling)
+    if _needs_graph(x, a, b):
+        return _LoraLinear.apply(x, weight, bias, a, b, scaling)
+    dtype = compute_dtype(x)
+    down, up = lora_factors(a, b, scaling, dtype)
+    return low_rank_linear(cast(x, dtype), weight, bias, down, up, 1, 1, _folds(dtype, *x.shape, weight.shape[0]),
+                           False)[0]

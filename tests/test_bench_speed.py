@@ -19,16 +19,25 @@ def test_json_has_one_object_per_configuration_with_the_promised_keys(capsys):
     bench = importlib.util.module_from_spec(spec)
     sys.modules["adapter_speed"] = bench
     spec.loader.exec_module(bench)
-    bench.main(["--tiny", "--device", "cpu", "--steps", "1", "--warmup", "0", "--json",
-                "--methods", "floor,full,peft-lora,lora,symlora"])
+    bench.main(["--tiny", "--device", "cpu", "--steps", "1", "--warmup", "0", "--repeats", "3", "--json",
+                "--models", "vit-b16,vit-b16-all", "--methods", "floor,full,peft-lora,lora,symlora"])
     out = capsys.readouterr().out
     rows = json.loads(out[out.index("["):])
-    train = {r["method"]: r for r in rows if r["phase"] == "train"}
+    train = {r["method"]: r for r in rows if r["phase"] == "train" and r["model"] == "vit-tiny"}
+    four = {r["method"]: r for r in rows if r["phase"] == "train" and r["model"] == "vit-tiny-all"}
     assert set(train) == {"floor", "full", "peft-lora", "lora", "symlora"}
     for row in rows:
-        assert {"model", "method", "compiled", "step_ms", "ratio_to_floor", "ratio_to_peft", "peak_mem_bytes",
-                "trainable_params"} <= set(row)
-        assert row["step_ms"] > 0
+        assert {"model", "method", "compiled", "step_ms", "step_ms_min", "repeat_ms", "ratio_to_floor",
+                "ratio_to_peft", "peak_mem_bytes", "peak_reserved_bytes", "trainable_params", "adapted_layers",
+                "timing", "profile"} <= set(row)
+        assert row["step_ms"] > 0 and len(row["repeat_ms"]) == 3 and row["step_ms_min"] <= row["step_ms"]
+        assert "interleaved" in row["timing"]  # the default on a CPU, and the table says so
+        if row["phase"] == "train":  # operators per step, from the profiler
+            assert row["profile"]["aten_ops_per_step"] > 0
+    # adapters on qkv, proj, fc1 and fc2 of both blocks: twice the layers of attention alone
+    assert four["symlora"]["adapted_layers"] == 2 * train["symlora"]["adapted_layers"] == 8
+    assert four["peft-lora"]["adapted_layers"] == four["lora"]["adapted_layers"] == 8
+    assert train["symlora"]["profile"]["aten_ops_per_step"] > train["floor"]["profile"]["aten_ops_per_step"]
     assert train["floor"]["ratio_to_floor"] == 1.0 and train["peft-lora"]["ratio_to_peft"] == 1.0
     assert train["floor"]["trainable_params"] == 0
     assert train["symlora"]["trainable_params"] < train["lora"]["trainable_params"] == train["peft-lora"]["trainable_params"]

@@ -47,17 +47,45 @@ def test_apt_packages_exist_and_copied_files_are_in_the_repo():
     assert {"fortunes", "dataset-fashion-mnist"} <= set(packages)
     for pkg in packages:  # the same packages the data loaders need here
         assert subprocess.run(["dpkg", "-s", pkg], capture_output=True).returncode == 0, pkg
-    for copy in instructions("COPY"):
-        source = [w for w in shlex.split(copy) if not w.startswith("--")][0]
-        assert (ROOT / source).exists(), source
     ignored = (ROOT / ".dockerignore").read_text().split()
-    assert ".venv" in ignored and ".git" in ignored
+    for copy in instructions("COPY"):
+        if "--from=" in copy:  # from the wheel-building stage, not the repository
+            continue
+        for source in [w for w in shlex.split(copy) if not w.startswith("--")][:-1]:
+            assert (ROOT / source).exists(), source
+            assert source not in ignored, f"{source} is copied but .dockerignore drops it"
+    for leftover in (".venv", ".git", "build", "dist", ".pytest_cache", "runs", "test-artifacts", "tests",
+                     "**/__pycache__", "*.egg-info"):
+        assert leftover in ignored, leftover
+
+
+def test_the_image_gets_the_runtime_lock_only_and_no_source_tree():
+    """Test-only packages stay out (they live in requirements-test.lock); the project arrives as
+    an installed wheel from the build stage, never as `pip install .` of a copied tree."""
+    def names(lock: str) -> set[str]:
+        return {line.split("==")[0].lower() for line in (ROOT / lock).read_text().splitlines()
+                if "==" in line and not line.startswith("#")}
+
+    runtime, test_only = names("requirements.lock"), names("requirements-test.lock")
+    assert {"pytest", "playwright", "peft"} <= test_only and not runtime & test_only
+    installs = [r for r in instructions("RUN") if "pip install" in r and "-r " in r]
+    assert installs and all("requirements-test.lock" not in r for r in installs)
+    sources = [w for c in instructions("COPY") for w in [w for w in shlex.split(c) if not w.startswith("--")][:-1]]
+    assert "." not in sources, "the whole tree is copied into an image stage"
+    assert any("--from=wheel" in c for c in instructions("COPY"))
+
+
+def test_first_use_preparation_and_a_quick_stop_are_built_in():
+    assert any("python -m symlora.prepare" in r for r in instructions("RUN"))
+    assert "SYMLORA_CACHE=/home/user/" in DOCKERFILE  # owned by uid 1000, found at run time
+    assert instructions("STOPSIGNAL") == ["SIGTERM"]
+    assert "signal.SIGTERM" in (ROOT / "app" / "__main__.py").read_text()
 
 
 def test_the_pip_steps_resolve_offline_against_the_lock():
-    """`pip install --no-deps -r requirements.lock` then the project: every pin is installed here."""
-    pins = [line.split("==") for line in (ROOT / "requirements.lock").read_text().splitlines()
-            if line and not line.startswith("#")]
+    """`pip install --no-deps -r` of both locks (what `.ci/install --test` does): every pin is installed here."""
+    pins = [line.split("==") for lock in ("requirements.lock", "requirements-test.lock")
+            for line in (ROOT / lock).read_text().splitlines() if line and not line.startswith("#")]
     from importlib.metadata import PackageNotFoundError, version
 
     missing = []
