@@ -66,12 +66,44 @@ def symmetry_note(bundle: Any, method: str, share: tuple[float, int] | None = No
             f"SymLoRA can only learn that symmetric part — with about half the weights.")
 
 
-def _timed(fn, repeats: int = 3) -> float:
-    fn()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(repeats):
+TIMING_REPEATS = 9  # timed forward passes per model (median), after one warm-up each
+
+
+def interleaved_medians(fns: dict[str, Any], repeats: int = TIMING_REPEATS) -> dict[str, tuple[float, float]]:
+    """``{name: (median ms, spread ms)}`` of each function: one warm-up call each, then
+    ``repeats`` rounds that call every function once in turn (so a busy moment hits all
+    of them alike).  The spread is half the interquartile range."""
+    import statistics
+
+    for fn in fns.values():
         fn()
-    return 1000 * (time.perf_counter() - t0) / repeats
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(1000 * (time.perf_counter() - t0))
+    out = {}
+    for name, values in times.items():
+        q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
+        out[name] = (statistics.median(values), (q[2] - q[0]) / 2)
+    return out
+
+
+def timing_sentence(base: tuple[float, float], merged: tuple[float, float], repeats: int = TIMING_REPEATS) -> str:
+    """What the merged-vs-base timings say, following the numbers: "costs the same" only
+    when the medians are within 20 % of each other or within twice their own spread."""
+    (b, b_spread), (m, m_spread) = base, merged
+    ratio = m / b if b > 0 else float("inf")
+    noise = max(b_spread, m_spread)
+    how = f"medians of {repeats} interleaved runs after a warm-up"
+    if abs(m - b) <= max(0.2 * b, 2 * noise):
+        return (f"Merged, the tuned model has exactly the base model's shapes, and it costs the same here: "
+                f"{m:.1f} vs {b:.1f} ms ({ratio:.2f}×; {how}).")
+    return (f"Merged, the tuned model has exactly the base model's shapes, so it should cost the same — but it "
+            f"measured **{ratio:.2f}×** the base here ({m:.1f} vs {b:.1f} ms, {how}; single runs vary by "
+            f"±{noise:.1f} ms). On a shared or busy machine other work lands on some runs and not on others: "
+            f"press **Check merge** again to measure anew.")
 
 
 @torch.no_grad()
@@ -91,15 +123,18 @@ def merge_check(tuned: Any, base: Any, inputs: Any) -> str:
         return (out.logits if hasattr(out, "logits") else out).float().cpu()
 
     unmerged = call(model, device)
-    t_adapter = _timed(lambda: call(model, device))
+    # Each timing is interleaved with the base's (one copy of the model: merged in place between).
+    t_adapter = interleaved_medians({"base": lambda: call(base_model, base_device),
+                                     "adapter": lambda: call(model, device)})["adapter"][0]
+    n_adapters = sum(1 for _ in symlora.adapter_layers(model))
     symlora.merge(model)
     merged = call(model, device)
-    t_merged = _timed(lambda: call(model, device))
-    t_base = _timed(lambda: call(base_model, base_device))
+    times = interleaved_medians({"base": lambda: call(base_model, base_device),
+                                 "merged": lambda: call(model, device)})
+    t_base, t_merged = times["base"][0], times["merged"][0]
     diff = float((merged - unmerged).abs().max())
     scale = float(unmerged.abs().max()) or 1.0
     ok = "✓" if diff <= 1e-3 * scale + 1e-5 else "⚠"
-    n_adapters = sum(1 for _ in symlora.adapter_layers(model))
     return (
         f"{ok} **Merge check** on {n_adapters} adapted layers: max |merged − unmerged| output difference = "
         f"**{diff:.2e}** (outputs are up to {scale:.2f}).\n\n"
@@ -107,8 +142,7 @@ def merge_check(tuned: Any, base: Any, inputs: Any) -> str:
         f"| base (pretrained) | {t_base:.1f} ms |\n"
         f"| tuned, adapters beside the weights | {t_adapter:.1f} ms |\n"
         f"| tuned, merged (W + ΔW) | {t_merged:.1f} ms |\n\n"
-        f"Merged, the tuned model has exactly the base model's shapes, so it costs the same "
-        f"(timings on this machine vary by a few %)."
+        + timing_sentence(times["base"], times["merged"])
     )
 
 
@@ -191,17 +225,21 @@ def download_tag(owner: str) -> str:
     return hashlib.sha256(f"{_SECRET}:{owner}".encode()).hexdigest()[:10]
 
 
-def adapter_downloads(tuned: Any, name: str, owner: str = "") -> tuple[str, str]:
-    """Zip files of the adapter in symlora format and as a plain PEFT LoRA export, named
+def adapter_downloads(tuned: Any, name: str, owner: str = "",
+                      facts: dict[str, Any] | None = None) -> tuple[str, str]:
+    """Zip files of the adapter in symlora format and as a plain PEFT LoRA export, each
+    with a model card ``README.md`` (``facts``: the run's data and metrics for it), named
     for the session ``owner`` and deleted :data:`DOWNLOADS_TTL_S` seconds later."""
+    from symlora.io import export_bundle
+
     if not any(True for _ in symlora.adapter_layers(tuned.model)):
         raise ValueError("this run has no adapters (head-only or full fine-tuning): nothing to download")
     sweep_downloads()
     _start_sweeper()
     out = Path(tempfile.mkdtemp(prefix="symlora-lab-"))
     try:
-        own = symlora.save_adapter(tuned.model, out / "adapter")
-        peft = symlora.export_peft(tuned.model, out / "peft")
+        own = export_bundle(tuned, out / "adapter", fmt="symlora", facts=facts)
+        peft = export_bundle(tuned, out / "peft", fmt="peft", facts=facts)
         zips = Path(tempfile.mkdtemp(prefix="zip-", dir=_downloads_dir()))
         tag = f"{download_tag(owner)}{secrets.token_hex(2)}"
         a = _zip_dir(own, zips / f"{name}-{tag}-symlora-adapter.zip")

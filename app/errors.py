@@ -47,6 +47,20 @@ def _readable(err: BaseException) -> str:
     return f"Something went wrong ({name}: {text}). Try Reset, or another preset."
 
 
+def page_error(problem: BaseException | str) -> gr.Error:
+    """A ``gr.Error`` for the page (raise it).  A user's mistake (a message, or an error the
+    core words for people) is logged as one WARNING line, not a traceback; an unexpected
+    error was already logged in full by :func:`readable`, so Gradio prints nothing more."""
+    if isinstance(problem, BaseException):
+        message = problem.message if isinstance(problem, gr.Error) else readable(problem)
+        mistake = isinstance(problem, gr.Error) or type(problem).__name__ in _FRIENDLY
+    else:
+        message, mistake = problem, True
+    if mistake:
+        log.warning("not done for a user: %s", message.splitlines()[0] if message else "")
+    return gr.Error(message, print_exception=False)
+
+
 def relay_to_page(job, what: str, skips: tuple) -> Iterator[tuple]:
     """Yield a :class:`~app.runner.Job`'s page updates: its warnings become toasts, and
     any failure becomes a status line ("The {what} could not go on: …") and a ``gr.Error``."""
@@ -56,6 +70,6 @@ def relay_to_page(job, what: str, skips: tuple) -> Iterator[tuple]:
                 gr.Warning(update.warning)
             yield update.values
     except Exception as err:  # noqa: BLE001 — every failure becomes a readable message in the page
-        message = err.message if isinstance(err, gr.Error) else readable(err)
-        yield (f"⚠ **The {what} could not go on:** {as_markdown_text(html.unescape(message))}",) + skips
-        raise gr.Error(message) from err
+        error = page_error(err)
+        yield (f"⚠ **The {what} could not go on:** {as_markdown_text(html.unescape(error.message))}",) + skips
+        raise error from err

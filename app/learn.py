@@ -76,8 +76,23 @@ def _find(summary: list[dict], task: str, label: str) -> dict | None:
     return next((s for s in summary if s["task"] == task and s["label"] == label), None)
 
 
+def difference(value: float, metric_name: str, std: float | None = None) -> str:
+    """A difference with its unit: accuracy in percentage points (``+0.7 pt``), perplexity
+    in perplexity units (``−2.3``); ``std`` adds ``± …`` in the same unit."""
+    if metric_name == "accuracy":
+        shown, spread, unit = 100 * value, None if std is None else 100 * std, " pt"
+    else:
+        shown, spread, unit = value, std, ""
+    text = f"{shown:+.1f}" if abs(shown) >= 0.05 else "0.0"
+    text = text.replace("-", "−")
+    if spread is not None:
+        text += f" ± {spread:.1f}"
+    return text + unit
+
+
 def _paired_table(differences: list[dict]) -> list[str]:
-    """SymLoRA − LoRA per task and rank, paired by seed; positive always favours SymLoRA."""
+    """SymLoRA − LoRA per task and rank, paired by seed; positive always favours SymLoRA.
+    Accuracy differences are in percentage points (pt), perplexity ones in perplexity."""
     lines = ["| task | LoRA rank | SymLoRA − LoRA, same rank (SymLoRA's weights vs LoRA's) | SymLoRA − LoRA, same number of weights |",
              "|---|---:|---|---|"]
     for d in differences:
@@ -86,9 +101,8 @@ def _paired_table(differences: list[dict]) -> list[str]:
         def cell(x: dict | None, what: str) -> str:
             if x is None:
                 return "—"
-            diff = sign * x["diff_mean"]
-            shown = f"{diff:+.3f}" if abs(diff) >= 0.0005 else "0.000"
-            return f"{shown} ± {x['diff_std']:.3f} ({what}{x['param_ratio']:.0%} weights)"
+            shown = difference(sign * x["diff_mean"], d["metric_name"], x["diff_std"])
+            return f"{shown} ({what}{x['param_ratio']:.0%} weights)"
 
         budget_rank = d["budget_label"].split(" (")[0].removeprefix("symlora ") + " · " if d.get("budget_label") else ""
         lines.append(f"| {d['task']} | {d['r']} | {cell(d['equal_rank'], '')} | {cell(d['equal_budget'], budget_rank)} |")
@@ -107,18 +121,20 @@ def _verdicts(summary: list[dict]) -> list[str]:
         if same is None:
             continue
         sign = -1 if s["metric_name"] == "perplexity" else 1  # report "better is positive"
-        text = (f"**{task}, r = {r}:** SymLoRA − LoRA = {sign * (same['metric_mean'] - s['metric_mean']):+.3f} "
+        name = s["metric_name"]
+        text = (f"**{task}, r = {r}:** SymLoRA − LoRA = {difference(sign * (same['metric_mean'] - s['metric_mean']), name)} "
                 f"with {same['trainable_params'] / s['trainable_params']:.0%} of the weights")
         if budget is not None:
-            text += f"; at LoRA's budget ({budget['label'].split(' (')[0]}) {sign * (budget['metric_mean'] - s['metric_mean']):+.3f}"
+            text += (f"; at LoRA's budget ({budget['label'].split(' (')[0]}) "
+                     f"{difference(sign * (budget['metric_mean'] - s['metric_mean']), name)}")
         verdicts.append(text + ".")
     return verdicts
 
 
 def results_markdown(path: Path = RESULTS_FILE) -> str:
     """"So is SymLoRA any good?" — the shipped benchmark (``bench/claim.py``): SymLoRA − LoRA
-    at equal rank and equal budget (paired by seed when the file has it), what each task is,
-    and every configuration's mean ± std."""
+    at equal rank and equal budget (paired by seed when the file has it) and what each task
+    is (every configuration's mean ± std: :func:`every_configuration`)."""
     if not path.is_file():
         return "*No benchmark results are shipped with this copy (run `python bench/claim.py`).*"
     results = json.loads(path.read_text())
@@ -133,13 +149,25 @@ def results_markdown(path: Path = RESULTS_FILE) -> str:
         parts.append("\n".join(f"* **{name}**: {text}" for name, text in tasks.items()))
     if any(s["task"] == "init-study" for s in summary):
         parts.append("“Λ lr ×√n” in the init study is this app's default; the other rules start slower.")
-    lines = ["| task | configuration | result (mean ± std over seeds) | trainable weights |", "|---|---|---|---:|"]
-    for s in summary:
-        lines.append(f"| {s['task']} | {s['label']} | {s['metric_name']} {s['metric_mean']:.3f} ± {s['metric_std']:.3f} "
-                     f"| {s['trainable_params']:,} |")
-    parts.append("**Every configuration**\n\n" + "\n".join(lines))
     hardware = [m.get("hardware", "") for m in meta.get("parts", [meta])]
     parts.append(f"Measured with `bench/claim.py` on {', '.join(dict.fromkeys(hardware))}; positive differences "
-                 "favour SymLoRA (for perplexity, lower is better, so the sign is flipped). Where SymLoRA loses, "
-                 "the number says by how much.")
+                 "favour SymLoRA (for perplexity, lower is better, so the sign is flipped). Accuracy differences are "
+                 "in percentage points (pt: +0.7 pt = 0.7 % more test images right), perplexity differences in "
+                 "perplexity. Where SymLoRA loses, the number says by how much.")
     return "\n\n".join(parts)
+
+
+def every_configuration(path: Path = RESULTS_FILE) -> str:
+    """The table of every configuration's mean ± std (accuracy in %, perplexity as is):
+    long, so the tab shows it in a closed accordion."""
+    if not path.is_file():
+        return ""
+    summary = json.loads(path.read_text())["summary"]
+    lines = ["| task | configuration | result (mean ± std over seeds) | trainable weights |", "|---|---|---|---:|"]
+    for s in summary:
+        if s["metric_name"] == "accuracy":
+            value = f"accuracy {100 * s['metric_mean']:.1f} % ± {100 * s['metric_std']:.1f} pt"
+        else:
+            value = f"{s['metric_name']} {s['metric_mean']:.2f} ± {s['metric_std']:.2f}"
+        lines.append(f"| {s['task']} | {s['label']} | {value} | {s['trainable_params']:,} |")
+    return "\n".join(lines)

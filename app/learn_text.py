@@ -60,7 +60,7 @@ same with $B = 0$.
 
 After training, $W' = W + \Delta W$ is a single matrix of the original shape: the merged model
 runs **exactly as fast as the base model**, and un-merging subtracts $\Delta W$ again. The Try
-tab checks both. Since $Q\,\mathrm{diag}(\Lambda)\,Q^\top = (s\,Q\,\mathrm{diag}(\Lambda))\,Q^\top$,
+tab checks both. Since $s\,Q\,\mathrm{diag}(\Lambda)\,Q^\top = (s\,Q\,\mathrm{diag}(\Lambda))\,Q^\top$,
 a SymLoRA adapter is also a plain LoRA with $B = s\,Q\,\mathrm{diag}(\Lambda)$ and $A = Q^\top$ —
 that is the PEFT export you can download.
 """

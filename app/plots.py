@@ -25,8 +25,10 @@ MEMORY_PARTS: tuple[tuple[str, str, str], ...] = (
     ("grads", "gradients", "#e8710a"),
     ("optimizer", "optimizer state", "#c0392b"),
     ("activations", "activations", "#7b4ea3"),
-    ("other", "other / temporaries", "#d9d9d9"),
+    ("other", "process overhead (not the adapter)", "#e6e6e6"),
 )
+OTHER_NOTE = ("the rest of the measured peak: temporaries and allocator slack; on a CPU the whole process's "
+              "growth, one-time warm-up included. It is not what the adapter costs.")
 _FONT = dict(family="DejaVu Sans, Arial, sans-serif", size=12)
 _MB = 1024 * 1024
 
@@ -115,6 +117,12 @@ def memory_figure(rows: Sequence[tuple[str, Mapping[str, int]]], *, revision: st
     fig = go.Figure()
     for key, name, c in MEMORY_PARTS:
         values = [m.get(key, 0) / _MB for _, m in rows]
+        if key == "other":  # greyed and hatched: not a part of the step the method decides
+            fig.add_trace(go.Bar(y=labels, x=values, name=name, orientation="h", marker_color=c,
+                                 marker_pattern=dict(shape="/", fgcolor="#b0b0b0", size=6),
+                                 marker_line=dict(color="#b0b0b0", width=1),
+                                 hovertemplate=f"{name}: %{{x:.2f}} MB — {OTHER_NOTE}<extra>%{{y}}</extra>"))
+            continue
         fig.add_trace(go.Bar(y=labels, x=values, name=name, orientation="h", marker_color=c,
                              hovertemplate=f"{name}: %{{x:.2f}} MB<extra>%{{y}}</extra>"))
     fig.update_layout(barmode="stack")
@@ -148,7 +156,8 @@ def spectrum_rows(spectrum: Mapping[str, Sequence[Sequence[float]]]) -> tuple[li
 def spectrum_figure(spectrum: Mapping[str, Sequence[Sequence[float]]] | None, method: str, step: int | None = None,
                     *, revision: str = "spectrum") -> go.Figure:
     """Left: the values of the layer that moved most (signed eigenvalues for SymLoRA,
-    singular values for LoRA), sorted.  Right: every adapted layer × value as a heatmap."""
+    singular values for LoRA).  Right: every adapted layer × value as a heatmap.  Both in
+    one order, largest |value| first (the core's order), so column #i is bar #i."""
     symmetric = method == "symlora"
     what = "eigenvalues λ of ΔW" if symmetric else "singular values σ of ΔW"
     if not spectrum:
@@ -156,7 +165,7 @@ def spectrum_figure(spectrum: Mapping[str, Sequence[Sequence[float]]] | None, me
     labels, rows = spectrum_rows(spectrum)
     norms = [sum(v * v for v in row) for row in rows]
     top = max(range(len(rows)), key=norms.__getitem__)
-    values = sorted(rows[top], reverse=True)
+    values = sorted(rows[top], key=abs, reverse=True)  # the heatmap's order: largest |value| first
     when = f" at step {step}" if step is not None else ""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.38, 0.62], horizontal_spacing=0.14,
                         subplot_titles=(f"{labels[top]}: {what}", f"all adapted layers{when}"))
@@ -171,23 +180,52 @@ def spectrum_figure(spectrum: Mapping[str, Sequence[Sequence[float]]] | None, me
                              colorbar=dict(thickness=10, len=0.9),
                              hovertemplate="%{y} #%{x}: %{z:.4f}<extra></extra>"), row=1, col=2)
     fig.update_yaxes(autorange="reversed", row=1, col=2, tickfont=dict(size=9))
-    fig.update_xaxes(title_text="sorted, largest first", row=1, col=1)
-    fig.update_xaxes(title_text="index (largest |value| first)", row=1, col=2)
+    fig.update_xaxes(title_text="#, largest |value| first", row=1, col=1)
+    fig.update_xaxes(title_text="#, largest |value| first (same order as the bars)", row=1, col=2)
     return _layout(fig, height=max(340, min(900, 120 + 11 * len(rows))), revision=revision)
 
 
-def params_figure(counts: Mapping[str, int], current: str, *, revision: str = "params") -> go.Figure:
+def params_figure(counts: Mapping[str, int], current: str, heads: Mapping[str, int] | None = None, *,
+                  revision: str = "params") -> go.Figure:
     """Trainable parameters per method (keys are method names) at the current settings;
-    the chosen method's bar is solid, the others faded."""
+    the chosen method's bar is solid, the others faded.  ``heads``: the part of each count
+    that is the new classifier head, drawn as its own grey segment, so the adapter's own
+    weights (the number the text quotes) can be read off the bar too."""
     names = list(counts)
+    heads = heads or {}
     labels = [METHOD_NAMES.get(n, n) for n in names]
+    head = [min(heads.get(n, 0), counts[n]) for n in names]
+    own = [counts[n] - h for n, h in zip(names, head)]
+    opacity = [1.0 if n == current else 0.45 for n in names]
+
+    def what(name: str) -> str:
+        return {"symlora": "adapter", "lora": "adapter", "head-only": "head", "full": "all"}.get(name, "trained")
+
     fig = go.Figure(go.Bar(
-        y=labels, x=[counts[n] for n in names], orientation="h",
-        marker_color=[color(n) for n in names], marker_opacity=[1.0 if n == current else 0.45 for n in names],
-        text=[f"{counts[n]:,}" for n in names], textposition="auto",
-        hovertemplate="%{y}: %{x:,} trainable<extra></extra>",
+        y=labels, x=own, orientation="h", name="adapter weights",
+        marker_color=[color(n) for n in names], marker_opacity=opacity,
+        customdata=[[what(n), counts[n]] for n in names],
+        hovertemplate="%{y}: %{x:,} %{customdata[0]} weights (%{customdata[1]:,} trainable in all)<extra></extra>",
     ))
-    fig.update_xaxes(title_text="trainable parameters")
+    if any(head):
+        fig.add_trace(go.Bar(
+            y=labels, x=[0 if n == "head-only" else h for n, h in zip(names, head)], orientation="h",
+            name="new head", marker_color="#c8c8c8", marker_opacity=opacity,
+            hovertemplate="%{y}: + new classifier head %{x:,}<extra></extra>",
+        ))
+    text = []
+    for n, h, o in zip(names, head, own):
+        if h and n in ("symlora", "lora"):
+            text.append(f"{counts[n]:,} = {o:,} + {h:,}")
+        else:
+            text.append(f"{counts[n]:,}")
+    top = max(counts.values(), default=0)
+    fig.add_trace(go.Scatter(y=labels, x=[counts[n] for n in names], mode="text", text=text,
+                             textposition="middle right", showlegend=False, hoverinfo="skip",
+                             textfont=dict(size=11)))
+    fig.update_layout(barmode="stack", showlegend=False)
+    fig.update_xaxes(title_text="trainable: adapter + new head (grey)" if any(head) else "trainable parameters",
+                     range=[0, top * 2.1 if top else 1])
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, height=80 + 32 * len(names), revision=revision, margin=dict(l=80, r=10, t=10, b=40))
 

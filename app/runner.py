@@ -13,6 +13,7 @@ replays an identical one.
 from __future__ import annotations
 
 import contextvars
+import math
 import queue
 import threading
 import time
@@ -119,9 +120,31 @@ def status_line(event: Any, label: str = "") -> str:
         msg = f" · {event.message}" if event.message and event.kind != "done" else ""
         return f"{who}{word}: {name} {before} → **{after}** · {timing}{msg}"
     throughput = f"{event.throughput:,.0f} {event.throughput_unit}" if event.throughput else "–"
-    metric = f" · {name} **{format_metric(name, event.metric)}**" if event.metric is not None else ""
-    return (f"{who}Step **{event.step}/{event.total_steps}** · loss {event.smoothed_loss or event.loss or 0:.3f}"
-            f"{metric} · {throughput} · ETA {format_seconds(event.eta_s)}")
+    return (f"{who}Step **{event.step}/{event.total_steps}** · {loss_text(event)}{metric_text(event)} · {throughput} "
+            f"· ETA {format_seconds(event.eta_s)}")
+
+
+def loss_text(event: Any) -> str:
+    """``training loss 1.31 (last batch; smoothed 1.40)`` — the raw value first, so that it
+    reads next to the held-out number; the smoothed one is the curve's line."""
+    if event.loss is None:
+        return "training loss –"
+    text = f"training loss {event.loss:.3f} (last batch"
+    if event.smoothed_loss is not None:
+        text += f"; smoothed {event.smoothed_loss:.3f}"
+    return text + ")"
+
+
+def metric_text(event: Any) -> str:
+    """`` · held-out perplexity **3.85** (held-out loss 1.348, …)`` — perplexity is
+    e^loss, so its loss is shown too — or `` · held-out accuracy **93.1%**``."""
+    if event.metric is None:
+        return ""
+    name = event.metric_name
+    if name == "perplexity" and event.metric > 0:
+        return (f" · held-out {name} **{format_metric(name, event.metric)}** "
+                f"(held-out loss {math.log(event.metric):.3f}, comparable to the training loss)")
+    return f" · held-out {name} **{format_metric(name, event.metric)}**"
 
 
 def run_label(settings: Settings, prefix: str = "") -> str:

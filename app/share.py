@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .settings import LIMITS, METHOD_LABELS, Settings, check_value
+from .settings import METHOD_LABELS, Settings, check_value
 
 PANELS: tuple[str, ...] = ("train", "compare", "try", "learn")
 # query key → Settings field

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .learn import TEXT, calculator, results_markdown, toy_figure
+from .learn import TEXT, calculator, every_configuration, results_markdown, toy_figure
 
 LATEX = [{"left": "$$", "right": "$$", "display": True}, {"left": "$", "right": "$", "display": False}]
 
@@ -15,6 +15,10 @@ def build() -> None:
         with gr.Column(scale=3):
             gr.Markdown(TEXT, latex_delimiters=LATEX, elem_id="learn-text")
             gr.Markdown("### So is SymLoRA any good? Our measurements\n" + results_markdown(), elem_id="learn-results")
+            every = every_configuration()
+            if every:
+                with gr.Accordion("Every configuration (mean ± std over seeds)", open=False, elem_id="learn-every"):
+                    gr.Markdown(every, elem_id="learn-every-table")
         with gr.Column(scale=2):
             gr.Markdown("### Parameter calculator\nHow many weights does an adapter need?")
             with gr.Row():

@@ -18,9 +18,9 @@ from typing import Any
 
 import gradio as gr
 
-from . import plots
+from . import collect, plots
 from .analysis import symmetry_note
-from .errors import readable, relay_to_page
+from .errors import page_error, readable, relay_to_page
 from .lab import Lab
 from .params import estimate, formula_text, kinds_for, layer_kinds
 from .runner import MIN_UPDATE_S, Job, Update, run_label, status_line, stream
@@ -32,18 +32,23 @@ MAX_RUNS_KEPT = 4  # per session, oldest dropped first
 
 EXPLAIN_CURVES = ("**What you are looking at:** the loss (left) is how wrong the model is on the batch it "
                   "just trained on — it should fall. The metric (right) is measured on held-out data the model "
-                  "never trains on: that is the number that matters. Faint dots are single steps, the line is smoothed.")
+                  "never trains on: that is the number that matters. Faint dots are single steps (the loss of that batch); the "
+                  "line is their moving average over a window that grows with the run (up to 10 steps), so it "
+                  "follows the dots on short runs too.")
 EXPLAIN_MEMORY = ("**Memory of one training step.** Frozen weights cost the same for every method; adapters "
                   "shrink *trainable weights, gradients and optimizer state*. Activations (what the backward pass "
-                  "needs) often dominate — LoRA saves parameters, not automatically memory. *Other* is the rest of the "
-                 "process's growth (temporaries, allocator slack; on a CPU it includes one-time warm-up).")
+                  "needs) often dominate — LoRA saves parameters, not automatically memory. The grey hatched part, "
+                 "*process overhead*, is **not the adapter's cost**: it is the rest of the measured peak (temporaries, "
+                 "allocator slack; on a CPU the whole process's growth, one-time warm-up included).")
 OWN_IMAGES = ("**Teach it your own classes.** Make one folder per class, put its pictures in it, zip the folders "
               "and upload the zip — for example `cats/1.jpg`, `cats/2.jpg`, …, `dogs/1.jpg`, … (one wrapping folder "
               "is fine). Limits: {limits} Your pictures are read in memory for your runs only; Gradio deletes uploads "
               "from the server within about an hour. **Clear the file** to go back to the preset's data.")
-OWN_TEXT = ("**Teach it a style.** Paste text — quotes, poems, lyrics, recipes — with the pieces separated by blank "
-            "lines or by lines holding only `%` (like Debian's fortune files), or upload a .txt file. Limits: {limits} "
+OWN_TEXT = ("**Teach it a style.** Paste text — quotes, poems, lyrics, recipes — **one piece per line**, or pieces of "
+            "several lines separated by blank lines or by lines holding only `%` (like Debian's fortune files), or "
+            "upload a .txt file. The note below says which splitting was used. Limits: {limits} "
             "**Empty the box** to go back to the preset's data.")
+OWN_HOW = ["Upload a zip", "Collect examples in the browser"]
 PAUSE_LABEL, RESUME_LABEL, STEP_LABEL = "‖ Pause", "▶ Resume", "⇥ Step"
 PAUSED = ("‖ **Paused** — **⇥ Step** trains one more step, **▶ Resume** goes on. (A run paused for 5 minutes "
           "is stopped: others may be waiting for the trainer.)")
@@ -52,7 +57,8 @@ SHARE_NO_UPLOADS = ("⚠ **Links cannot carry your own data.** Whoever opens thi
 EXPLAIN_SPECTRUM = ("**What the adapter learned.** Each row of the heatmap is one adapted layer (or square "
                     "block); each cell one of its r directions. For SymLoRA the values are the *signed eigenvalues* "
                     "of ΔW = s·Q·diag(Λ)·Qᵀ (red = negative); for LoRA the singular values of s·B·A. They start at "
-                    "exactly 0 (Λ = 0 / B = 0) and grow as the layer changes. Drag the slider to go back in time.")
+                    "exactly 0 (Λ = 0 / B = 0) and grow as the layer changes. Bars and heatmap columns are in one order: "
+                    "largest |value| first (#1 is the strongest direction). Drag the slider to go back in time.")
 
 
 @dataclass
@@ -107,6 +113,7 @@ class TrainUI:
     share_note: Any = None
     pause: Any = None
     step: Any = None
+    collect: Any = None  # app.collect.CollectUI
 
     @property
     def data_inputs(self) -> list[Any]:
@@ -131,14 +138,22 @@ def build(lab: Lab) -> TrainUI:
     vision = lab.model_task(s.model) == "vision"
     limits = lab.user_data.limits
     with gr.Accordion("Use your own data (optional)", open=False, elem_id="own-data") as own_data:
-        with gr.Group(visible=vision) as own_images:
-            gr.Markdown(OWN_IMAGES.format(limits=limits.zip_text()), elem_id="own-images-help", padding=True)
-            data_zip = gr.File(label="Your images: a .zip with one folder per class", file_types=[".zip"],
-                               type="filepath", elem_id="data-zip", height=120)
+        with gr.Column(visible=vision) as own_images:
+            # Radios, not tabs: Gradio 6.31 draws no tab buttons for tabs inside a closed accordion.
+            own_how = gr.Radio(OWN_HOW, value=OWN_HOW[0], show_label=False, elem_id="own-how")
+            with gr.Column() as own_zip:
+                gr.Markdown(OWN_IMAGES.format(limits=limits.zip_text()), elem_id="own-images-help", padding=True)
+                data_zip = gr.File(label="Your images: a .zip with one folder per class", file_types=[".zip"],
+                                   type="filepath", elem_id="data-zip", height=120)
+            with gr.Column(visible=False) as own_collect:
+                collected = collect.build(lab)
+            own_how.change(lambda how: (gr.update(visible=how == OWN_HOW[0]), gr.update(visible=how != OWN_HOW[0])),
+                           own_how, [own_zip, own_collect], queue=False, show_progress="hidden",
+                           api_visibility="private")
         with gr.Group(visible=not vision) as own_text:
             gr.Markdown(OWN_TEXT.format(limits=limits.text_text()), elem_id="own-text-help", padding=True)
             data_text = gr.Textbox("", label="Your text", lines=5, max_lines=12, elem_id="data-text",
-                                   placeholder="The first quote or poem…\n\nThe second one, after a blank line…\n\n…")
+                                   placeholder="The first quote…\nThe second quote, on its own line…\n…")
             data_txt = gr.File(label="…or upload a .txt file", file_types=[".txt"], type="filepath",
                                elem_id="data-txt", height=90)
     data_note = gr.Markdown(visible=False, elem_id="data-note")
@@ -234,7 +249,7 @@ def build(lab: Lab) -> TrainUI:
                    spec_note, event_json, spectra_state, share_box, lesson_on, lesson_panels, lesson_presets,
                    make_link, link, own_data=own_data, own_images=own_images, own_text=own_text, data_zip=data_zip,
                    data_text=data_text, data_txt=data_txt, data_note=data_note, user_state=user_state,
-                   share_note=share_note, pause=pause, step=step)
+                   share_note=share_note, pause=pause, step=step, collect=collected)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -242,6 +257,16 @@ def preset_description(lab: Lab, preset: Any) -> str:
     net = " · ⚠ needs internet" if preset.needs_internet else ""
     return (f"**{preset.name}** — {preset.description}  \n"
             f"<small>model `{preset.model}` · data `{preset.data}` · {preset.steps} steps{net}</small>")
+
+
+FIRST_LOAD = {"text": "the first time takes 5–25 s: the model is read and, once per machine, converted",
+              "vision": "the first time takes a few seconds"}
+
+
+def preparing_note(lab: Lab, model: str) -> str:
+    """The status while a model is loaded for the first time in this process."""
+    task = lab.model_task(model)
+    return f"⏳ **Preparing `{model}`** ({FIRST_LOAD.get(task, 'a moment')})…"
 
 
 def target_choices(lab: Lab, model: str, method: str) -> list[tuple[str, str]]:
@@ -287,40 +312,49 @@ def param_view(lab: Lab, model: str, data: str, method: str, r: float, targets: 
     classes = classes or n_classes(lab, model, data)
     spec = list(targets) or bundle.default_targets
     counts: dict[str, int] = {}
+    heads: dict[str, int] = {}
     mine = None
     for m in ("symlora", "lora", "head-only", "full"):
         try:
             est = estimate(bundle.model, m, r, spec, head_name=head, n_classes=classes)
         except ValueError as err:
             if m == method:
-                return f"⚠ {err}", plots.params_figure(counts, method)
+                return f"⚠ {err}", plots.params_figure(counts, method, heads)
             continue
         if m != "full":
             counts[m] = est.trainable
+            if m in ("symlora", "lora"):
+                heads[m] = est.head
         if m == method:
             mine = est
     if mine is None:
-        return "", plots.params_figure(counts, method)
+        return "", plots.params_figure(counts, method, heads)
     label = METHOD_LABELS[method] + (f" r={r}" if method in ("symlora", "lora") else "")
     text = (f"**{label}** trains **{mine.trainable:,}** of {mine.total:,} parameters "
             f"(**{mine.percent:.2f} %**)")
     if method in ("symlora", "lora"):
-        text += f": adapters {mine.adapter:,} on {len(mine.layers)} layers"
-        text += f" + new head {mine.head:,}." if mine.head else "."
+        text += f" = **{mine.adapter:,} adapter weights** on {len(mine.layers)} layers"
+        text += f" + {mine.head:,} in the new classifier head." if mine.head else "."
         text += "\n\n" + formula_text(mine, r)
         other = "lora" if method == "symlora" else "symlora"
         if counts.get(other):
             a = mine.adapter
-            b = counts[other] - mine.head
+            b = counts[other] - heads.get(other, 0)
+            with_head = f" ({counts[other]:,} trainable with the head)" if heads.get(other) else ""
             if method == "symlora" and b:
-                text += f"\n\nLoRA on the same layers needs {b:,} adapter weights: SymLoRA uses **{a / b:.0%}** of that."
+                text += (f"\n\nLoRA on the same layers needs {b:,} adapter weights{with_head}: SymLoRA uses "
+                         f"**{a / b:.0%}** of that.")
             elif a:
-                text += f"\n\nSymLoRA on the same layers would need {b:,} adapter weights (**{b / a:.0%}** of LoRA's)."
+                text += (f"\n\nSymLoRA on the same layers would need {b:,} adapter weights, **{b / a:.0%}** of "
+                         f"LoRA's{with_head}.")
+        if mine.head:
+            text += ("\n\n<small>Bars: trainable parameters, the adapter in colour and the new head "
+                     "(the same for every method) in grey.</small>")
     elif method == "head-only":
         text += ": only the new classifier head."
     else:
         text += ": every weight (the baseline adapters try to match)."
-    return text, plots.params_figure(counts, method)
+    return text, plots.params_figure(counts, method, heads)
 
 
 class SharedFigures:
@@ -489,6 +523,8 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         return None, text
 
     t.data_txt.upload(on_txt, t.data_txt, [t.data_txt, t.data_text], **data_cfg)
+    if t.collect is not None:
+        collect.wire(lab, t.collect, t.data_zip, after_data)
 
     def on_preset(name):
         p = lab.preset(name)
@@ -507,13 +543,26 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
 
     preset_outputs = [t.preset_info, t.model, t.data, t.method, t.r, t.lora_alpha, t.targets, t.lr,
                       t.steps, t.batch_size, t.seed]
-    after_data(t.preset.input(on_preset, t.preset, preset_outputs, **light))
+
+    def on_preset_shown(name):
+        """Switch presets, first saying what happens when the model is not loaded yet
+        (a language model takes seconds the first time: nothing else would show it)."""
+        p = lab.preset(name)
+        loaded = p.model in lab.bases.loaded_models()
+        if not loaded:
+            yield {t.preset_info: preset_description(lab, p), t.status: preparing_note(lab, p.model)}
+        out = on_preset(name)
+        if not loaded:
+            out[t.status] = f"**{p.name}** is ready. Press **Start** to train."
+        yield out
+
+    after_data(t.preset.input(on_preset_shown, t.preset, preset_outputs + [t.status], **light))
 
     def on_model(model, method, targets):
         try:
             tgt = target_update(lab, model, method, targets)
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(readable(err)) from err
+            raise page_error(err) from err
         choices = lab.data_choices(model)
         return gr.update(choices=choices, value=choices[0] if choices else None), tgt
 
@@ -604,12 +653,12 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         """Fine-tune ``model`` on ``data`` with ``method`` (symlora, lora, head-only, full) and stream the run.
         ``targets``: comma-separated layer kinds such as ``attn.qkv,attn.proj`` (empty: the model's default).
         Your own data replaces ``data``: ``data_zip`` (image models) is a .zip with one folder of images per
-        class; ``data_text`` (language models) is text whose pieces are separated by blank lines or ``%`` lines."""
+        class; ``data_text`` (language models) is text: one piece per line, or pieces separated by blank lines or ``%`` lines."""
         try:
             settings = Settings.from_values(preset, model, data, method, r, lora_alpha, targets, lr, steps,
                                             batch_size, seed, device)
         except (TypeError, ValueError) as err:
-            raise gr.Error(f"Invalid settings: {err}") from err
+            raise page_error(f"Invalid settings: {err}") from err
         session = (request.session_hash if request is not None else None) or "anonymous"
         flag = lab.runs.begin(session, "train")
         job = Job(produce(settings, runs or {}, session, flag, data_zip, data_text or ""), flag)
@@ -620,7 +669,7 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         api_description="Fine-tune with the given settings; streams status, plots and the raw event (JSON) "
                         "a few times a second. The last update carries the final result. Optional own data "
                         "replaces the preset's: data_zip (a .zip with one folder of images per class, for image "
-                        "models) or data_text (pieces separated by blank lines or '%' lines, for language models).",
+                        "models) or data_text (one piece per line, or pieces separated by blank lines or '%' lines, for language models).",
         concurrency_id="heavy", concurrency_limit=lab.heavy_limit, show_progress="full", show_progress_on=[t.status],
     )
 

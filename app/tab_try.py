@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -17,7 +18,7 @@ from symlora.resources import asset_path
 
 from .analysis import adapter_downloads, merge_check
 from .checks import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, prompt_note
-from .errors import as_markdown_text, readable
+from .errors import as_markdown_text, page_error
 from .lab import Lab
 from .runner import format_metric
 from .sessions import SavedRun
@@ -32,6 +33,35 @@ def example_images() -> list[str]:
     if not EXAMPLES_DIR.is_dir():
         return []
     return [str(p) for p in sorted(EXAMPLES_DIR.glob("*.png"))]
+
+
+def shipped_gallery() -> list[tuple[str, str]]:
+    """(path, caption) of the shipped examples: ``digit-7.png`` → "digit 7"."""
+    return [(p, Path(p).stem.replace("fashion-", "").replace("-", " ")) for p in example_images()]
+
+
+OWN_EXAMPLES = 15  # of the user's own test images, shown as examples
+
+
+def own_gallery(test: Any, n: int = OWN_EXAMPLES) -> list[tuple[np.ndarray, str]]:
+    """Up to ``n`` of a run's own test images (an ``ImageDataset``), classes taking turns,
+    each captioned with its class."""
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(test.labels.tolist()):
+        by_class.setdefault(int(label), []).append(i)
+    order: list[int] = []
+    while len(order) < n and any(by_class.values()):
+        for label in sorted(by_class):
+            if by_class[label] and len(order) < n:
+                order.append(by_class[label].pop(0))
+    return [(show_big(test.images[i].numpy()), test.classes[int(test.labels[i])]) for i in order]
+
+
+def show_big(img: np.ndarray, side: int = 224) -> np.ndarray:
+    """A small uint8 image (H, W[, 1|3]) enlarged by whole pixels, for people to see."""
+    img = img[..., 0] if img.ndim == 3 and img.shape[-1] == 1 else img
+    zoom = max(1, side // img.shape[0])
+    return np.kron(img, np.ones((zoom, zoom) + (() if img.ndim == 2 else (1,)), dtype=np.uint8))
 
 
 @dataclass
@@ -60,12 +90,22 @@ class TryUI:
     peft_file: Any
     merge: Any
     merge_md: Any
+    gallery: Any = None
 
 
-def blank_canvas() -> dict[str, Any]:
-    """A black sketchpad (digits and clothes in our data are light on dark)."""
-    black = np.zeros((CANVAS, CANVAS, 3), dtype=np.uint8)
-    return {"background": black, "layers": [], "composite": black}
+def blank_canvas(dark: bool = True) -> dict[str, Any]:
+    """An empty sketchpad: black for light-on-dark data (digits and clothes in our
+    presets), white for dark-on-light data (letters on paper)."""
+    fill = np.full((CANVAS, CANVAS, 3), 0 if dark else 255, dtype=np.uint8)
+    return {"background": fill, "layers": [], "composite": fill}
+
+
+def sketch_style(dark: bool) -> dict[str, Any]:
+    """The sketchpad's canvas, pen and hint for the data's style (a ``gr.update`` dict)."""
+    pen = "#ffffff" if dark else "#000000"
+    hint = "white on black, like the data" if dark else "black on white, like the data"
+    return gr.update(value=blank_canvas(dark), label=f"Draw here ({hint})",
+                     brush=gr.Brush(colors=[pen], default_color=pen, default_size=18))
 
 
 def build(lab: Lab) -> TryUI:
@@ -88,9 +128,9 @@ def build(lab: Lab) -> TryUI:
                                      elem_id="try-image", height=300)
                     sample = gr.Button("Random test image", elem_id="try-sample")
                     truth = gr.Markdown(elem_id="try-truth")
-                    if example_images():
-                        gr.Examples([[p] for p in example_images()], inputs=[image], label="Examples (click one)",
-                                    examples_per_page=15)
+                    gallery = gr.Gallery(shipped_gallery(), label="Examples (click one)", columns=5, rows=3,
+                                         height=360, allow_preview=False, object_fit="contain",
+                                         elem_id="try-examples")
             with gr.Column(scale=1):
                 base_label = gr.Label(num_top_classes=5, label="Base model (pretrained, before)", elem_id="try-base")
                 tuned_label = gr.Label(num_top_classes=5, label="Tuned model (after)", elem_id="try-tuned")
@@ -120,7 +160,7 @@ def build(lab: Lab) -> TryUI:
         merge_md = gr.Markdown(elem_id="try-merge-md")
     return TryUI(run, note, vision, sketch, image, sample, truth, base_label, tuned_label, probs, text, prompt,
                  temperature, max_tokens, gen_seed, generate, base_text, tuned_text, downloads, prepare, adapter_file,
-                 peft_file, merge, merge_md)
+                 peft_file, merge, merge_md, gallery)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -157,13 +197,14 @@ def sketch_image(value: Any) -> np.ndarray | None:
 
 
 def match_background(image: np.ndarray, dark: bool) -> np.ndarray:
-    """Invert a light-background picture when the model's data is light-on-dark (a photo of
-    a digit on paper), so that what the model sees resembles what it was trained on."""
+    """Invert a picture whose background is the opposite of the data's (a photo of a digit
+    on paper for light-on-dark data, a drawing on black for dark-on-light data), so that
+    what the model sees resembles what it was trained on."""
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[-1] == 4:
         img = img[..., :3]
     border = np.concatenate([img[0].ravel(), img[-1].ravel(), img[:, 0].ravel(), img[:, -1].ravel()])
-    if dark and border.mean() > 127:
+    if (dark and border.mean() > 127) or (not dark and border.mean() < 128):
         return (255 - img.astype(np.int16)).astype(np.uint8)
     return img
 
@@ -181,9 +222,40 @@ def dark_data(lab: Lab, saved: SavedRun) -> bool:
     try:
         images = test_images(lab, saved).images[:64]
     except Exception:  # noqa: BLE001
-        return False
-    border = images[:, 0].float().mean()
-    return bool(border < 64)
+        return True
+    return is_dark(images)
+
+
+def is_dark(images: Any) -> bool:
+    """Light-on-dark images (MNIST style) rather than dark-on-light (ink on paper): their
+    border pixels average below mid-grey.  ``images``: uint8 (N, H, W[, C])."""
+    import torch
+
+    x = torch.as_tensor(images).float()
+    x = x.unsqueeze(-1) if x.ndim == 3 else x
+    border = torch.cat([x[:, 0].flatten(1), x[:, -1].flatten(1), x[:, :, 0].flatten(1), x[:, :, -1].flatten(1)], 1)
+    return bool(border.mean() < 128)
+
+
+def download_name(saved: SavedRun) -> str:
+    """The start of a run's download names: the data it trained on, method and rank —
+    ``digits-symlora-r8`` for a preset, ``my-letters-lora-r4`` for ``my-letters.zip``."""
+    import re
+
+    s = saved.settings
+    data = s.preset
+    if saved.data_name:
+        data = re.sub(r"[^a-z0-9]+", "-", Path(saved.data_name).stem.lower()).strip("-")[:40] or "my-data"
+    rank = f"-r{s.r}" if s.is_adapter else ""
+    return f"{data}-{s.method}{rank}"
+
+
+def card_context(lab: Lab, saved: SavedRun) -> dict[str, Any]:
+    """What a download's model card says about the run: data, metrics, settings."""
+    s = saved.summary
+    return {"data": saved.data_label, "preset": saved.settings.preset, "metric_name": s.get("metric_name"),
+            "metric_before": s.get("metric_before"), "metric_after": s.get("metric_after"),
+            "steps": s.get("steps_done"), "seed": saved.settings.seed, "lr": saved.settings.lr}
 
 
 # --------------------------------------------------------------------------- wiring
@@ -216,7 +288,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
             tuned = lab.tuned.get(saved, lab.bases)
             tuned_out = as_label(classify(tuned, image, k=len(tuned.labels)))
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(readable(err)) from err
+            raise page_error(err) from err
         return (base_out, tuned_out, {"base": base_out, "tuned": tuned_out},
                 f"Tuned model: **{saved.label}** (trained on {saved.data_label}).")
 
@@ -232,18 +304,15 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
     def sample(choice: str, runs: dict, model: str):
         saved = pick_run(runs, choice)
         if saved is None:
-            raise gr.Error("Train a model first: the test images come from the run's data.")
+            raise page_error("Train a model first: the test images come from the run's data.")
         try:
             test = test_images(lab, saved)
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(readable(err)) from err
+            raise page_error(err) from err
         if not hasattr(test, "images"):
-            raise gr.Error("This run is a language model: use the prompt box.")
+            raise page_error("This run is a language model: use the prompt box.")
         i = random.randrange(len(test))
-        img = test.images[i].numpy()
-        img = img[..., 0] if img.shape[-1] == 1 else img
-        zoom = max(1, 224 // img.shape[0])  # show it big
-        img = np.kron(img, np.ones((zoom, zoom) + (() if img.ndim == 2 else (1,)), dtype=np.uint8))
+        img = show_big(test.images[i].numpy())
         truth = test.classes[int(test.labels[i])]
         return img, f"Test image #{i} of {saved.data_label}: the true answer is **{truth}**."
 
@@ -259,7 +328,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         try:
             base = lab.bases.model(saved.settings.model if saved else model)
             if not hasattr(base, "tokenizer"):
-                raise gr.Error("This run classifies images: use the image tools.")
+                raise page_error("This run classifies images: use the image tools.")
             kw = dict(max_new_tokens=int(max_tokens), temperature=float(temperature), seed=int(seed))
             ids, dropped = fit_prompt(base, (prompt or "")[-MAX_PROMPT_CHARS:], kw["max_new_tokens"], MAX_PROMPT_TOKENS)
             cut = dropped > 0 or len(prompt or "") > MAX_PROMPT_CHARS
@@ -277,7 +346,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         except gr.Error:
             raise
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(readable(err)) from err
+            raise page_error(err) from err
 
     t.generate.click(generate_both, [t.prompt, t.temperature, t.max_tokens, t.gen_seed, t.run, runs_state, default_model],
                      [t.base_text, t.tuned_text, t.note], api_name="generate",
@@ -286,20 +355,20 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
     def prepare(choice: str, runs: dict, request: gr.Request = None):
         saved = pick_run(runs, choice)
         if saved is None:
-            raise gr.Error("Train a model first.")
+            raise page_error("Train a model first.")
         try:
             tuned = lab.tuned.get(saved, lab.bases)
-            name = f"{saved.settings.preset}-{saved.settings.method}-r{saved.settings.r}"
-            return adapter_downloads(tuned, name, owner=getattr(request, "session_hash", None) or "")
+            return adapter_downloads(tuned, download_name(saved), owner=getattr(request, "session_hash", None) or "",
+                                     facts=card_context(lab, saved))
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(readable(err)) from err
+            raise page_error(err) from err
 
     t.prepare.click(prepare, [t.run, runs_state], [t.adapter_file, t.peft_file], api_visibility="private", **heavy)
 
     def check_merge(choice: str, runs: dict, prompt: str):
         saved = pick_run(runs, choice)
         if saved is None:
-            raise gr.Error("Train a model first.")
+            raise page_error("Train a model first.")
         try:
             base = lab.bases.model(saved.settings.model)
             tuned = lab.tuned.get(saved, lab.bases)
@@ -310,7 +379,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
                 inputs = {k: v.cpu() for k, v in inputs.items() if k != "labels"}
             return merge_check(tuned, base, inputs)
         except Exception as err:  # noqa: BLE001
-            raise gr.Error(readable(err)) from err
+            raise page_error(err) from err
 
     t.merge.click(check_merge, [t.run, runs_state, t.prompt], t.merge_md, api_visibility="private", **heavy)
 
@@ -318,6 +387,13 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         saved = pick_run(runs, choice)
         name = saved.settings.model if saved else model
         is_text = lab.model_task(name) == "text"
+        sketch, gallery = gr.skip(), gr.skip()
+        if not is_text:
+            dark = dark_data(lab, saved) if saved else True
+            sketch = sketch_style(dark)
+            own = saved.test_sample if saved is not None and saved.test_sample is not None else None
+            gallery = gr.update(value=own_gallery(own) if own is not None else shipped_gallery(),
+                                label="Your test images (click one)" if own is not None else "Examples (click one)")
         if saved is None:
             note = "Train a model on the **Train** tab first; until then only the base model answers."
         elif saved.failure:
@@ -328,10 +404,30 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
             note = (f"Trying **{saved.label}**, trained on {saved.data_label}: {name} "
                     f"{format_metric(name, s['metric_before'])} → **{format_metric(name, s['metric_after'])}** "
                     f"after {s['steps_done']} steps.")
-        return gr.update(visible=not is_text), gr.update(visible=is_text), note
+        return gr.update(visible=not is_text), gr.update(visible=is_text), note, sketch, gallery
 
-    t.run.change(on_run, [t.run, runs_state, default_model], [t.vision, t.text, t.note], api_visibility="private",
+    run_outputs = [t.vision, t.text, t.note, t.sketch, t.gallery]
+    t.run.change(on_run, [t.run, runs_state, default_model], run_outputs, api_visibility="private",
                  show_progress="hidden")
-    default_model.change(on_run, [t.run, runs_state, default_model], [t.vision, t.text, t.note],
+    default_model.change(on_run, [t.run, runs_state, default_model], run_outputs,
                          api_visibility="private", show_progress="hidden")
-    return on_run, [t.run, runs_state, default_model], [t.vision, t.text, t.note]
+
+    def on_example(choice: str, runs: dict, evt: gr.SelectData):
+        """A click on the examples: that image goes to the upload box (and is classified)."""
+        saved = pick_run(runs, choice)
+        i = int(evt.index if not isinstance(evt.index, (list, tuple)) else evt.index[0])
+        if saved is not None and saved.test_sample is not None:
+            items = own_gallery(saved.test_sample)
+            if 0 <= i < len(items):
+                img, label = items[i]
+                return img, f"One of your test images: the true answer is **{label}**."
+        paths = example_images()
+        if not 0 <= i < len(paths):
+            return gr.skip(), gr.skip()
+        from PIL import Image
+
+        with Image.open(paths[i]) as pic:
+            return show_big(np.asarray(pic.convert("RGB"))), ""
+
+    t.gallery.select(on_example, [t.run, runs_state], [t.image, t.truth], api_visibility="private", **infer)
+    return on_run, [t.run, runs_state, default_model], run_outputs

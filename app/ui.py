@@ -31,6 +31,7 @@ FOOTER = ("<small>SymLoRA: T. Panoutsos, R. L. T. Santos, F. Figueiredo, *Toward
 CSS = """
 #status, #compare-status { font-size: 1.05em; }
 #preset-info { margin-top: -8px; }
+#calc-table td:not(:first-child) { white-space: nowrap; }  /* numbers never wrap; labels and headers may */
 #lesson-banner { background: #eef7f6; border-left: 4px solid #0f8b8d; padding: 6px 12px; border-radius: 4px; }
 """
 # Gradio 6.31 hides a tab's content but not its button when ``visible`` is updated after

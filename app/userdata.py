@@ -1,6 +1,7 @@
 """The user's own data: a zip of images (one folder per class) or pasted / uploaded text.
 
-Limits, a small per-process cache of decoded zips (so checking an upload and training on
+The limits and checks are the core's (``symlora.uploads``, shared with the command line);
+here: a small per-process cache of decoded zips (so checking an upload and training on
 it read the zip once), and the sentences the page shows about the data in use.  Nothing
 is copied: Gradio keeps uploads in its temporary cache (emptied hourly, see ``ui.py``)
 and the zip is decoded in memory by ``symlora.data.load_image_folder_zip``.
@@ -15,27 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-@dataclass
-class Limits:
-    """What an upload may hold (checked by the core loader, shown in the page)."""
-
-    zip_bytes: int = 20_000_000
-    images: int = 2_000
-    image_size: int = 64  # every image is resized to this square
-    text_chars: int = 1_000_000
-    text_file_bytes: int = 4_000_000
-    test_fraction: float = 0.2  # of each class, held out to measure accuracy
-
-    def zip_text(self) -> str:
-        return (f"a .zip up to **{self.zip_bytes / 1e6:.0f} MB** with up to **{self.images:,} images** "
-                f"(PNG, JPG, GIF, BMP, WebP, TIFF); at least **2 classes**, each with at least 2 images. Images are "
-                f"resized to {self.image_size}×{self.image_size}; {self.test_fraction:.0%} of each class is held out "
-                f"to measure accuracy.")
-
-    def text_text(self) -> str:
-        return (f"up to **{self.text_chars:,} characters**, at least 2 pieces; 15 % of them are held out to "
-                f"measure perplexity.")
+from symlora.uploads import Limits, describe, read_text_file  # noqa: F401  (the shared limits and checks)
 
 
 @dataclass
@@ -52,11 +33,7 @@ class UserData:
 
     def summary(self) -> str:
         """``2 classes (circle, square) · 32 training / 8 test images``."""
-        s = self.splits
-        if self.kind == "images":
-            shown = ", ".join(self.classes[:8]) + (", …" if len(self.classes) > 8 else "")
-            return (f"{len(self.classes)} classes ({shown}) · {len(s.train)} training / {len(s.test)} test images")
-        return f"{len(s.train)} pieces of text for training / {len(s.test)} held out"
+        return describe(self.splits)
 
     def test_sample(self, n: int, seed: int = 0) -> Any:
         """Up to ``n`` test images drawn across every class (an ``ImageDataset``, for the
@@ -70,21 +47,6 @@ class UserData:
         return test.subset(order.sort().values)
 
 
-def read_text_file(path: str | os.PathLike, limit: int) -> str:
-    """A .txt upload as text (UTF-8, else Latin-1); ValueError for binary or oversize files."""
-    path = Path(path)
-    size = path.stat().st_size
-    if size > limit:
-        raise ValueError(f"{path.name} is too large ({size / 1e6:.1f} MB; the limit is {limit / 1e6:.0f} MB)")
-    raw = path.read_bytes()
-    if b"\x00" in raw[:65536]:
-        raise ValueError(f"{path.name} does not look like a text file: upload plain text (.txt)")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
 class UserDataCache:
     """Decoded zips by (file, seed), the last few kept; text is split on demand (fast)."""
 
@@ -96,7 +58,7 @@ class UserDataCache:
 
     def images(self, path: str | os.PathLike, seed: int = 0) -> UserData:
         """The zip at ``path`` as :class:`UserData`; ValueError with a message for people."""
-        from symlora.data import load_image_folder_zip
+        from symlora.uploads import load_images
 
         path = Path(path)
         try:
@@ -109,9 +71,7 @@ class UserDataCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        lim = self.limits
-        splits = load_image_folder_zip(path, max_bytes=lim.zip_bytes, max_files=lim.images, size=lim.image_size,
-                                       test_fraction=lim.test_fraction, seed=int(seed))
+        splits = load_images(path, self.limits, seed)
         data = UserData("images", path.name, splits)
         with self._guard:
             self._items[key] = data
@@ -120,9 +80,9 @@ class UserDataCache:
         return data
 
     def text(self, text: str, seed: int = 0, name: str = "your text") -> UserData:
-        from symlora.data import text_splits
+        from symlora.uploads import load_text
 
-        return UserData("text", name, text_splits(text, name=name, seed=int(seed), max_chars=self.limits.text_chars))
+        return UserData("text", name, load_text(text, self.limits, seed, name))
 
     def resolve(self, task: str, zip_path: Any, text: str | None, seed: int = 0) -> UserData | None:
         """The user's data that fits a model of ``task`` ("vision" / "text"), None when the

@@ -103,7 +103,7 @@ def concat_step(base, cfgs, device, g):
 
 def vmap_step(base, cfgs, device, g):
     import timm.layers
-    from torch.func import functional_call, stack_module_state
+    from torch.func import functional_call
 
     timm.layers.set_fused_attn(False)
     models = []

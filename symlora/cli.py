@@ -14,6 +14,7 @@ import logging
 import statistics
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import distributed
@@ -60,6 +61,31 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    own = p.add_mutually_exclusive_group()
+    own.add_argument("--data", metavar="ZIP", help="your own images instead of the preset's data: a .zip with one "
+                                                   "folder of images per class (image presets)")
+    own.add_argument("--text", metavar="TXT", help="your own text instead of the preset's data: a .txt file, one "
+                                                   "piece per line or pieces between blank / '%%' lines (text presets)")
+
+
+def _own_data(args: argparse.Namespace, seed: int | None = None) -> Any:
+    """The user's ``--data`` zip / ``--text`` file as splits (the app's limits and
+    messages; ValueError for bad data), or None for the preset's data."""
+    if not (args.data or args.text):
+        return None
+    from .uploads import load_images, load_text_file
+
+    preset = get_preset(args.preset)
+    seed = (args.seed if args.seed is not None else preset.seed or 0) if seed is None else seed
+    if args.data:
+        if preset.task != "vision":
+            raise ValueError(f"--data takes images, but preset {preset.name!r} trains a language model: "
+                             f"use --text, or an image preset such as 'digits'")
+        return load_images(args.data, seed=seed)
+    if preset.task != "text":
+        raise ValueError(f"--text takes text, but preset {preset.name!r} trains an image classifier: "
+                         f"use --data, or a text preset such as 'fortunes'")
+    return load_text_file(args.text, seed=seed)
 
 
 def _run_config(args: argparse.Namespace, method: str | None = None, seed: int | None = None, r: int | None = None):
@@ -90,7 +116,7 @@ def cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_once(args: argparse.Namespace, config, show_progress: bool) -> Any:
+def _train_once(args: argparse.Namespace, config, show_progress: bool, dataset: Any = None) -> Any:
     from .train import run
 
     final = None
@@ -100,7 +126,7 @@ def _train_once(args: argparse.Namespace, config, show_progress: bool) -> Any:
 
         bar = tqdm(total=config.resolved().steps, desc=config.resolved().method, unit="step", file=sys.stderr)
     rank, _ = distributed.rank_and_world()
-    for event in run(config, keep_model=False):
+    for event in run(config, dataset=dataset, keep_model=False):
         if args.json and rank == 0 and not event.is_final:
             print(json.dumps({k: v for k, v in event.to_dict().items() if k != "spectrum"}), flush=True)
         if bar is not None:
@@ -119,14 +145,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     rank, _ = distributed.init_from_env(args.device)
     config = _run_config(args)
     config.resolved()  # validate before any loading
-    final = _train_once(args, config, show_progress=not args.json and rank == 0 and sys.stderr.isatty())
+    dataset = _own_data(args)
+    if dataset is not None and rank == 0 and not args.json:
+        from .uploads import describe
+
+        print(f"data: {args.data or args.text} — {describe(dataset)}", file=sys.stderr)
+    final = _train_once(args, config, show_progress=not args.json and rank == 0 and sys.stderr.isatty(),
+                        dataset=dataset)
     result = final.result
     if rank == 0:
+        data_name = Path(args.data or args.text).name if dataset is not None else None
         if args.out:
-            from .runs import save_run
+            from .runs import RUN_FILE, save_run
 
-            save_run(result, args.out)
-        summary = result.summary()
+            out = save_run(result, args.out)
+            if data_name:  # what the run trained on, for 'predict' and 'export-peft'
+                run_file = out / RUN_FILE
+                run_file.write_text(json.dumps(json.loads(run_file.read_text()) | {"data_name": data_name}, indent=2) + "\n")
+        summary = result.summary() | ({"data_name": data_name} if data_name else {})
         if args.json:
             print(json.dumps(summary), flush=True)
         else:
@@ -136,8 +172,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _describe(s: dict[str, Any]) -> str:
+    on = f" on {s['data_name']}" if s.get("data_name") else ""
     lines = [
-        f"{s['method']}: {s['metric_name']} {s['metric_before']:.4g} → {s['metric_after']:.4g} "
+        f"{s['method']}{on}: {s['metric_name']} {s['metric_before']:.4g} → {s['metric_after']:.4g} "
         f"in {s['steps_done']} steps, {s['wall_s']:.1f} s ({s['status']})",
         f"trainable params: {s['trainable_params']:,} || all params: {s['total_params']:,}",
         f"peak training memory: {s['peak_mem_bytes'] / 2**20:.1f} MiB",
@@ -160,7 +197,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         r = 2 * base_r if (args.equal_budget and method == "symlora") else base_r
         runs = []
         for seed in range(args.seeds):
-            final = _train_once(args, _run_config(args, method=method, seed=seed, r=r), show_progress=False)
+            final = _train_once(args, _run_config(args, method=method, seed=seed, r=r), show_progress=False,
+                                dataset=_own_data(args, seed))
             runs.append(final.result.summary())
             log.info("%s seed %d: %s", method, seed, final.result.metric_after)
         metric = [x["metric_after"] for x in runs]
@@ -225,14 +263,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export_peft(args: argparse.Namespace) -> int:
-    from .io import export_peft
+    from .io import export_bundle
     from .runs import load_run, read_run
 
-    if read_run(args.run).get("adapter_config") is None:
+    run = read_run(args.run)
+    if run.get("adapter_config") is None:
         args.parser.error("this run trained no adapter (head-only or full): nothing to export")
     bundle = load_run(args.run)
-    out = export_peft(bundle.model, args.out)
-    print(f"wrote a PEFT LoRA adapter to {out}")
+    config = run.get("config") or {}
+    facts = {"data": run.get("data_name") or config.get("data"), "metric_name": run.get("metric_name"),
+             "metric_before": run.get("metric_before"), "metric_after": run.get("metric_after"),
+             "steps": run.get("steps_done"), "seed": config.get("seed")}
+    out = export_bundle(bundle, args.out, fmt="peft", facts=facts)
+    print(f"wrote a PEFT LoRA adapter with its model card (README.md) to {out}")
     return 0
 
 

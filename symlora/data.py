@@ -113,6 +113,7 @@ class TextSplits:
     train: list[str]
     test: list[str]
     credit: str
+    split: str = "blank"  # how the text was cut: a key of SPLIT_RULES ("percent", "blank", "lines")
 
 
 @dataclass(frozen=True)
@@ -309,12 +310,33 @@ _PERCENT_LINE = re.compile(r"^[ \t]*%[ \t]*$", re.MULTILINE)
 _BLANK_LINES = re.compile(r"\n[ \t]*\n")
 
 
-def split_documents(text: str) -> list[str]:
-    """Cut text into documents: on lines holding only ``%`` (fortune files) when there are
-    any, otherwise on blank lines.  Whitespace-only pieces are dropped."""
+SPLIT_RULES: dict[str, str] = {
+    "percent": "one piece between lines holding only '%'",
+    "blank": "one piece between blank lines",
+    "lines": "one piece per line, as the text has no blank lines or '%' lines",
+}
+
+
+def split_documents_how(text: str) -> tuple[list[str], str]:
+    """Cut text into documents and say which rule did it (a key of :data:`SPLIT_RULES`):
+    on lines holding only ``%`` (fortune files) when there are any, else on blank lines;
+    a text that this leaves in one piece but that has two or more non-empty lines is one
+    document per line (the way most people paste a list of quotes).  Whitespace-only
+    pieces are dropped."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    parts = _PERCENT_LINE.split(text) if _PERCENT_LINE.search(text) else _BLANK_LINES.split(text)
-    return [p.strip("\n").rstrip() for p in parts if p.strip()]
+    how = "percent" if _PERCENT_LINE.search(text) else "blank"
+    parts = _PERCENT_LINE.split(text) if how == "percent" else _BLANK_LINES.split(text)
+    docs = [p.strip("\n").rstrip() for p in parts if p.strip()]
+    if len(docs) == 1:
+        lines = [line.strip() for line in docs[0].split("\n") if line.strip()]
+        if len(lines) >= 2:
+            return lines, "lines"
+    return docs, how
+
+
+def split_documents(text: str) -> list[str]:
+    """The documents of :func:`split_documents_how` (without the rule's name)."""
+    return split_documents_how(text)[0]
 
 
 def _holdout(docs: list[str], *, test_fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -336,18 +358,19 @@ def text_splits(
     max_chars: int = 2_000_000,
     credit: str = "text supplied by the user",
 ) -> TextSplits:
-    """Split pasted or uploaded text into documents (``%`` lines or blank lines) and hold
-    out a seeded ``test_fraction`` of them for perplexity.  Needs ≥ 2 documents."""
+    """Split pasted or uploaded text into documents (``%`` lines, blank lines, or one per
+    line: :func:`split_documents_how`) and hold out a seeded ``test_fraction`` of them for
+    perplexity.  Needs ≥ 2 documents."""
     if not isinstance(text, str) or not text.strip():
-        raise ValueError("the text is empty: paste or upload some text (documents separated by blank lines or '%' lines)")
+        raise ValueError("the text is empty: paste or upload some text (one piece per line, or pieces separated by blank lines or '%' lines)")
     if len(text) > max_chars:
         raise ValueError(f"the text is too long ({len(text):,} characters; the limit is {max_chars:,})")
-    docs = split_documents(text)
+    docs, how = split_documents_how(text)
     if len(docs) < 2:
-        raise ValueError("the text holds a single document: separate at least two with a blank line or a '%' line, "
-                         "so that one can be held out for testing")
+        raise ValueError("the text holds a single piece: put at least two on separate lines (or separate them with "
+                         "a blank line or a '%' line), so that one can be held out for testing")
     train, test = _holdout(docs, test_fraction=test_fraction, seed=seed)
-    return TextSplits(name, train, test, credit)
+    return TextSplits(name, train, test, credit, how)
 
 
 def fortune_categories(fortunes_dir: str | Path = FORTUNES_DIR) -> list[str]:
@@ -411,6 +434,13 @@ def _decode_image(data: bytes, member: str, size: int, max_pixels: int):
         raise
     except Exception as exc:  # PIL raises many types for broken files
         raise ValueError(f"{member} is not a readable image ({type(exc).__name__})") from exc
+
+
+def read_image(data: bytes, name: str, *, size: int = 64, max_pixels: int = 25_000_000) -> tuple[np.ndarray, bool]:
+    """One image file's bytes as the zip loader reads them: ``(uint8 array of
+    size×size[×3], is_grey)``, transparency flattened on white, EXIF rotation applied.
+    ``ValueError`` (naming ``name``) for unreadable or oversized images."""
+    return _decode_image(data, name, size, max_pixels)
 
 
 def load_image_folder_zip(

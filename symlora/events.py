@@ -41,6 +41,25 @@ class MemoryBreakdown:
         return dataclasses.asdict(self) | {"total": self.total}
 
 
+class LossSmoother:
+    """The smoothed training loss: an exponential moving average with bias correction
+    (Adam's), whose window scales with the run — ``total_steps / 8`` steps, between 1
+    and 10 — so a 12-step run's line follows its points instead of lagging behind them,
+    and a long run still gets a calm line."""
+
+    def __init__(self, total_steps: int, max_window: float = 10.0) -> None:
+        window = min(max_window, max(1.0, total_steps / 8))
+        self.beta = 1.0 - 1.0 / window
+        self._mean = 0.0
+        self._weight = 0.0
+
+    def add(self, value: float) -> float:
+        """Take one step's loss; return the smoothed value so far."""
+        self._mean = self.beta * self._mean + (1.0 - self.beta) * value
+        self._weight = self.beta * self._weight + (1.0 - self.beta)
+        return self._mean / self._weight
+
+
 @dataclass
 class TrainEvent:
     """One update from a running training job."""

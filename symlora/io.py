@@ -23,6 +23,7 @@ from .config import AdapterConfig
 from .layers import AdapterLayer, LoraLayer, SymLoraLayer
 from .model import adapter_layers, get_config, inject, saved_module_names
 
+CARD_NAME = "README.md"
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 PREFIX = "base_model.model."
@@ -42,18 +43,25 @@ def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return state
 
 
-def _write(directory: str | Path, config: dict, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> Path:
+def _write(directory: str | Path, config: dict, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None,
+           card: str | None = None) -> Path:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    if card is not None:
+        (out / CARD_NAME).write_text(card, encoding="utf-8")
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", **(metadata or {})})
     return out
 
 
-def save_adapter(model: nn.Module, directory: str | Path) -> Path:
-    """Write ``adapter_config.json`` + ``adapter_model.safetensors`` into ``directory``."""
-    return _write(directory, get_config(model).to_dict(), adapter_state_dict(model))
+def save_adapter(model: nn.Module, directory: str | Path, *, base_model_name_or_path: str | None = None,
+                 card: str | None = None) -> Path:
+    """Write ``adapter_config.json`` + ``adapter_model.safetensors`` into ``directory``
+    (and ``card`` as its ``README.md``, see :func:`symlora.cards.model_card`).
+    ``base_model_name_or_path`` names the base model in the config, as PEFT does."""
+    config = get_config(model).to_dict() | {"base_model_name_or_path": base_model_name_or_path}
+    return _write(directory, config, adapter_state_dict(model), card=card)
 
 
 def _read_weights(directory: Path) -> dict[str, Tensor]:
@@ -117,13 +125,16 @@ def lora_factors(layer: AdapterLayer) -> tuple[Tensor, Tensor]:
     return a, q_lam
 
 
-def export_peft(model: nn.Module, directory: str | Path) -> Path:
+def export_peft(model: nn.Module, directory: str | Path, *, base_model_name_or_path: str | None = None,
+                card: str | None = None) -> Path:
     """Write the adapters as a plain PEFT LoRA adapter (``peft_type: LORA``).
 
     Each layer gets ``lora_alpha`` equal to its rank, so PEFT's scaling is exactly 1 and
     the factors carry s themselves; ``rank_pattern``/``alpha_pattern`` give block layers
     their rank k·r.  ``PeftModel.from_pretrained(base, directory)`` then reproduces the
-    adapted model's outputs.
+    adapted model's outputs.  ``base_model_name_or_path`` goes into the config (PEFT's key;
+    :func:`symlora.cards.base_model_id` gives it for a zoo model); ``card`` is written as the
+    folder's ``README.md``.
     """
     config = get_config(model)
     tensors: dict[str, Tensor] = {}
@@ -143,7 +154,7 @@ def export_peft(model: nn.Module, directory: str | Path) -> Path:
     peft_config = {
         "peft_type": "LORA",
         "task_type": None,
-        "base_model_name_or_path": None,
+        "base_model_name_or_path": base_model_name_or_path,
         "r": base_rank,
         "lora_alpha": base_rank,
         "target_modules": sorted(ranks),
@@ -160,4 +171,23 @@ def export_peft(model: nn.Module, directory: str | Path) -> Path:
     # Provenance goes into the safetensors header: an unknown key in adapter_config.json makes
     # PEFT warn its users to upgrade PEFT.
     exported_from = f"symlora ({config.method}, r={config.r}, lora_alpha={config.lora_alpha})"
-    return _write(directory, peft_config, tensors, {"exported_from": exported_from})
+    return _write(directory, peft_config, tensors, {"exported_from": exported_from}, card=card)
+
+
+def export_bundle(bundle: object, directory: str | Path, *, fmt: str = "peft", facts: dict | None = None) -> Path:
+    """Save the adapter of a tuned zoo ``bundle`` (``VisionModel`` / ``TextModel``) with
+    everything that explains it: ``base_model_name_or_path`` and a model card
+    ``README.md`` (base model, preprocessing, labels, metrics ``facts``, a loading snippet).
+    ``fmt``: ``"peft"`` (plain PEFT LoRA, :func:`export_peft`) or ``"symlora"``
+    (:func:`save_adapter`)."""
+    from .cards import RunFacts, base_model_id, model_card
+
+    model = bundle.model  # type: ignore[attr-defined]
+    adapter = get_config(model).to_dict()
+    card = model_card(bundle, adapter, fmt=fmt, facts=RunFacts.from_dict(facts))
+    base = base_model_id(getattr(bundle, "name", None) or "base-model")
+    if fmt == "peft":
+        return export_peft(model, directory, base_model_name_or_path=base, card=card)
+    if fmt == "symlora":
+        return save_adapter(model, directory, base_model_name_or_path=base, card=card)
+    raise ValueError(f"fmt must be 'peft' or 'symlora', got {fmt!r}")

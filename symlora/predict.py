@@ -96,6 +96,25 @@ def fit_prompt(bundle: TextModel, prompt: str, max_new_tokens: int,
     return ids, dropped
 
 
+def _cache_keyword(model: torch.nn.Module) -> str:
+    """The forward argument that takes the key/value cache: ``cache`` in transformers ≥ 5.2x
+    (where ``past_key_values`` warns that it is deprecated), ``past_key_values`` before."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _new_cache(model: torch.nn.Module):
+    """An empty ``DynamicCache`` the model fills in place, step after step."""
+    from transformers import DynamicCache
+
+    try:
+        return DynamicCache(config=model.config)
+    except TypeError:  # older transformers: no config argument
+        return DynamicCache()
+
+
 @torch.no_grad()
 def generate(
     bundle: TextModel,
@@ -122,12 +141,11 @@ def generate(
     ids = torch.tensor([prompt_ids], device=device)
     was_training = model.training
     model.eval()
-    past = None
+    cache = {_cache_keyword(model): _new_cache(model)}
     out: list[int] = []
     step_input = ids
     for _ in range(max_new_tokens):
-        res = model(input_ids=step_input, past_key_values=past, use_cache=True)
-        past = res.past_key_values
+        res = model(input_ids=step_input, use_cache=True, **cache)
         logits = res.logits[0, -1].float().cpu()
         if temperature <= 0:
             next_id = int(logits.argmax())

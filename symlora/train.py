@@ -33,7 +33,7 @@ from . import distributed
 from . import memory as mem
 from .config import MAX_SCALING, R_MAX, AdapterConfig, alpha_limit, check_int, check_number
 from .data import ImageSplits, TextSplits, load_dataset
-from .events import MemoryBreakdown, RunResult, TrainEvent
+from .events import LossSmoother, MemoryBreakdown, RunResult, TrainEvent
 from .io import adapter_state_dict
 from .model import count_parameters, inject
 from .optim import param_groups
@@ -274,14 +274,16 @@ class LossLog:
 
     Reading a loss (``float(loss)``) waits for the device to finish the step; doing that
     once per event instead of once per step keeps a GPU fed.  Losses are folded in step
-    order, so ``last`` and ``smoothed`` (an exponential moving average, 0.9) are the same
-    numbers a per-step read gives; the first non-finite one is reported with its step.
+    order, so ``last`` and ``smoothed`` (``smoother``'s moving average, whose window
+    scales with the run: :class:`~symlora.events.LossSmoother`) are the same numbers a
+    per-step read gives; the first non-finite one is reported with its step.
     """
 
     last: float | None = None
     smoothed: float | None = None
     steps_read: int = 0
     pending: list[torch.Tensor] = field(default_factory=list)
+    smoother: LossSmoother | None = None  # None: a plain 0.9 moving average
 
     def add(self, loss: torch.Tensor) -> None:
         self.pending.append(loss.detach())
@@ -297,7 +299,10 @@ class LossLog:
             if not math.isfinite(value):
                 return self.steps_read, value
             self.last = value
-            self.smoothed = value if self.smoothed is None else 0.9 * self.smoothed + 0.1 * value
+            if self.smoother is not None:
+                self.smoothed = self.smoother.add(value)
+            else:
+                self.smoothed = value if self.smoothed is None else 0.9 * self.smoothed + 0.1 * value
         return None
 
 
@@ -362,7 +367,7 @@ def run(
 
     generator = torch.Generator().manual_seed(cfg.seed + 100_003 * rank)  # each rank its own shard
     batches = task.batches(cfg.batch_size, generator)
-    losses = LossLog()
+    losses = LossLog(smoother=LossSmoother(cfg.steps))
     train_t0 = since = last_emit = time.perf_counter()
     step_time, items = 0.0, 0
     status, message = "done", None

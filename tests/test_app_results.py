@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app.learn import RESULTS_FILE, results_markdown
+from app.learn import RESULTS_FILE, every_configuration, results_markdown
 
 
 def row(task, label, metric, params, name="accuracy"):
@@ -19,10 +19,10 @@ def test_table_and_differences_come_from_the_file(tmp_path):
                row("fortunes", "lora r=8", 30.0, 500, "perplexity"), row("fortunes", "symlora r=8", 32.0, 250, "perplexity")]
     path.write_text(json.dumps({"meta": {"hardware": "test CPU"}, "summary": summary, "runs": []}))
     text = results_markdown(path)
-    assert "| digits | symlora r=8 | accuracy 0.930 ± 0.010 | 600 |" in text
-    assert "SymLoRA − LoRA = -0.020 with 60% of the weights" in text, "a loss is shown as a loss"
-    assert "(symlora r=12) +0.010" in text
-    assert "SymLoRA − LoRA = -2.000" in text, "higher perplexity counts against SymLoRA"
+    assert "| digits | symlora r=8 | accuracy 93.0 % ± 1.0 pt | 600 |" in every_configuration(path)
+    assert "SymLoRA − LoRA = −2.0 pt with 60% of the weights" in text, "a loss is shown as a loss, in points"
+    assert "(symlora r=12) +1.0 pt" in text
+    assert "SymLoRA − LoRA = −2.0 with" in text, "higher perplexity counts against SymLoRA"
     assert "test CPU" in text
 
 
@@ -35,8 +35,9 @@ def test_paired_differences_are_shown_with_their_spread(tmp_path):
     path.write_text(json.dumps({"meta": {"hardware": "test CPU", "tasks": {"fortunes": "SmolLM2 → quotes"}},
                                 "summary": summary, "differences": diffs, "runs": []}))
     text = results_markdown(path)
-    assert "| fortunes | 8 | -2.000 ± 0.500 (50% weights) | +1.000 ± 0.250 (r=16 · 100% weights) |" in text
-    assert "**fortunes**: SmolLM2 → quotes" in text and "| fortunes | symlora r=8 | perplexity 32.000 ± 0.010 | 250 |" in text
+    assert "| fortunes | 8 | −2.0 ± 0.5 (50% weights) | +1.0 ± 0.2 (r=16 · 100% weights) |" in text
+    assert "**fortunes**: SmolLM2 → quotes" in text
+    assert "| fortunes | symlora r=8 | perplexity 32.00 ± 0.01 | 250 |" in every_configuration(path)
 
 
 def test_missing_file_says_how_to_make_it(tmp_path):

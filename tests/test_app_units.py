@@ -161,14 +161,29 @@ def test_symmetry_merge_check_and_downloads(make_vit, randomize, vit_batch):
     assert not any(layer.merged for _, layer in symlora.adapter_layers(model))  # left as it was
 
     own, peft = adapter_downloads(tuned, "test")
-    assert set(zipfile.ZipFile(own).namelist()) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert set(zipfile.ZipFile(own).namelist()) == {"adapter_config.json", "adapter_model.safetensors", "README.md"}
     assert '"LORA"' in zipfile.ZipFile(peft).read("adapter_config.json").decode()
+    assert "## Load it" in zipfile.ZipFile(peft).read("README.md").decode()
 
     lora = make_vit(0)
     symlora.inject(lora, symlora.AdapterConfig(method="lora", r=2, target_modules=["attn.proj"]))
     randomize(lora)
     share, _ = symmetric_share(lora)
     assert 0.2 < share < 0.8  # a random update is about half symmetric
+
+
+def test_merge_timing_sentence_follows_the_numbers():
+    """"Costs the same" only when the medians agree; a 3× gap is reported as such, with
+    what noise means — never next to "the same"."""
+    from app.analysis import interleaved_medians, timing_sentence
+
+    assert "costs the same here" in timing_sentence((10.0, 0.5), (10.8, 0.4))
+    text = timing_sentence((114.0, 3.0), (34.0, 2.0))
+    assert "costs the same here" not in text and "0.30×" in text and "busy machine" in text
+    calls = []
+    times = interleaved_medians({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, repeats=7)
+    assert calls == ["a", "b"] + ["a", "b"] * 7  # a warm-up each, then interleaved
+    assert set(times) == {"a", "b"} and all(median >= 0 for median, _ in times.values())
 
 
 # --------------------------------------------------------------------------- command line
@@ -264,3 +279,55 @@ def test_zero_gpu_keeps_the_per_run_path(monkeypatch):
     flag = SimpleNamespace(path="/tmp/flag", state=lambda: "run")
     out = list(stream(Settings(preset="digits", steps=2, seed=7), stop=flag, label="x"))
     assert calls == [(7, "/tmp/flag", False)] and out[0][0].kind == "start"
+
+
+# --------------------------------------------------------------------------- issue 16: numbers people read
+def test_the_loss_line_follows_a_short_run_and_the_status_labels_each_number():
+    """On a 12-step run the smoothed line ends near the last points (the old fixed 0.9
+    average ended far above them); the status names the last batch's loss, the smoothed
+    one and the held-out loss that goes with the perplexity."""
+    import math
+
+    from app.runner import status_line
+    from symlora.events import LossSmoother, TrainEvent
+
+    losses = [3.4 * 0.8 ** i for i in range(12)]
+    smoother = LossSmoother(12)
+    smoothed = [smoother.add(x) for x in losses]
+    assert smoothed[0] == pytest.approx(losses[0])  # bias-corrected: no pull towards 0 at the start
+    # For a loss falling by ×0.8 a step, an average over ~1.5 steps sits ≤ 15 % above the last point.
+    assert smoothed[-1] <= 1.15 * losses[-1]
+    old = losses[0]
+    for x in losses[1:]:
+        old = 0.9 * old + 0.1 * x
+    assert old > 3 * losses[-1]  # what the page showed before: the lag of issue 16
+    assert LossSmoother(300).beta == pytest.approx(0.9)  # long runs keep a calm line
+
+    event = TrainEvent("eval", 6, total_steps=12, method="lora", loss=1.31, smoothed_loss=1.4, metric=3.85,
+                       metric_name="perplexity")
+    text = status_line(event)
+    assert "training loss 1.310 (last batch; smoothed 1.400)" in text
+    assert f"held-out perplexity **3.85** (held-out loss {math.log(3.85):.3f}" in text
+
+
+def test_the_try_tab_follows_the_style_and_the_name_of_the_users_data():
+    import numpy as np
+    import torch
+
+    from app.settings import Settings
+    from app.tab_try import download_name, is_dark, match_background, sketch_style
+
+    ink = torch.full((4, 28, 28), 250, dtype=torch.uint8)
+    ink[:, 10:18, 10:18] = 0
+    assert not is_dark(ink) and is_dark(255 - ink)
+    assert "black on white" in sketch_style(False)["label"] and "white on black" in sketch_style(True)["label"]
+    drawn_on_black = np.zeros((20, 20, 3), np.uint8)
+    assert match_background(drawn_on_black, dark=False).mean() == 255  # flipped to the data's paper white
+    assert match_background(drawn_on_black, dark=True).mean() == 0
+
+    from symlora.presets import get_preset
+
+    s = Settings.from_preset(get_preset("digits"))
+    saved = SimpleNamespace(settings=s, data_name="My Letters (v2).zip")
+    assert download_name(saved) == f"my-letters-v2-{s.method}-r{s.r}"
+    assert download_name(SimpleNamespace(settings=s, data_name=None)).startswith("digits-")

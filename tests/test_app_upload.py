@@ -197,7 +197,7 @@ def test_pasted_text_becomes_splits_and_bad_text_is_explained(tmp_path):
     assert lab.user_data.resolve("vision", None, text, seed=0) is None  # text does not fit an image model
     with pytest.raises(ValueError, match="empty"):
         lab.user_data.text("")
-    with pytest.raises(ValueError, match="single document"):
+    with pytest.raises(ValueError, match="single piece"):
         lab.user_data.text("just one quote")
     _, _, images, text_box, note, share, user = own_data_view(lab, "smollm2-135m", None, "just one quote", 0)
     assert text_box["visible"] and not images["visible"] and "cannot be used yet" in note["value"]
@@ -268,3 +268,20 @@ def test_pause_step_and_stop_reach_the_training_loop_through_files():
     assert not Path(flag.path).exists()
     flag.set()  # after close: no files again
     assert not Path(flag.path).exists()
+
+
+@pytest.mark.slow
+def test_one_quote_per_line_trains_the_language_model_through_the_api(served, client):
+    """/train with pasted text that has no blank or '%' lines: one piece per line, and the
+    status says which splitting was used."""
+    demo, _ = served
+    s = demo.lab.default_settings("fortunes").replace(steps=2, batch_size=4)
+    values = s.values()
+    values[6] = ",".join(s.targets)
+    text = "\n".join(f"Captain's log {i}: all quiet on deck {i % 4}." for i in range(14))
+    updates = list(client.submit(*values, data_text=text, api_name="/train"))
+    assert any("12 pieces of text for training / 2 held out" in u[0] and "one piece per line" in u[0]
+               for u in updates), [u[0] for u in updates][:3]
+    final = final_event(updates)
+    assert final["kind"] == "done" and final["result"]["metric_name"] == "perplexity", final
+    assert "your text" in updates[-1][0]

@@ -83,3 +83,84 @@ def test_bad_arguments_exit_2_without_a_traceback(args, message):
     assert res.returncode == 2
     assert message in res.stderr
     assert "Traceback" not in res.stderr
+
+
+# --------------------------------------------------------------------------- your own data
+def write_shapes_zip(path: Path, per_class: int = 8) -> Path:
+    """A zip of dark-on-light circles and crosses, one folder per class (as people make them)."""
+    import io
+    import zipfile
+
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(0)
+    with zipfile.ZipFile(path, "w") as zf:
+        for kind in ("circle", "cross"):
+            for i in range(per_class):
+                im = Image.new("RGB", (36, 36), (250, 250, 245))
+                draw = ImageDraw.Draw(im)
+                r = int(rng.integers(8, 13))
+                cx, cy = (int(v) for v in rng.integers(r + 2, 34 - r, size=2))
+                if kind == "circle":
+                    draw.ellipse([cx - r, cy - r, cx + r, cy + r], outline=(20, 20, 20), width=3)
+                else:
+                    draw.line([cx - r, cy - r, cx + r, cy + r], fill=(20, 20, 20), width=3)
+                    draw.line([cx - r, cy + r, cx + r, cy - r], fill=(20, 20, 20), width=3)
+                buf = io.BytesIO()
+                im.save(buf, "PNG")
+                zf.writestr(f"shapes/{kind}/{i}.png", buf.getvalue())
+    return path
+
+
+def test_train_on_your_own_zip_predicts_and_exports_its_classes(tmp_path):
+    shapes = write_shapes_zip(tmp_path / "my-shapes.zip")
+    out = tmp_path / "run"
+    res = symlora("train", "--data", str(shapes), "--steps", "4", "--batch-size", "8", "--device", "cpu",
+                  "--json", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout.splitlines()[-1])
+    assert summary["data_name"] == "my-shapes.zip" and summary["metric_name"] == "accuracy"
+    run = json.loads((out / "run.json").read_text())
+    assert run["classes"] == ["circle", "cross"] and run["data_name"] == "my-shapes.zip"
+    picture = tmp_path / "circle.png"
+    import zipfile
+
+    with zipfile.ZipFile(shapes) as zf:
+        picture.write_bytes(zf.read("shapes/circle/0.png"))
+    res = symlora("predict", "--run", str(out), "--image", str(picture), "--json")
+    assert res.returncode == 0, res.stderr
+    assert {row["label"] for row in json.loads(res.stdout)} == {"circle", "cross"}
+    res = symlora("export-peft", "--run", str(out), "--out", str(tmp_path / "peft"))
+    assert res.returncode == 0, res.stderr
+    card = (tmp_path / "peft" / "README.md").read_text()
+    assert "| 0 | circle |" in card and "my-shapes.zip" in card
+    assert json.loads((tmp_path / "peft" / "adapter_config.json").read_text())["base_model_name_or_path"] == "fmnist-vit"
+
+
+@pytest.mark.parametrize("make, args, message", [
+    (lambda d: (d / "x.zip").write_text("hello"), ["--data", "{d}/x.zip"], "x.zip is not a zip file"),
+    (lambda d: None, ["--data", "{d}/gone.zip"], "gone.zip: file not found"),
+    (lambda d: write_shapes_zip(d / "s.zip"), ["--preset", "fortunes", "--data", "{d}/s.zip"], "--data takes images"),
+    (lambda d: (d / "one.txt").write_text("just one line, nothing else\n"), ["--preset", "fortunes", "--text",
+                                                                             "{d}/one.txt"], "single piece"),
+])
+def test_bad_own_data_exits_2_with_one_line(tmp_path, make, args, message):
+    make(tmp_path)
+    res = symlora("train", *[a.format(d=tmp_path) for a in args], "--steps", "1", timeout=120)
+    assert res.returncode == 2
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("symlora: error:") and message in lines[0], res.stderr
+
+
+@pytest.mark.slow
+def test_train_on_one_quote_per_line(tmp_path):
+    """A .txt with one quote per line (no blank or '%' lines) trains the language model."""
+    quotes = tmp_path / "quotes.txt"
+    quotes.write_text("\n".join(f"Captain's log {i}: all is quiet on deck {i % 4}." for i in range(14)) + "\n")
+    res = symlora("train", "--preset", "fortunes", "--text", str(quotes), "--steps", "2", "--batch-size", "4",
+                  "--device", "cpu", "--json")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout.splitlines()[-1])
+    assert summary["data_name"] == "quotes.txt" and summary["metric_name"] == "perplexity"
+    assert summary["metric_after"] < summary["metric_before"]

@@ -144,7 +144,15 @@ def test_text_splits_on_blank_lines_or_percent_lines():
     assert sorted(s.train + s.test) == ["a\nb", "c\n\nd", "e"]
 
 
-@pytest.mark.parametrize("text, message", [("", "empty"), ("   \n\n ", "empty"), ("just one paragraph", "single document")])
+def test_text_splits_one_piece_per_line_when_nothing_else_separates():
+    s = text_splits("first quote\nsecond quote\n  third quote  \nfourth\n", test_fraction=0.25)
+    assert sorted(s.train + s.test) == ["first quote", "fourth", "second quote", "third quote"]
+    assert s.split == "lines" and len(s.test) == 1
+    assert text_splits("a\nb\n\nc").split == "blank"  # a blank line anywhere: paragraphs stay whole
+    assert text_splits("a\n%\nb").split == "percent"
+
+
+@pytest.mark.parametrize("text, message", [("", "empty"), ("   \n\n ", "empty"), ("just one paragraph", "single piece"), ("one line\n\n", "single piece")])
 def test_text_splits_rejects_unusable_text(text, message):
     with pytest.raises(ValueError, match=message):
         text_splits(text)

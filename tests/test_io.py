@@ -220,3 +220,48 @@ def test_lora_factors_reproduce_delta_weight(make_vit, randomize):
         bound = sum_bound(b.abs() @ a.abs(), roundings=2 * a.shape[0])
         assert_within(b @ a, layer.delta_weight().detach(), bound, name)
 
+
+
+# -- exports that explain themselves ------------------------------------------------------
+@pytest.mark.parametrize("fmt", ["peft", "symlora"])
+def test_export_carries_a_model_card_whose_snippet_reproduces_the_outputs(tmp_path, randomize, fmt):
+    """The download's README names the base (also in adapter_config.json), its
+    preprocessing and labels, and its loading snippet, run as written in a fresh
+    process, gives the tuned model's prediction."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    from symlora.io import export_bundle
+    from symlora.zoo import load_model
+
+    bundle = load_model("fmnist-vit")
+    bundle.reset_head(["circle", "square", "triangle"], seed=1)
+    symlora.inject(bundle.model, AdapterConfig(method="symlora", r=2, lora_alpha=4,
+                                               target_modules=["attn.qkv", "attn.proj"], modules_to_save=["head"]))
+    randomize(bundle.model)
+    bundle.model.eval()
+    out = export_bundle(bundle, tmp_path / "export", fmt=fmt,
+                        facts={"data": "shapes.zip", "metric_name": "accuracy", "metric_before": 0.33,
+                               "metric_after": 0.9, "steps": 20, "seed": 0})
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "fmnist-vit"
+    card = (out / "README.md").read_text()
+    for needed in ('symlora.zoo.load_model("fmnist-vit")', "| 2 | triangle |", "normalised with mean",
+                   "grayscale", "33.0% before → **90.0%**", "shapes.zip"):
+        assert needed in card, needed
+    pixels = np.zeros((28, 28, 3), np.uint8)
+    pixels[6:22, 6:22] = 255
+    Image.fromarray(pixels).save(out / "picture.png")
+    with torch.no_grad():
+        probs = bundle.model(bundle.preprocess(torch.from_numpy(pixels)[None])).softmax(-1)[0]
+    snippet = card.split("## Load it")[1].split("```python")[1].split("```")[0]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    done = subprocess.run([sys.executable, "-c", snippet], cwd=out, capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    label, prob = done.stdout.split()[-2:]
+    assert label == bundle.labels[int(probs.argmax())]
+    assert abs(float(prob) - float(probs.max())) < 1e-4
