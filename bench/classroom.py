@@ -37,6 +37,7 @@ from their measured durations (marked ``extrapolated``).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import socket
@@ -363,12 +364,12 @@ class AppServer:
         self.log.close()
 
 
-def train_args(steps: int, seed: int = 0, method: str = "symlora", r: int = 8) -> list[Any]:
-    """``/train``'s positional values for a digits run (the preset's other settings)."""
+def _train_args(steps: int, seed: int = 0, method: str = "symlora", r: int = 8, preset: str = "digits") -> list[Any]:
+    """``/train``'s positional values for a run of ``preset`` (its other settings as the preset has them)."""
     from app.settings import Settings
     from symlora.presets import get_preset
 
-    s = Settings.from_preset(get_preset("digits")).replace(steps=steps, seed=seed, method=method, r=r)
+    s = Settings.from_preset(get_preset(preset)).replace(steps=steps, seed=seed, method=method, r=r)
     values = s.values()
     values[6] = ",".join(s.targets)
     return values
@@ -458,14 +459,14 @@ def summarize(outs: list[dict[str, Any]], wall: float) -> dict[str, Any]:
     }
 
 
-def soak(url: str, runs: int, steps: int, wave: int, sampler: RssSampler) -> dict[str, Any]:
+def soak(url: str, runs: int, steps: int, wave: int, sampler: RssSampler, preset: str = "digits") -> dict[str, Any]:
     """``runs`` short runs with distinct seeds, ``wave`` at a time; the server's RSS after each wave."""
     rss_after: list[float] = []
     t0 = time.perf_counter()
     done = 0
     for first in range(0, runs, wave):
         seeds = range(1000 + first, 1000 + min(runs, first + wave))
-        result = crowd(url, [train_args(steps, seed=s) for s in seeds], sampler)
+        result = crowd(url, [_train_args(steps, seed=s, preset=preset) for s in seeds], sampler)
         done += result["done"]
         time.sleep(1.0)
         rss_after.append(rss_bytes(sampler.pid) / 2**20)
@@ -484,6 +485,7 @@ def app_level(args: argparse.Namespace) -> dict[str, Any]:
     today = AppServer(Path(args.today)) if args.today else None  # the app before this work, for its serial time
     today_sampler = RssSampler(today.proc.pid) if today else None
     report: dict[str, Any] = {"level": "app", "url": server.url, "cpu_count": os.cpu_count(), "today_root": args.today}
+    train_args = functools.partial(_train_args, preset=args.preset)  # every student trains this preset
     try:
         t = time.perf_counter()
         warm = serial(server.url, [train_args(2)], sampler)  # loads the model and data once
@@ -529,7 +531,7 @@ def app_level(args: argparse.Namespace) -> dict[str, Any]:
                   f"crowd/serial {entry['crowd_over_serial']:.2f}; RSS +{entry['rss_above_one_run_mb']:.0f} MB",
                   flush=True)
         if args.soak:
-            report["soak"] = soak(server.url, args.soak, args.soak_steps, args.soak_wave, sampler)
+            report["soak"] = soak(server.url, args.soak, args.soak_steps, args.soak_wave, sampler, args.preset)
             print(f"soak: {report['soak']}", flush=True)
         report["warm"] = warm
     finally:
@@ -558,6 +560,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-file", help="the digits as a tensor file (see --make-data-file)")
     ap.add_argument("--make-data-file", metavar="PATH", help="write the digits tensor file and exit")
     app = ap.add_argument_group("app level")
+    app.add_argument("--preset", default="digits", help="the preset every student trains (e.g. fortunes: an LM crowd)")
     app.add_argument("--teacher", type=int, default=30, help="(a) sessions on one teacher link")
     app.add_argument("--teacher-steps", type=int, default=100)
     app.add_argument("--own", type=int, default=10, help="(b) sessions with their own seeds")

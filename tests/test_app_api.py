@@ -137,7 +137,8 @@ def test_stopping_a_session_ends_its_run_within_a_step(served):
     """What Stop and a closed tab do: the session's run ends early, as "stopped"."""
     demo, url = served
     other = gradio_client.Client(url, verbose=False)
-    job = other.submit(*settings_args(demo, steps=1000), api_name="/train")
+    # a seed of its own: identical settings run elsewhere in this process would be shared
+    job = other.submit(*settings_args(demo, steps=1000, seed=int(time.time_ns() % 2**31)), api_name="/train")
     deadline = time.time() + 60
     while time.time() < deadline:  # wait until it is really training
         outs = job.outputs()

@@ -132,7 +132,7 @@ def test_share_link_restores_every_control(served, browser):
 def test_closing_the_tab_stops_its_run(served, browser):
     demo, url = served
     before = demo.lab.runs.active()
-    page = open_page(browser, f"{url}?steps=1000")
+    page = open_page(browser, f"{url}?steps=1000&seed={time.time_ns() % 2**31}")  # its own run, not a shared one
     page.click("#start")
     page.wait_for_selector("#status:has-text('Step')", timeout=60_000)
     assert demo.lab.runs.active() == before + 1
