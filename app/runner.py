@@ -199,7 +199,10 @@ def stream(settings: Settings, *, stop: Any, label: str, data: Any = None,
     try:
         for event in handle.events():
             if event.is_final and event.result is not None:
-                event = _own_final(event, keep_model)
+                # Only the run's first page rebuilds the tuned model now: thirty pages on a
+                # teacher link each rebuilding (and holding) a copy of an LM cost gigabytes
+                # at once. The others' Try tab rebuilds on demand, within its cache's budget.
+                event = _own_final(event, keep_model and handle.shared is None)
             tracker.peers = handle.peers()
             emit = tracker.add(event)
             yield event, tracker, emit
