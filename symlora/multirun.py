@@ -62,7 +62,15 @@ from .model import adapter_layers, count_parameters
 from .optim import lambda_lr_multiplier
 from .stacked import RunRows, StackedAdamW, StackedAdapter, StackedLinear, cut_rank, pad_rank
 from .tasks import ImageClassification, LanguageModeling
-from .train import _SEED_LOCK, RunConfig, _spectrum_lists, _state_for_result, apply_method, lr_factor
+from .train import (
+    _SEED_LOCK,
+    RunConfig,
+    _spectrum_lists,
+    _state_for_result,
+    apply_method,
+    divergence_message,
+    lr_factor,
+)
 from .zoo import TextModel, VisionModel
 
 log = logging.getLogger(__name__)
@@ -513,9 +521,7 @@ class Group:
             bad = [j for j, v in enumerate(values) if not math.isfinite(v)]
             for j in bad:  # ends with the weights it had before this step, as train.run does
                 member = members[j]
-                lr = member.cfg.lr
-                self._final(rows[j], "error", f"the loss became {values[j]} at step {member.step + 1}: training "
-                                              f"diverged. Try a smaller learning rate (e.g. lr={lr / 10:g}).")
+                self._final(rows[j], "error", divergence_message(member.cfg, values[j], member.step + 1))
             if good:
                 total = losses[good].sum() if bad else losses.sum()
                 total.backward()
