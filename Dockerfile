@@ -44,7 +44,7 @@ COPY --from=wheel --chown=user /install /home/user/.local
 
 # First-use preparation at build time: the SmolLM2 GGUF → float32 conversion goes into
 # $SYMLORA_CACHE (owned by uid 1000), so the first text run in a fresh container loads at once.
-RUN python -m symlora.prepare smollm2-135m
+RUN python -m symlora.lab.prepare smollm2-135m
 
 EXPOSE 7860
 # The app closes itself on SIGTERM (app/__main__.py): `docker stop` takes well under a second.

@@ -94,7 +94,7 @@ def _from_picture(picture: Any, size: int) -> np.ndarray:
     """A numpy picture (sketch, webcam) at ``size``×``size``, the way the zip loader reads it."""
     from PIL import Image
 
-    from symlora.data import read_image
+    from symlora.lab.data import read_image
 
     arr = np.asarray(picture)
     if arr.dtype != np.uint8:
@@ -109,7 +109,7 @@ def add_examples(state: dict[str, Any], name: str | None, pictures: list[tuple[s
     """Add ``pictures`` — ``(label, numpy array | file path)`` — to class ``name``.
     Returns ``(state, how many were added, problems)``; a picture that cannot be read,
     or one past a limit, is skipped with a sentence in ``problems``."""
-    from symlora.data import read_image
+    from symlora.lab.data import read_image
 
     if not name or name not in state["images"]:
         return state, 0, ["add a class first, then pick it under “Add examples to”"]

@@ -6,7 +6,7 @@ pickled across the process boundary, generators stream item by item, and the GPU
 released when the function returns.  :func:`train_stream` is written for that contract:
 
 * it is a module-level function (``spaces`` registers it at import time);
-* it takes plain, picklable arguments — the run's :class:`~symlora.train.RunConfig` as a
+* it takes plain, picklable arguments — the run's :class:`~symlora.lab.train.RunConfig` as a
   dict, the user's own data (if any) as CPU tensors / strings (:func:`data_payload`), and
   the path of the run's control files (Stop / Pause / Step, see
   :class:`app.sessions.RunFlag`: files are what a forked process can still see);
@@ -65,7 +65,7 @@ def gpu_seconds(config: dict[str, Any], data: dict[str, Any] | None = None, cont
 # --------------------------------------------------------------------------- payloads
 def data_payload(splits: Any) -> dict[str, Any]:
     """An ``ImageSplits`` / ``TextSplits`` as a plain dict of CPU tensors and strings."""
-    from symlora.data import ImageSplits
+    from symlora.lab.data import ImageSplits
 
     if isinstance(splits, ImageSplits):
         return {"kind": "images", "name": splits.name, "credit": splits.credit, "classes": list(splits.classes),
@@ -77,7 +77,7 @@ def data_payload(splits: Any) -> dict[str, Any]:
 
 def splits_from_payload(data: dict[str, Any]) -> Any:
     """The inverse of :func:`data_payload`."""
-    from symlora.data import ImageDataset, ImageSplits, TextSplits
+    from symlora.lab.data import ImageDataset, ImageSplits, TextSplits
 
     if data["kind"] == "images":
         classes = list(data["classes"])
@@ -87,7 +87,7 @@ def splits_from_payload(data: dict[str, Any]) -> Any:
 
 
 def event_payload(event: Any) -> dict[str, Any]:
-    """A :class:`~symlora.events.TrainEvent` as a plain dict; the final one carries the
+    """A :class:`~symlora.lab.events.TrainEvent` as a plain dict; the final one carries the
     result's summary, its trained weights (CPU tensors), adapter config and classes."""
     payload = event.to_dict()
     result = event.result
@@ -101,7 +101,7 @@ def event_payload(event: Any) -> dict[str, Any]:
 
 def event_from_payload(payload: dict[str, Any]) -> Any:
     """Rebuild the engine's ``TrainEvent`` (and ``RunResult``) from :func:`event_payload`."""
-    from symlora.events import MemoryBreakdown, RunResult, TrainEvent
+    from symlora.lab.events import MemoryBreakdown, RunResult, TrainEvent
 
     def memory(d: dict[str, int] | None) -> MemoryBreakdown:
         return MemoryBreakdown(**{k: v for k, v in (d or {}).items() if k != "total"})
@@ -138,7 +138,7 @@ def train_stream(config: dict[str, Any], data: dict[str, Any] | None = None, con
         keep_model: put the trained bundle on the final payload as ``"bundle"`` — only
             where no process boundary is crossed (it may live on the GPU).
     """
-    from symlora.train import RunConfig, run
+    from symlora.lab.train import RunConfig, run
 
     from .analysis import symmetric_share
 

@@ -48,7 +48,7 @@ class Lab:
     # -- device --------------------------------------------------------------------
     @cached_property
     def device(self) -> str:
-        from symlora.train import pick_device
+        from symlora.lab.train import pick_device
 
         return pick_device("auto").type
 
@@ -88,7 +88,7 @@ class Lab:
     # -- catalogs ------------------------------------------------------------------
     @cached_property
     def presets(self) -> dict[str, Any]:
-        from symlora.presets import PRESETS
+        from symlora.lab.presets import PRESETS
 
         return dict(PRESETS)
 
@@ -117,13 +117,13 @@ class Lab:
 
     @cached_property
     def models(self) -> dict[str, Any]:
-        from symlora.zoo import MODELS
+        from symlora.lab.zoo import MODELS
 
         return dict(MODELS)
 
     @cached_property
     def datasets(self) -> dict[str, Any]:
-        from symlora.data import DATASETS
+        from symlora.lab.data import DATASETS
 
         return dict(DATASETS)
 
@@ -146,7 +146,7 @@ class Lab:
 
     @cached_property
     def fortune_categories(self) -> list[str]:
-        from symlora.data import fortune_categories
+        from symlora.lab.data import fortune_categories
 
         try:
             return fortune_categories()

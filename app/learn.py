@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import torch
-from symlora.resources import asset_path
+from symlora.lab.resources import asset_path
 
 from .learn_text import TEXT  # noqa: F401  (re-exported for the tab)
 from .params import adapter_size

@@ -1,6 +1,6 @@
 """Driving an engine run for a web page: throttled updates and readable status lines.
 
-:func:`stream` submits the run to the process's training engine (``symlora.engine``, see
+:func:`stream` submits the run to the process's training engine (``symlora.lab.engine``, see
 :func:`app.sessions.engine_for`: runs of a layout share their steps, identical runs are
 computed once) and yields ``(event, tracker, emit)`` in the calling thread (a :class:`Job`
 worker); on ZeroGPU, where a run must happen inside ``spaces.GPU``, it runs
@@ -163,7 +163,7 @@ def eval_every(settings: Settings) -> int:
     (the preset's ``eval_every`` is tuned for its own step count) — but never more often
     than every :data:`MIN_EVAL_GAP` steps: a 5-step run is evaluated before and after
     only, where every step used to cost a full evaluation (6 evaluations for 5 steps)."""
-    from symlora.presets import get_preset
+    from symlora.lab.presets import get_preset
 
     try:
         preset = get_preset(settings.preset)
@@ -187,7 +187,7 @@ def stream(settings: Settings, *, stop: Any, label: str, data: Any = None,
     if ZERO_GPU:  # the run must happen inside spaces.GPU, in its own process
         yield from _stream_zero_gpu(settings, tracker, stop, data)
         return
-    from symlora.engine import data_key
+    from symlora.lab.engine import data_key
 
     from .sessions import engine_for
 
@@ -225,7 +225,7 @@ def _own_final(event: Any, keep_model: bool) -> Any:
     result.symmetry = None  # type: ignore[attr-defined]
     result.bundle = None  # type: ignore[attr-defined]
     if keep_model and result.trainable_state:
-        from symlora.runs import restore_tuned
+        from symlora.lab.runs import restore_tuned
 
         try:
             bundle = restore_tuned(copy.deepcopy(BASES.model(result.config["model"])), state=result.trainable_state,

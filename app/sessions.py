@@ -62,7 +62,7 @@ class Bases:
             return self._models[name]
         with self._lock("model:" + name):
             if name not in self._models:
-                from symlora.zoo import load_model
+                from symlora.lab.zoo import load_model
 
                 log.info("loading base model %s", name)
                 bundle = load_model(name)
@@ -78,7 +78,7 @@ class Bases:
                 self._datasets.move_to_end(key)
                 return self._datasets[key]
         with self._lock(f"data:{name}:{seed}"):
-            from symlora.data import load_dataset
+            from symlora.lab.data import load_dataset
 
             splits = load_dataset(name, seed=int(seed))
         with self._guard:
@@ -145,7 +145,7 @@ class RunFlag(threading.Event):
 
     def state(self) -> str:
         """``"run"``, ``"pause"`` or ``"stop"``, without waiting: the training engine's
-        control (``symlora.engine``).  A Step request lets exactly one step through."""
+        control (``symlora.lab.engine``).  A Step request lets exactly one step through."""
         if self.is_set():
             return "stop"
         if not os.path.exists(os.path.join(self.path, "pause")):
@@ -199,12 +199,12 @@ _ENGINES_GUARD = threading.Lock()
 
 
 def engine_for(device: str = "auto") -> Any:
-    """The process's training engine for ``device`` (``symlora.engine.Engine``, made on
+    """The process's training engine for ``device`` (``symlora.lab.engine.Engine``, made on
     first use): every session's runs go through it, so runs with the same layout share
     their steps and identical runs are computed once.  On a GPU it admits runs by free
     memory; on a CPU as many at once as the heavy queue allows."""
-    from symlora.engine import Engine
-    from symlora.train import pick_device
+    from symlora.lab.engine import Engine
+    from symlora.lab.train import pick_device
 
     from .lab import heavy_concurrency
 
@@ -358,7 +358,7 @@ def rebuild_tuned(saved: SavedRun, base: Any) -> Any:
         raise ValueError(f"the run {saved.label} cannot be used: {saved.failure}")
     if not saved.weights_kept:
         raise ValueError("this run's trained weights were too large to keep in the session; run it again to try it")
-    from symlora.runs import restore_tuned
+    from symlora.lab.runs import restore_tuned
 
     return restore_tuned(copy.deepcopy(base), state=saved.trainable_state, adapter_config=saved.adapter_config,
                          classes=list(saved.classes) if saved.classes else None, seed=saved.settings.seed)

@@ -1,7 +1,7 @@
 """The values of the Train controls as one object, and how they become an engine run.
 
 Every tab, the share link and the API speak :class:`Settings`; only
-:meth:`Settings.to_run_config` knows the engine's :class:`~symlora.train.RunConfig`.
+:meth:`Settings.to_run_config` knows the engine's :class:`~symlora.lab.train.RunConfig`.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Settings:
 
     @classmethod
     def from_preset(cls, preset: Any) -> "Settings":
-        """The preset's values (a ``symlora.presets.Preset``); targets as a list when it is one."""
+        """The preset's values (a ``symlora.lab.presets.Preset``); targets as a list when it is one."""
         targets = preset.target_modules if isinstance(preset.target_modules, (list, tuple)) else []
         return cls(
             preset=preset.name, model=preset.model, data=preset.data, method=preset.method,
@@ -96,7 +96,7 @@ class Settings:
     def to_run_config(self, **overrides: Any):
         """The engine's ``RunConfig`` for these settings (fields not shown in the UI keep
         the preset's values, e.g. ``eval_every`` and ``max_tokens``)."""
-        from symlora.train import RunConfig
+        from symlora.lab.train import RunConfig
 
         values = dict(
             preset=self.preset, model=self.model or None, data=self.data or None, method=self.method,

@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 import numpy as np
-from symlora.resources import asset_path
+from symlora.lab.resources import asset_path
 
 from .analysis import adapter_downloads, merge_check
 from .checks import MAX_PROMPT_CHARS, MAX_PROMPT_TOKENS, prompt_note
@@ -268,7 +268,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
     def classify_both(image: Any, run: str, runs: dict, model: str):
         """Top classes of ``image`` from the base model and from the session's tuned model
         (``run``: "Latest run" or a run's name; ``model``: the base to use before any run)."""
-        from symlora.predict import classify
+        from symlora.lab.predict import classify
 
         if image is None:
             return None, None, None, "Draw, upload or sample an image first."
@@ -322,7 +322,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
 
     def generate_both(prompt: str, temperature: float, max_tokens: float, seed: float, choice: str, runs: dict,
                       model: str):
-        from symlora.predict import fit_prompt, generate
+        from symlora.lab.predict import fit_prompt, generate
 
         saved = pick_run(runs, choice)
         try:

@@ -1,10 +1,10 @@
 """The user's own data: a zip of images (one folder per class) or pasted / uploaded text.
 
-The limits and checks are the core's (``symlora.uploads``, shared with the command line);
+The limits and checks are the core's (``symlora.lab.uploads``, shared with the command line);
 here: a small per-process cache of decoded zips (so checking an upload and training on
 it read the zip once), and the sentences the page shows about the data in use.  Nothing
 is copied: Gradio keeps uploads in its temporary cache (emptied hourly, see ``ui.py``)
-and the zip is decoded in memory by ``symlora.data.load_image_folder_zip``.
+and the zip is decoded in memory by ``symlora.lab.data.load_image_folder_zip``.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from symlora.uploads import Limits, describe, read_text_file  # noqa: F401  (the shared limits and checks)
+from symlora.lab.uploads import Limits, describe, read_text_file  # noqa: F401  (the shared limits and checks)
 
 
 @dataclass
 class UserData:
-    """Data a user supplied, ready for ``symlora.train.run(dataset=...)``."""
+    """Data a user supplied, ready for ``symlora.lab.train.run(dataset=...)``."""
 
     kind: str  # "images" or "text"
     name: str
@@ -58,7 +58,7 @@ class UserDataCache:
 
     def images(self, path: str | os.PathLike, seed: int = 0) -> UserData:
         """The zip at ``path`` as :class:`UserData`; ValueError with a message for people."""
-        from symlora.uploads import load_images
+        from symlora.lab.uploads import load_images
 
         path = Path(path)
         try:
@@ -80,7 +80,7 @@ class UserDataCache:
         return data
 
     def text(self, text: str, seed: int = 0, name: str = "your text") -> UserData:
-        from symlora.uploads import load_text
+        from symlora.lab.uploads import load_text
 
         return UserData("text", name, load_text(text, self.limits, seed, name))
 

@@ -164,7 +164,7 @@ def workloads(names: list[str], tiny: bool, batch: int | None) -> list[Workload]
         elif name == "gpt2":
             out.append(gpt2_workload(batch or (2 if tiny else 16), 64 if tiny else 512, tiny))
         elif name == "vit-fmnist":
-            from symlora.pretrain import build_vit
+            from symlora.lab.pretrain import build_vit
 
             out.append(image_workload("vit-fmnist-2.7m", build_vit, batch or 64, 1, 32, 10))
         else:

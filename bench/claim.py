@@ -41,9 +41,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import symlora  # noqa: E402
-from symlora.data import FASHION_MNIST_CLASSES, load_dataset  # noqa: E402
-from symlora.train import RunConfig, pick_device, prepare, run  # noqa: E402
-from symlora.zoo import load_model  # noqa: E402
+from symlora.lab.data import FASHION_MNIST_CLASSES, load_dataset  # noqa: E402
+from symlora.lab.train import RunConfig, pick_device, prepare, run  # noqa: E402
+from symlora.lab.zoo import load_model  # noqa: E402
 
 log = logging.getLogger("claim")
 

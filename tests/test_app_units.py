@@ -234,7 +234,7 @@ def test_a_burst_of_memory_clean_ups_runs_one_now_and_one_after(monkeypatch):
 
 
 def test_status_note_says_company_and_replays():
-    from symlora.events import TrainEvent
+    from symlora.lab.events import TrainEvent
 
     step = TrainEvent("step", 3, total_steps=10, method="symlora", loss=1.0)
     t = Tracker("SymLoRA r=8", "symlora")
@@ -266,7 +266,7 @@ def test_zero_gpu_keeps_the_per_run_path(monkeypatch):
     import app.gpu as gpu
     from app.runner import stream
     from app.settings import Settings
-    from symlora.events import TrainEvent
+    from symlora.lab.events import TrainEvent
 
     calls = []
 
@@ -289,7 +289,7 @@ def test_the_loss_line_follows_a_short_run_and_the_status_labels_each_number():
     import math
 
     from app.runner import status_line
-    from symlora.events import LossSmoother, TrainEvent
+    from symlora.lab.events import LossSmoother, TrainEvent
 
     losses = [3.4 * 0.8 ** i for i in range(12)]
     smoother = LossSmoother(12)
@@ -325,7 +325,7 @@ def test_the_try_tab_follows_the_style_and_the_name_of_the_users_data():
     assert match_background(drawn_on_black, dark=False).mean() == 255  # flipped to the data's paper white
     assert match_background(drawn_on_black, dark=True).mean() == 0
 
-    from symlora.presets import get_preset
+    from symlora.lab.presets import get_preset
 
     s = Settings.from_preset(get_preset("digits"))
     saved = SimpleNamespace(settings=s, data_name="My Letters (v2).zip")

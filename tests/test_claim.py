@@ -55,9 +55,9 @@ def test_sharded_grid_runs_every_configuration_once(claim, tmp_path):
 
 @pytest.mark.parametrize("r", [2, 8])
 def test_equal_budget_pairing_matches_parameter_counts_within_one_percent(claim, r):
-    from symlora.data import load_dataset
-    from symlora.train import RunConfig
-    from symlora.zoo import load_model
+    from symlora.lab.data import load_dataset
+    from symlora.lab.train import RunConfig
+    from symlora.lab.zoo import load_model
 
     base = load_model("fmnist-vit")
     data = load_dataset("mnist-5k")

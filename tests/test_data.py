@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from symlora import data
-from symlora.data import (
+from symlora.lab import data
+from symlora.lab.data import (
     DATASETS,
     ImageSplits,
     MissingDependencyError,

@@ -22,7 +22,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=world)
-    from symlora.train import RunConfig, train
+    from symlora.lab.train import RunConfig, train
 
     result = train(RunConfig(preset="digits", steps=8, batch_size=32, eval_every=8, device="cpu"), keep_model=False)
     save_file({k: v.contiguous() for k, v in result.trainable_state.items()}, f"{out}/rank{rank}.safetensors")

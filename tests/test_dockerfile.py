@@ -76,7 +76,7 @@ def test_the_image_gets_the_runtime_lock_only_and_no_source_tree():
 
 
 def test_first_use_preparation_and_a_quick_stop_are_built_in():
-    assert any("python -m symlora.prepare" in r for r in instructions("RUN"))
+    assert any("python -m symlora.lab.prepare" in r for r in instructions("RUN"))
     assert "SYMLORA_CACHE=/home/user/" in DOCKERFILE  # owned by uid 1000, found at run time
     assert instructions("STOPSIGNAL") == ["SIGTERM"]
     assert "signal.SIGTERM" in (ROOT / "app" / "__main__.py").read_text()

@@ -1,4 +1,4 @@
-"""Many runs in one step (symlora.multirun) and the scheduler with dedupe (symlora.engine).
+"""Many runs in one step (symlora.lab.multirun) and the scheduler with dedupe (symlora.lab.engine).
 
 A tiny timm ViT on a tiny synthetic image task keeps every run to a fraction of a second.
 "Equal" below means what fp32 rounding allows: the grouped step sums the same terms in
@@ -12,12 +12,12 @@ import time
 import pytest
 import torch
 
-from symlora.data import ImageDataset, ImageSplits, TextSplits
-from symlora.engine import Engine, data_key, run_key
-from symlora.multirun import Group, prepare_member, train_together
-from symlora.stacked import StackedAdamW
-from symlora.train import RunConfig, run
-from symlora.zoo import VisionModel
+from symlora.lab.data import ImageDataset, ImageSplits, TextSplits
+from symlora.lab.engine import Engine, data_key, run_key
+from symlora.lab.multirun import Group, prepare_member, train_together
+from symlora.lab.stacked import StackedAdamW
+from symlora.lab.train import RunConfig, run
+from symlora.lab.zoo import VisionModel
 
 from conftest import VIT_CLASSES, tiny_vit
 
@@ -315,8 +315,8 @@ def test_language_model_runs_grouped_equal_alone():
     from transformers import PreTrainedTokenizerFast
 
     from conftest import tiny_llama
-    from symlora.data import TextSplits
-    from symlora.zoo import TextModel
+    from symlora.lab.data import TextSplits
+    from symlora.lab.zoo import TextModel
 
     words = "<|endoftext|> <unk> the cat sat on a mat dog ran far".split()
     tk = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))

@@ -235,7 +235,7 @@ def test_export_carries_a_model_card_whose_snippet_reproduces_the_outputs(tmp_pa
     from PIL import Image
 
     from symlora.io import export_bundle
-    from symlora.zoo import load_model
+    from symlora.lab.zoo import load_model
 
     bundle = load_model("fmnist-vit")
     bundle.reset_head(["circle", "square", "triangle"], seed=1)
@@ -249,7 +249,7 @@ def test_export_carries_a_model_card_whose_snippet_reproduces_the_outputs(tmp_pa
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == "fmnist-vit"
     card = (out / "README.md").read_text()
-    for needed in ('symlora.zoo.load_model("fmnist-vit")', "| 2 | triangle |", "normalised with mean",
+    for needed in ('symlora.lab.zoo.load_model("fmnist-vit")', "| 2 | triangle |", "normalised with mean",
                    "grayscale", "33.0% before → **90.0%**", "shapes.zip"):
         assert needed in card, needed
     pixels = np.zeros((28, 28, 3), np.uint8)

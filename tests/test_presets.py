@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import symlora
-from symlora.data import DATASETS, load_dataset
-from symlora.presets import DEFAULT_PRESET, PRESETS, Preset, get_preset, list_presets
-from symlora.zoo import MODELS, load_model
+from symlora.lab.data import DATASETS, load_dataset
+from symlora.lab.presets import DEFAULT_PRESET, PRESETS, Preset, get_preset, list_presets
+from symlora.lab.zoo import MODELS, load_model
 
 
 def test_presets_name_registered_models_and_data_of_the_same_task():

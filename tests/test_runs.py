@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import symlora
-from symlora.runs import restore_tuned
-from symlora.zoo import load_model
+from symlora.lab.runs import restore_tuned
+from symlora.lab.zoo import load_model
 from numerics import assert_same_up_to_rounding, rounding_noise
 
 

@@ -8,8 +8,8 @@ import threading
 import pytest
 import torch
 
-from symlora.train import RunConfig, run, train
-from symlora.zoo import load_model
+from symlora.lab.train import RunConfig, run, train
+from symlora.lab.zoo import load_model
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +101,7 @@ def test_trainable_count_per_method(vit, method, expected):
 
 
 def test_a_diverging_run_ends_with_an_error_event(vit, monkeypatch):
-    from symlora.tasks import ImageClassification
+    from symlora.lab.tasks import ImageClassification
 
     real_loss = ImageClassification.loss
     calls = []
@@ -144,7 +144,7 @@ def test_default_lambda_learning_rate_speeds_up_symlora_start(vit):
 def test_nan_loss_ends_the_run_with_an_error_at_its_step(vit, monkeypatch):
     """Losses are read once per event, not per step: a NaN at step 3 with events every 5 steps
     must still end the run with the error naming step 3, and with 2 steps done."""
-    from symlora.tasks import ImageClassification
+    from symlora.lab.tasks import ImageClassification
 
     calls = []
     honest = ImageClassification.loss

@@ -79,7 +79,7 @@ def test_the_wheel_carries_the_model_examples_and_results_but_no_tests(installed
 
 
 def test_the_installed_copy_is_imported_and_finds_its_assets(installed):
-    code = ("import symlora, app.learn, app.tab_try; from symlora.resources import assets_dir; "
+    code = ("import symlora, app.learn, app.tab_try; from symlora.lab.resources import assets_dir; "
             "print(symlora.__file__); print(assets_dir()); print(app.learn.RESULTS_FILE.is_file()); "
             "print(len(app.tab_try.example_images()))")
     out = run(installed, installed["python"], "-c", code)

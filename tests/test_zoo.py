@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import symlora
-from symlora import data, zoo
-from symlora.data import MissingDependencyError, OfflineError, load_dataset
-from symlora.zoo import MODELS, TextModel, VisionModel, load_model
+from symlora.lab import data, zoo
+from symlora.lab.data import MissingDependencyError, OfflineError, load_dataset
+from symlora.lab.zoo import MODELS, TextModel, VisionModel, load_model
 
 FMNIST_VIT = Path(__file__).resolve().parent.parent / "assets" / "fmnist-vit"
 
@@ -43,7 +43,7 @@ def test_checkpoint_scores_its_cards_test_accuracy(vit):
     assert abs(correct / len(test) - claimed) <= 0.005
     assert claimed > 0.90  # better than the reference recipe's 90.0 %
     card = (FMNIST_VIT / "README.md").read_text()
-    assert f"{100 * claimed:.2f} %" in card and "python -m symlora.pretrain" in card
+    assert f"{100 * claimed:.2f} %" in card and "python -m symlora.lab.pretrain" in card
     assert (FMNIST_VIT / "model.safetensors").stat().st_size <= 25_000_000
 
 
@@ -90,13 +90,13 @@ def test_default_targets_train_about_one_percent(method):
 
 
 def test_missing_checkpoint_says_how_to_rebuild_it(tmp_path):
-    with pytest.raises(MissingDependencyError, match="python -m symlora.pretrain"):
+    with pytest.raises(MissingDependencyError, match="python -m symlora.lab.pretrain"):
         load_model("fmnist-vit", path=tmp_path)
 
 
 # --------------------------------------------------------------------------- pretrain script
 def test_augment_shifts_and_flips_within_bounds():
-    from symlora.pretrain import augment, to_model_input
+    from symlora.lab.pretrain import augment, to_model_input
 
     img = torch.zeros(64, 28, 28, dtype=torch.uint8)
     img[:, 14, 10] = 255
@@ -109,7 +109,7 @@ def test_augment_shifts_and_flips_within_bounds():
 
 @pytest.mark.slow
 def test_pretrain_cli_writes_weights_config_and_card(tmp_path):
-    from symlora import pretrain
+    from symlora.lab import pretrain
 
     assert pretrain.main(["--out", str(tmp_path), "--device", "cpu", "--epochs", "1", "--train-subset", "512",
                           "--test-subset", "500", "--batch-size", "256", "--threads", "2"]) == 0
@@ -146,7 +146,7 @@ def test_efficientnet_loads_weights_by_position(tmp_path):
 def test_a_shared_base_is_trained_at_the_run_image_size(tmp_path):
     """The app and the benchmark share one base loaded at 224 px; a preset asking for
     64 px must get 64 px inputs (a CNN), and a ViT must refuse another size."""
-    from symlora.train import RunConfig, prepare
+    from symlora.lab.train import RunConfig, prepare
 
     _fake_efficientnet_weights(tmp_path / "w.pth")
     base = load_model("efficientnet-lite0", weights=tmp_path / "w.pth")

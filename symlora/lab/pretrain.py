@@ -4,7 +4,7 @@ No pretrained ViT installs offline from any package registry, so the project mak
 a timm ``VisionTransformer`` (patch 8 at 32×32: 16 tokens, CPU-friendly) trained on all
 60 000 Fashion-MNIST training images.  The result ships in ``assets/fmnist-vit/``::
 
-    python -m symlora.pretrain --out assets/fmnist-vit --device cuda
+    python -m symlora.lab.pretrain --out assets/fmnist-vit --device cuda
 
 writes ``model.safetensors``, ``config.json`` (architecture, classes, normalisation,
 recipe, test accuracy) and a ``README.md`` model card.  It also runs, slowly, on a CPU.
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from symlora.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_fashion_mnist
+from symlora.lab.data import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, load_fashion_mnist
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def train(recipe: Recipe, *, data_dir: str | Path = FASHION_MNIST_DIR, device: s
 def reproduce_command(recipe: Recipe, *, device: str, out: str = "assets/fmnist-vit") -> str:
     """The command line that rebuilds this checkpoint (recipe fields that differ from the
     defaults; the data folder is left at its default since the data are the same)."""
-    args = ["python", "-m", "symlora.pretrain", "--out", out, "--device", device.split(":")[0]]
+    args = ["python", "-m", "symlora.lab.pretrain", "--out", out, "--device", device.split(":")[0]]
     for name, value in asdict(recipe).items():
         if value != getattr(Recipe(), name):
             args += ["--" + name.replace("_", "-"), str(value)]
@@ -237,7 +237,7 @@ few tenths of a percent.
 
 ## Use
 ```python
-from symlora.zoo import load_model
+from symlora.lab.zoo import load_model
 vm = load_model("fmnist-vit")          # VisionModel: .model, .preprocess, .reset_head
 ```
 """

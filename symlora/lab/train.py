@@ -1,6 +1,6 @@
 """The training engine: one loop for every method, streamed as typed events.
 
-    for event in symlora.train.run(RunConfig(preset="digits", method="symlora")):
+    for event in symlora.lab.train.run(RunConfig(preset="digits", method="symlora")):
         print(event.step, event.loss, event.metric)
 
 The story of a run: resolve the config from its preset → load (or copy) the pretrained
@@ -31,14 +31,14 @@ from torch import nn
 
 from . import distributed
 from . import memory as mem
-from .config import MAX_SCALING, R_MAX, AdapterConfig, alpha_limit, check_int, check_number
+from ..config import MAX_SCALING, R_MAX, AdapterConfig, alpha_limit, check_int, check_number
 from .data import ImageSplits, TextSplits, load_dataset
 from .events import LossSmoother, MemoryBreakdown, RunResult, TrainEvent
-from .io import adapter_state_dict
-from .model import count_parameters, inject
-from .optim import param_groups
+from ..io import adapter_state_dict
+from ..model import count_parameters, inject
+from ..optim import param_groups
 from .presets import get_preset
-from .spectrum import spectrum
+from ..spectrum import spectrum
 from .tasks import ImageClassification, LanguageModeling
 from .zoo import TextModel, VisionModel, load_model
 
@@ -275,7 +275,7 @@ class LossLog:
     Reading a loss (``float(loss)``) waits for the device to finish the step; doing that
     once per event instead of once per step keeps a GPU fed.  Losses are folded in step
     order, so ``last`` and ``smoothed`` (``smoother``'s moving average, whose window
-    scales with the run: :class:`~symlora.events.LossSmoother`) are the same numbers a
+    scales with the run: :class:`~symlora.lab.events.LossSmoother`) are the same numbers a
     per-step read gives; the first non-finite one is reported with its step.
     """
 

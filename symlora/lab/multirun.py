@@ -16,7 +16,7 @@ attention and MLP see one sample at a time): run k's loss depends on run k's bat
 adapters only, so the gradient of the summed loss with respect to run k's slice is run
 k's own gradient.  Models with BatchNorm in train mode would couple the runs through batch
 statistics, and full fine-tuning trains the base itself: :func:`stackable` says no and
-they train alone (``symlora.train.run``).
+they train alone (``symlora.lab.train.run``).
 
 Why this and not ``torch.func.stack_module_state`` + ``vmap(functional_call)``: vmap needs
 timm's fused attention turned off (the efficient SDPA backward fails under it) and the
@@ -26,16 +26,16 @@ concatenated batch keeps both and makes every frozen layer one large GEMM.  Meas
 30 runs concatenated 21.8, vmap 24.1, 30 separate steps 473; one run 22.3 / 22.8 / 16.4 —
 so a group with one run in a step takes the single-run fused path.  On the CPU (one
 thread, CPU time) sharing gains nothing: 8 runs cost 170.7 ms per run concatenated, 169.9
-in separate steps, 176.4 with vmap — so ``symlora.engine`` stacks on accelerators only.
+in separate steps, 176.4 with vmap — so ``symlora.lab.engine`` stacks on accelerators only.
 
 Every run keeps what makes it *its* run: its own initialisation (drawn exactly as
-``symlora.train.prepare`` draws it), its own seeded data order, its place in its own
+``symlora.lab.train.prepare`` draws it), its own seeded data order, its place in its own
 warm-up + cosine schedule, its own AdamW state and step count (:class:`StackedAdamW`),
 its own evaluation cadence and its own typed events, ending with a :class:`RunResult`
 whose ``trainable_state`` and ``adapter_config`` are exactly what ``train.run`` returns.
 Runs join at a step boundary and leave at once (their rows are cut out of every stacked
 tensor); a NaN loss ends that run alone.  The tensors with a run dimension, their layers
-and their optimizer are in :mod:`symlora.stacked`; the scheduler is :mod:`symlora.engine`.
+and their optimizer are in :mod:`symlora.lab.stacked`; the scheduler is :mod:`symlora.lab.engine`.
 """
 
 from __future__ import annotations
@@ -54,12 +54,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import memory as mem
-from .config import AdapterConfig
+from ..config import AdapterConfig
 from .data import ImageSplits, TextSplits, load_dataset
 from .events import MemoryBreakdown, RunResult, TrainEvent
-from .layers import SymLoraLayer
-from .model import adapter_layers, count_parameters
-from .optim import lambda_lr_multiplier
+from ..layers import SymLoraLayer
+from ..model import adapter_layers, count_parameters
+from ..optim import lambda_lr_multiplier
 from .stacked import RunRows, StackedAdamW, StackedAdapter, StackedLinear, cut_rank, pad_rank
 from .tasks import ImageClassification, LanguageModeling
 from .train import (
@@ -399,7 +399,7 @@ class Group:
             bundle = alias_copy(self.template)
             model = bundle.model
             config = dataclasses.replace(model.symlora_config, r=rank)
-            from .layers import ADAPTERS
+            from ..layers import ADAPTERS
 
             with _SEED_LOCK, torch.random.fork_rng(devices=[]):  # its draws are overwritten
                 for name, layer in list(adapter_layers(model)):

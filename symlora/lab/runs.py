@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .config import AdapterConfig
+from ..config import AdapterConfig
 from .events import RunResult
-from .io import CONFIG_NAME, PREFIX, WEIGHTS_NAME
-from .model import inject
+from ..io import CONFIG_NAME, PREFIX, WEIGHTS_NAME
+from ..model import inject
 from .zoo import TextModel, VisionModel, load_model
 
 RUN_FILE = "run.json"

@@ -7,10 +7,10 @@
     engine.close()
 
 * **Groups.**  Runs that can share a frozen base and an adapter layout train in one
-  :class:`symlora.multirun.Group` (one stacked step for all of them).  A run joins its
+  :class:`symlora.lab.multirun.Group` (one stacked step for all of them).  A run joins its
   group at the next step boundary and leaves as soon as it is done, stopped or failed;
   groups of different layouts take turns, one step each.  Runs that cannot share a base
-  (full fine-tuning, BatchNorm models) train alone through ``symlora.train.run`` in a
+  (full fine-tuning, BatchNorm models) train alone through ``symlora.lab.train.run`` in a
   thread of their own.
 * **Identical runs are computed once.**  :func:`run_key` hashes everything that decides a
   run's result.  A submit whose key equals a running run subscribes to it (its events so
@@ -54,7 +54,7 @@ _NOT_IN_KEY = ("device", "emit_every", "emit_interval_s")
 
 
 def code_version() -> str:
-    from . import __version__
+    from .. import __version__
 
     return __version__
 
@@ -234,7 +234,7 @@ class Engine:
 
     Args:
         load_base: ``name -> bundle`` (e.g. the app's model cache); None loads with
-            ``symlora.zoo.load_model`` and keeps one copy per name.
+            ``symlora.lab.zoo.load_model`` and keeps one copy per name.
         device: where groups train (``"auto"``: cuda, else mps, else cpu).
         cache_size, cache_ttl_s: how many finished runs are kept for replay, and how long.
         max_runs: most runs training at once (GPU admission also checks free memory).
