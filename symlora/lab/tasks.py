@@ -1,7 +1,8 @@
-"""The two kinds of job the engine runs, each as batches → loss → metric.
+"""The kinds of job the engine runs, each as batches → loss → metric.
 
 * :class:`ImageClassification`: a timm model with a fresh head, cross-entropy, accuracy.
 * :class:`LanguageModeling`: a causal LM on short texts, next-token loss, held-out perplexity.
+* :class:`TextClassification`: an encoder with a head on labelled texts, cross-entropy, accuracy.
 
 Both draw batches from a private ``torch.Generator`` so the data order is a function of
 the seed alone: every method of a comparison sees the same batches.
@@ -17,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .data import ImageSplits, TextSplits
-from .zoo import TextModel, VisionModel
+from .data import ImageSplits, TextSplits, TopicSplits
+from .zoo import EncoderClassifier, TextModel, VisionModel
 
 
 def _batch_indices(n: int, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
@@ -124,3 +125,52 @@ class LanguageModeling:
             total_tokens += int((labels != -100).sum())
         model.train(was_training)
         return math.exp(total_nll / max(total_tokens, 1))
+
+
+class TextClassification:
+    """Fine-tune an :class:`~symlora.lab.zoo.EncoderClassifier` on :class:`TopicSplits`;
+    metric: test accuracy.  Texts are tokenised once, cut and padded to ``max_tokens``."""
+
+    metric_name = "accuracy"
+    unit = "texts/s"
+
+    def __init__(self, bundle: EncoderClassifier, data: TopicSplits, device: torch.device, max_tokens: int = 64,
+                 eval_limit: int = 2000) -> None:
+        if len(data.train) == 0 or len(data.test) == 0:
+            raise ValueError("the dataset needs at least one training and one test text")
+        self.bundle = bundle
+        self.device = device
+        self.classes = data.train.classes
+        self.train_x = self._encode(data.train.texts, max_tokens)
+        self.train_y = data.train.labels.long()
+        n_eval = min(len(data.test), eval_limit)
+        self.test_x = self._encode(data.test.texts[:n_eval], max_tokens)
+        self.test_y = data.test.labels[:n_eval].long()
+
+    def _encode(self, texts: list[str], max_tokens: int) -> dict[str, Tensor]:
+        enc = self.bundle.tokenizer([t.strip() for t in texts], max_length=max_tokens, truncation=True,
+                                    padding="max_length", return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+    def batches(self, batch_size: int, generator: torch.Generator) -> Iterator[tuple[dict[str, Tensor], Tensor]]:
+        for idx in _batch_indices(len(self.train_y), batch_size, generator):
+            yield {k: v[idx].to(self.device) for k, v in self.train_x.items()}, self.train_y[idx].to(self.device)
+
+    @staticmethod
+    def batch_items(batch: tuple[dict[str, Tensor], Tensor]) -> int:
+        return int(batch[1].numel())
+
+    def loss(self, model: nn.Module, batch: tuple[dict[str, Tensor], Tensor]) -> Tensor:
+        x, y = batch
+        return F.cross_entropy(model(**x).float(), y)
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module, batch_size: int = 256) -> float:
+        was_training = model.training
+        model.eval()
+        correct = 0
+        for i in range(0, len(self.test_y), batch_size):
+            x = {k: v[i:i + batch_size].to(self.device) for k, v in self.test_x.items()}
+            correct += int((model(**x).argmax(-1).cpu() == self.test_y[i:i + batch_size]).sum())
+        model.train(was_training)
+        return correct / len(self.test_y)

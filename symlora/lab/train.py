@@ -32,15 +32,15 @@ from torch import nn
 from . import distributed
 from . import memory as mem
 from ..config import MAX_SCALING, R_MAX, AdapterConfig, alpha_limit, check_int, check_number
-from .data import ImageSplits, TextSplits, load_dataset
+from .data import ImageSplits, TextSplits, TopicSplits, load_dataset
 from .events import LossSmoother, MemoryBreakdown, RunResult, TrainEvent
 from ..io import adapter_state_dict
 from ..model import count_parameters, inject
 from ..optim import param_groups
 from .presets import get_preset
 from ..spectrum import spectrum
-from .tasks import ImageClassification, LanguageModeling
-from .zoo import TextModel, VisionModel, load_model
+from .tasks import ImageClassification, LanguageModeling, TextClassification
+from .zoo import EncoderClassifier, TextModel, VisionModel, load_model
 
 log = logging.getLogger(__name__)
 
@@ -226,6 +226,11 @@ def prepare(
                 raise ValueError(f"model {bundle.name!r} classifies images but data {getattr(data, 'name', '?')!r} is text")
             bundle.reset_head(data.train.classes, seed=cfg.seed)
             task = ImageClassification(bundle, data, device, eval_limit=cfg.eval_size or 2000)
+        elif isinstance(bundle, EncoderClassifier):
+            if not isinstance(data, TopicSplits):
+                raise ValueError(f"model {bundle.name!r} classifies texts but data {getattr(data, 'name', '?')!r} is not labelled texts")
+            bundle.reset_head(data.train.classes, seed=cfg.seed)
+            task = TextClassification(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 2000)
         else:
             if not isinstance(data, TextSplits):
                 raise ValueError(f"model {bundle.name!r} is a language model but data {getattr(data, 'name', '?')!r} is images")

