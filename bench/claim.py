@@ -31,6 +31,7 @@ side; step times are not speed measurements (``bench/adapter_speed.py`` is).
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import logging
@@ -341,12 +342,14 @@ def cached_dataset(task: Task, seed: int, data_cache: str | None) -> Splits:
     if data_cache is None:
         return load_dataset(task.data, seed=seed, **task.data_kwargs)
     tag = hashlib.sha256(json.dumps([task.data, seed, task.data_kwargs], sort_keys=True, default=str).encode()).hexdigest()[:12]
-    path = Path(data_cache) / f"{task.data.replace(':', '-')}-{seed}-{tag}.pt"
+    path = Path(data_cache) / f"{task.data.replace(':', '-')}-{seed}-{tag}.pt.gz"
     if path.exists():
-        return torch.load(path, weights_only=False)
+        with gzip.open(path, "rb") as f:
+            return torch.load(f, weights_only=False)
     data = load_dataset(task.data, seed=seed, **task.data_kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(data, path)
+    with gzip.open(path, "wb") as f:
+        torch.save(data, f)
     return data
 
 
