@@ -91,10 +91,17 @@ def difference(value: float, metric_name: str, std: float | None = None) -> str:
 
 
 def _paired_table(differences: list[dict]) -> list[str]:
-    """SymLoRA − LoRA per task and rank, paired by seed; positive always favours SymLoRA.
-    Accuracy differences are in percentage points (pt), perplexity ones in perplexity."""
-    lines = ["| task | LoRA rank | SymLoRA − LoRA, same rank (SymLoRA's weights vs LoRA's) | SymLoRA − LoRA, same number of weights |",
-             "|---|---:|---|---|"]
+    """SymLoRA − LoRA per task, step count and rank, paired by seed; positive always favours
+    SymLoRA.  Accuracy differences are in percentage points (pt), perplexity ones in
+    perplexity (and in % of LoRA's).  Files from the fair protocol also give each method's
+    chosen learning rate and whether SymLoRA met the target (✓ / ✗)."""
+    fair = any("steps" in d for d in differences)
+    if fair:
+        lines = ["| task | steps | LoRA r (its lr) | SymLoRA − LoRA, same rank (SymLoRA's lr, weights) "
+                 "| same number of weights (rank, lr) |", "|---|---:|---|---|---|"]
+    else:
+        lines = ["| task | LoRA rank | SymLoRA − LoRA, same rank (SymLoRA's weights vs LoRA's) | SymLoRA − LoRA, same number of weights |",
+                 "|---|---:|---|---|"]
     for d in differences:
         sign = -1 if d["metric_name"] == "perplexity" else 1
 
@@ -102,10 +109,19 @@ def _paired_table(differences: list[dict]) -> list[str]:
             if x is None:
                 return "—"
             shown = difference(sign * x["diff_mean"], d["metric_name"], x["diff_std"])
-            return f"{shown} ({what}{x['param_ratio']:.0%} weights)"
+            if "relative" in x and d["metric_name"] == "perplexity":
+                shown += f" ({-100 * x['relative']:+.1f} %)".replace("-", "−")
+            if "meets_target" in x:
+                shown += " ✓" if x["meets_target"] else " ✗"
+            lr = f"lr {x['symlora_lr']:g}, " if "symlora_lr" in x else ""
+            return f"{shown} ({what}{lr}{x['param_ratio']:.0%} weights)"
 
         budget_rank = d["budget_label"].split(" (")[0].removeprefix("symlora ") + " · " if d.get("budget_label") else ""
-        lines.append(f"| {d['task']} | {d['r']} | {cell(d['equal_rank'], '')} | {cell(d['equal_budget'], budget_rank)} |")
+        if fair:
+            lines.append(f"| {d['task']} | {d['steps']} | {d['r']} ({d['lora_lr']:g}) | {cell(d['equal_rank'], '')} "
+                         f"| {cell(d['equal_budget'], budget_rank)} |")
+        else:
+            lines.append(f"| {d['task']} | {d['r']} | {cell(d['equal_rank'], '')} | {cell(d['equal_budget'], budget_rank)} |")
     return lines
 
 
@@ -149,6 +165,12 @@ def results_markdown(path: Path = RESULTS_FILE) -> str:
         parts.append("\n".join(f"* **{name}**: {text}" for name, text in tasks.items()))
     if any(s["task"] == "init-study" for s in summary):
         parts.append("“Λ lr ×√n” in the init study is this app's default; the other rules start slower.")
+    protocol = meta.get("protocol") or next((m.get("protocol") for m in meta.get("parts", []) if m.get("protocol")), None)
+    if protocol:
+        parts.append("Each method trains at **its own best learning rate**: a log-spaced sweep per task, step count, "
+                     "method and rank, chosen on validation data held out from the training split (never the test "
+                     "split), then scored on the test split over 3 seeds. ✓: SymLoRA within 0.5 pt (accuracy) or "
+                     "3 % (perplexity) of LoRA; ✗: not.")
     hardware = [m.get("hardware", "") for m in meta.get("parts", [meta])]
     parts.append(f"Measured with `bench/claim.py` on {', '.join(dict.fromkeys(hardware))}; positive differences "
                  "favour SymLoRA (for perplexity, lower is better, so the sign is flipped). Accuracy differences are "
@@ -163,11 +185,23 @@ def every_configuration(path: Path = RESULTS_FILE) -> str:
     if not path.is_file():
         return ""
     summary = json.loads(path.read_text())["summary"]
-    lines = ["| task | configuration | result (mean ± std over seeds) | trainable weights |", "|---|---|---|---:|"]
+    fair = any("chosen_lr" in s for s in summary)
+    if fair:
+        lines = ["| task | steps | configuration | learning rates tried | chosen | result (mean ± std over seeds) "
+                 "| trainable weights |", "|---|---:|---|---|---:|---|---:|"]
+    else:
+        lines = ["| task | configuration | result (mean ± std over seeds) | trainable weights |", "|---|---|---|---:|"]
     for s in summary:
-        if s["metric_name"] == "accuracy":
+        if s.get("metric_mean") is None:
+            value = "diverged"
+        elif s["metric_name"] == "accuracy":
             value = f"accuracy {100 * s['metric_mean']:.1f} % ± {100 * s['metric_std']:.1f} pt"
         else:
             value = f"{s['metric_name']} {s['metric_mean']:.2f} ± {s['metric_std']:.2f}"
-        lines.append(f"| {s['task']} | {s['label']} | {value} | {s['trainable_params']:,} |")
+        if fair:
+            grid = f"{min(s['grid']):g} … {max(s['grid']):g} ({len(s['grid'])})"
+            lines.append(f"| {s['task']} | {s['steps']} | {s['label']} | {grid} | {s['chosen_lr']:g} | {value} "
+                         f"| {s['trainable_params']:,} |")
+        else:
+            lines.append(f"| {s['task']} | {s['label']} | {value} | {s['trainable_params']:,} |")
     return "\n".join(lines)

@@ -477,7 +477,8 @@ def shard_args(args: argparse.Namespace) -> list[list[str]]:
 
 def run_sharded(args: argparse.Namespace, meta: dict[str, Any]) -> int:
     shards = shard_args(args)
-    work = Path(tempfile.mkdtemp(prefix="claim-shards-"))
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="claim-shards-"))
+    work.mkdir(parents=True, exist_ok=True)
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     t0 = time.perf_counter()
 
@@ -523,6 +524,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init-scale", type=float, help="SymLoRA: Q's column norm at init")
     p.add_argument("--lambda-lr-ratio", type=float, help="SymLoRA: Λ's lr multiplier (default √n per layer)")
     p.add_argument("--jobs", type=int, default=1, help="run tasks × scales × methods as this many processes")
+    p.add_argument("--work-dir", help="with --jobs: where the processes write their files (default: a new temporary folder)")
     p.add_argument("--merge", nargs="+", metavar="JSON", help="combine finished result files into --out, run nothing")
     p.add_argument("--out", default="bench/results/claim.json")
     args = p.parse_args(argv)

@@ -1,13 +1,16 @@
-"""The claim benchmark's grid runner, on a 2-step, 1-seed smoke configuration."""
+"""The fair race (bench/claim.py): validation carved from the training data, the learning
+rate chosen on it alone, the test split scored only at the chosen rate, all of it recorded."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,36 +24,110 @@ def claim():
     return module
 
 
+def _images(n_per_class: int, classes: int, offset: int = 0):
+    from symlora.lab.data import ImageDataset
+
+    labels = torch.arange(classes).repeat_interleave(n_per_class)
+    images = (torch.arange(len(labels)) + offset).to(torch.uint8).view(-1, 1, 1, 1).expand(-1, 2, 2, 1).clone()
+    return ImageDataset(images, labels, [str(c) for c in range(classes)])
+
+
+def test_validation_is_carved_from_the_training_data_per_class(claim):
+    from symlora.lab.data import ImageSplits
+
+    splits = ImageSplits("toy", _images(10, 3), _images(4, 3, offset=100), "test data")
+    tuning, final = claim.carve_validation(splits, 0.2, seed=1)
+    train_ids = set(splits.train.images[:, 0, 0, 0].tolist())
+    val_ids = set(tuning.test.images[:, 0, 0, 0].tolist())
+    rest_ids = set(tuning.train.images[:, 0, 0, 0].tolist())
+    assert val_ids <= train_ids and rest_ids <= train_ids and not val_ids & rest_ids
+    assert len(val_ids) + len(rest_ids) == len(train_ids)
+    assert tuning.test.labels.bincount().tolist() == [2, 2, 2], "20 % of every class"
+    assert final.test is splits.test and torch.equal(final.train.images, tuning.train.images)
+
+
+def test_text_validation_keeps_the_test_documents_out(claim):
+    from symlora.lab.data import TextSplits
+
+    splits = TextSplits("toy", [f"train {i}" for i in range(20)], ["test a", "test b"], "test data")
+    tuning, final = claim.carve_validation(splits, 0.25, seed=0)
+    assert len(tuning.test) == 5 and set(tuning.test) | set(tuning.train) == set(splits.train)
+    assert not set(tuning.test) & set(tuning.train)
+    assert final.test == splits.test and final.train == tuning.train
+
+
+def _run(lr, seed, metric, name="accuracy", split="validation"):
+    return {"lr": lr, "seed": seed, "metric": metric, "metric_name": name, "split": split}
+
+
+def test_the_chosen_rate_has_the_best_mean_validation_score(claim):
+    runs = [_run(1e-3, 0, 0.80), _run(1e-3, 1, 0.82), _run(1e-2, 0, 0.90), _run(1e-2, 1, 0.70),
+            _run(1e-1, 0, 0.85), _run(1e-1, 1, None)]  # a diverged run makes its rate the worst
+    best, means = claim.choose_lr(runs)
+    assert best == 1e-3 and means[1e-2] == pytest.approx(0.80) and means[1e-1] is None
+    ppl = [_run(1e-3, 0, 40.0, "perplexity"), _run(1e-2, 0, 20.0, "perplexity"), _run(1e-1, 0, 30.0, "perplexity")]
+    assert claim.choose_lr(ppl)[0] == 1e-2, "lower perplexity is better"
+    with pytest.raises(ValueError, match="validation runs only"):
+        claim.choose_lr(runs + [_run(1e-3, 0, 0.99, split="test")])
+
+
+def test_grids_are_log_spaced_and_wide(claim):
+    for task in claim.TASKS.values():
+        lrs = task.lrs
+        assert len(lrs) >= 5 and lrs[-1] / lrs[0] >= 32, task.name
+        ratios = [b / a for a, b in zip(lrs, lrs[1:])]
+        assert max(ratios) / min(ratios) < 1.01, task.name
+
+
 @pytest.mark.slow
-def test_smoke_grid_writes_a_well_formed_results_file(claim, tmp_path):
+def test_tiny_race_chooses_on_validation_and_scores_test_only_at_the_choice(claim, tmp_path, monkeypatch):
+    """fmnist-vit few-shot, 2 steps, 1 seed, a 3-point grid on the CPU: every run the engine
+    is given is recorded with the data it is scored on."""
+    from symlora.lab.data import load_dataset
+
+    submitted = []
+
+    class Recording(claim.Engine):
+        def submit(self, config, **kw):
+            submitted.append((config.lr, kw["dataset"]))
+            return super().submit(config, **kw)
+
+    monkeypatch.setattr(claim, "Engine", Recording)
     out = tmp_path / "claim.json"
-    assert claim.main(["--smoke", "--tasks", "fewshot", "--device", "cpu", "--out", str(out)]) == 0
+    assert claim.main(["--tasks", "fewshot", "--device", "cpu", "--seeds", "1", "--steps", "2", "--scales", "1",
+                       "--ranks", "2", "--lrs", "1e-4,1e-3,1e-2", "--widen", "1", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
-    assert {"meta", "summary", "runs"} <= set(results)
-    labels = {s["label"] for s in results["summary"]}
-    assert {"head-only", "full", "lora r=2", "symlora r=2"} <= labels
-    assert any(label.startswith("symlora r=3 (budget of lora r=2)") for label in labels)
-    for run in results["runs"]:
-        assert run["steps_done"] == 2 and run["metric_name"] == "accuracy"
-        assert 0.0 <= run["metric_after"] <= 1.0
-    lora = next(r for r in results["runs"] if r["label"] == "lora r=2")
-    assert all(0.0 <= f <= 1.0 for f in lora["symmetric_fraction"].values()) and lora["symmetric_fraction"]
-    table = out.with_suffix(".md").read_text()
-    assert "| fewshot | symlora r=2 |" in table
-    (diff,) = results["differences"]  # SymLoRA − LoRA, paired by seed
+    real = load_dataset("fmnist-fewshot", seed=0)
+    test_images = {bytes(x.numpy()) for x in real.test.images}
+    train_images = {bytes(x.numpy()) for x in real.train.images}
+
+    summary = {s["label"]: s for s in results["summary"]}
+    assert set(summary) == {"lora r=2", "symlora r=2", "symlora r=3 (budget of lora r=2)"}
+    for label, s in summary.items():
+        val = [r for r in results["runs"] if r["label"] == label and r["split"] == "validation"]
+        means = {r["lr"]: r["metric"] for r in val}
+        assert sorted(means) == s["grid"] and len(s["grid"]) >= 3
+        assert s["chosen_lr"] == max(sorted(means), key=lambda lr: -math.inf if means[lr] is None else means[lr])
+        tests = [r for r in results["runs"] if r["label"] == label and r["split"] == "test"]
+        assert [r["lr"] for r in tests] == [s["chosen_lr"]] and s["metric_mean"] == tests[0]["metric"]
+    assert results["meta"]["protocol"]["grids"] == {"fewshot": [1e-4, 1e-3, 1e-2]}
+
+    seen_test = False
+    for _, data in submitted:
+        scored = {bytes(x.numpy()) for x in data.test.images}
+        if scored == test_images:
+            seen_test = True
+        else:  # a tuning run: scored on images from the training split, never from the test split
+            assert not seen_test, "every validation run is submitted before any test run"
+            assert scored <= train_images and not scored & test_images
+        assert not {bytes(x.numpy()) for x in data.train.images} & scored, "never scored on its own training images"
+    assert sum(1 for _, d in submitted if {bytes(x.numpy()) for x in d.test.images} == test_images) == 3
+
+    (diff,) = results["differences"]
     assert diff["r"] == 2 and diff["equal_rank"]["param_ratio"] < 0.75 and abs(diff["equal_budget"]["param_ratio"] - 1) < 0.01
-    by_label = {r["label"]: r["metric_after"] for r in results["runs"]}
-    assert diff["equal_rank"]["diff_mean"] == pytest.approx(by_label["symlora r=2"] - by_label["lora r=2"])
-
-
-@pytest.mark.slow
-def test_sharded_grid_runs_every_configuration_once(claim, tmp_path):
-    out = tmp_path / "claim.json"
-    assert claim.main(["--smoke", "--tasks", "fewshot", "--device", "cpu", "--jobs", "2", "--out", str(out)]) == 0
-    results = json.loads(out.read_text())
-    assert results["meta"]["complete"] and len(results["meta"]["shards"]) == 2  # head-only/full, and rank 2
-    assert sorted(r["label"] for r in results["runs"]) == sorted(
-        ["head-only", "full", "lora r=2", "symlora r=2", "symlora r=3 (budget of lora r=2)"])
+    assert diff["equal_rank"]["symlora_lr"] == summary["symlora r=2"]["chosen_lr"]
+    table = out.with_suffix(".md").read_text()
+    assert f"| fewshot | 2 | lora r=2 | 0.0001 (" in table
 
 
 @pytest.mark.parametrize("r", [2, 8])

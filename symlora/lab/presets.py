@@ -39,11 +39,19 @@ class Preset:
     seed: int = 0
     max_tokens: int = 64
     image_size: int | None = None
+    # Each method's own learning rate where they differ (chosen on validation data by
+    # bench/claim.py); a method not listed trains at ``lr``.
+    method_lr: tuple[tuple[str, float], ...] = ()
+
+    def lr_for(self, method: str) -> float:
+        """The learning rate ``method`` trains at in this scenario."""
+        return dict(self.method_lr).get(method, self.lr)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``symlora presets --json``)."""
         d = dataclasses.asdict(self)
         d["target_modules"] = list(self.target_modules) if self.target_modules is not None else None
+        d["method_lr"] = dict(self.method_lr)
         return d
 
     def replace(self, **changes: Any) -> "Preset":

@@ -88,6 +88,8 @@ class RunConfig:
                      "batch_size", "seed", "eval_every", "max_tokens", "image_size"):
             if values[name] is None:
                 values[name] = getattr(preset, name, None)
+        if self.lr is None:  # each method at the preset's rate for it
+            values["lr"] = preset.lr_for(values["method"])
         cfg = RunConfig(**values)
         if cfg.method not in TRAIN_METHODS:
             raise ValueError(f"method must be one of {TRAIN_METHODS}, got {cfg.method!r}")
