@@ -98,7 +98,7 @@ class RunControl:
     def current(self, request: gr.Request | None) -> RunFlag | None:
         """The flag of the session's run going now (``None``: none is)."""
         flags = self.lab.runs.flags(session_of(request), self.kind)
-        return flags[-1] if flags else None  # type: ignore[return-value]
+        return flags[-1] if flags else None  # type: ignore[return-value]  # Runs keeps RunFlags
 
     def stop(self, request: gr.Request):
         """The Stop button: ask the session's run to stop and show its last update (it

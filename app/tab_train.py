@@ -19,6 +19,7 @@ import gradio as gr
 
 from . import collect, plots
 from .analysis import symmetry_note
+from .collect import CollectUI
 from .errors import page_error, readable
 from .lab import Lab
 from .live_view import LiveView, curves_view, spectrum_view
@@ -92,7 +93,7 @@ class TrainUI:
     data_txt: gr.File
     data_note: gr.Markdown
     user_state: gr.State  # {"name", "kind", "classes"} of the user's data in use, or None
-    collect: Any  # app.collect.CollectUI: examples collected in the browser
+    collect: CollectUI  # examples collected in the browser (pictures taken or drawn, by class)
     # run control
     start: gr.Button
     stop: gr.Button
@@ -484,9 +485,10 @@ def views(lab: Lab, t: TrainUI) -> Wired:
         cleared with a warning, so the next run uses the preset's data)."""
         return own_data_view(lab, model, zip_path, text, seed)
 
-    return Wired(update_params, [t.model, t.data, t.method, t.r, t.targets, t.user_state], [t.param_md, t.param_plot],
-                 data_view, [t.model, t.data_zip, t.data_text, t.seed],
-                 [t.data_zip, t.own_data, t.own_images, t.own_text, t.data_note, t.share_note, t.user_state])
+    return Wired(update_params=update_params, param_inputs=[t.model, t.data, t.method, t.r, t.targets, t.user_state],
+                 param_outputs=[t.param_md, t.param_plot], data_view=data_view,
+                 data_view_inputs=[t.model, t.data_zip, t.data_text, t.seed],
+                 data_outputs=[t.data_zip, t.own_data, t.own_images, t.own_text, t.data_note, t.share_note, t.user_state])
 
 
 # -- the user's own data -------------------------------------------------------------
@@ -512,8 +514,7 @@ def wire_own_data(lab: Lab, t: TrainUI, wired: Wired) -> None:
         return None, text
 
     t.data_txt.upload(on_txt, t.data_txt, [t.data_txt, t.data_text], **USER_DATA)
-    if t.collect is not None:
-        collect.wire(lab, t.collect, t.data_zip, wired.after_data)
+    collect.wire(lab, t.collect, t.data_zip, wired.after_data)
 
 
 # -- presets and method ----------------------------------------------------------------
