@@ -14,6 +14,8 @@ from typing import Any
 
 import gradio as gr
 
+from symlora.lab.presets import get_preset
+
 from . import plots
 from .lab import Lab
 from .params import estimate
@@ -80,6 +82,21 @@ def build(lab: Lab) -> CompareUI:
                      memory=memory, table=table, conclusion=conclusion)
 
 
+def tuned_rates(settings: Settings, lora: Settings, sym: Settings) -> tuple[Settings, Settings, str]:
+    """Each method at the preset's learning rate for it (chosen on validation data by
+    ``bench/claim.py``) while the page shows the preset's rate; a rate the user typed
+    applies to both.  Returns (lora, sym, a sentence saying so, or "")."""
+    try:
+        preset = get_preset(settings.preset)
+    except ValueError:
+        return lora, sym, ""
+    lr_lora, lr_sym = preset.lr_for("lora"), preset.lr_for("symlora")
+    if lr_lora == lr_sym or settings.lr != preset.lr_for(settings.method):
+        return lora, sym, ""
+    return (lora.replace(lr=lr_lora), sym.replace(lr=lr_sym),
+            f" Each at its own tuned learning rate (LoRA {lr_lora:g}, SymLoRA {lr_sym:g}).")
+
+
 def plan(lab: Lab, settings: Settings, budget: str, include_head: bool) -> tuple[list[Settings], str]:
     """The runs to make and a sentence on how they were made comparable."""
     bundle = lab.bases.model(settings.model)
@@ -93,8 +110,9 @@ def plan(lab: Lab, settings: Settings, budget: str, include_head: bool) -> tuple
     if wanted and not targets:
         targets = []  # fall back to the model's defaults
     spec = targets or bundle.default_targets
-    lora = settings.replace(method="lora", targets=targets)
-    sym = settings.replace(method="symlora", targets=targets)
+    lora, sym, rates = tuned_rates(settings, settings.replace(method="lora", targets=targets),
+                                   settings.replace(method="symlora", targets=targets))
+    note = rates + note
     n_lora = estimate(bundle.model, "lora", lora.r, spec).adapter
     how = f"Both at rank r = {settings.r}."
     if budget == "budget":

@@ -81,3 +81,31 @@ def test_digits_preset_learns_digits_within_a_few_dozen_steps():
     with torch.no_grad():
         acc = (vm.model(vm.preprocess(data.test.images[:500])).argmax(-1) == data.test.labels[:500]).float().mean()
     assert acc > 0.4
+
+
+def test_each_method_trains_at_its_own_tuned_rate():
+    """The fortunes preset carries LoRA's and SymLoRA's own learning rates (chosen on
+    validation data); a run that leaves lr unset gets its method's, a set lr wins."""
+    from symlora.lab.presets import get_preset
+    from symlora.lab.train import RunConfig
+
+    preset = get_preset("fortunes")
+    assert preset.lr_for("symlora") == preset.lr and preset.lr_for("lora") != preset.lr
+    assert RunConfig(preset="fortunes", method="lora").resolved().lr == preset.lr_for("lora")
+    assert RunConfig(preset="fortunes", method="symlora").resolved().lr == preset.lr_for("symlora")
+    assert RunConfig(preset="fortunes", method="lora", lr=1e-3).resolved().lr == 1e-3
+    assert preset.to_dict()["method_lr"] == {"lora": preset.lr_for("lora")}
+
+
+def test_compare_uses_both_tuned_rates_unless_the_user_typed_one():
+    from app.settings import Settings
+    from app.tab_compare import tuned_rates
+    from symlora.lab.presets import get_preset
+
+    preset = get_preset("fortunes")
+    shown = Settings.from_preset(preset)
+    lora, sym, note = tuned_rates(shown, shown.replace(method="lora"), shown.replace(method="symlora"))
+    assert (lora.lr, sym.lr) == (preset.lr_for("lora"), preset.lr_for("symlora")) and "own tuned" in note
+    typed = shown.replace(lr=3e-3)
+    lora, sym, note = tuned_rates(typed, typed.replace(method="lora"), typed.replace(method="symlora"))
+    assert lora.lr == sym.lr == 3e-3 and note == ""

@@ -43,6 +43,10 @@ class Preset:
     # bench/claim.py); a method not listed trains at ``lr``.
     method_lr: tuple[tuple[str, float], ...] = ()
 
+    def __post_init__(self) -> None:  # a dict (as to_dict writes it) or pairs, kept as sorted pairs
+        pairs = self.method_lr.items() if isinstance(self.method_lr, dict) else self.method_lr
+        object.__setattr__(self, "method_lr", tuple(sorted((str(m), float(lr)) for m, lr in pairs)))
+
     def lr_for(self, method: str) -> float:
         """The learning rate ``method`` trains at in this scenario."""
         return dict(self.method_lr).get(method, self.lr)
