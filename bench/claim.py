@@ -212,8 +212,8 @@ class Context:
 
 
 class Engines:
-    """One :class:`Engine` per (configuration, learning rate): the seeds of one grid point
-    train together, and a run that breaks its group (a diverged run whose spectrum cannot
+    """One :class:`Engine` per (configuration, learning rate) on a GPU: the seeds of one grid
+    point train together, and a run that breaks its group (a diverged run whose spectrum cannot
     be computed, say) takes down only its own grid point, which then counts as diverged."""
 
     def __init__(self, base: Any, device: str, max_runs: int) -> None:
@@ -221,7 +221,9 @@ class Engines:
         self._engines: dict[tuple[str, int, float], Engine] = {}
 
     def get(self, row: Row, lr: float) -> Engine:
-        key = (row.label, row.steps, lr)
+        # On a CPU every run is a group of its own anyway (the engine stacks on accelerators
+        # only), so one engine there keeps ``max_runs`` a limit for the whole task.
+        key = (row.label, row.steps, lr) if self.device.startswith("cuda") else ("", 0, 0.0)
         if key not in self._engines:
             self._engines[key] = Engine(load_base=lambda name: self.base, device=self.device, cache_size=0,
                                         max_runs=self.max_runs)
@@ -236,7 +238,10 @@ def execute(engines: Engines, ctx: Context, todo: list[tuple[Row, float, int, st
     """Train every (row, lr, seed, split); one result dict per run.
 
     ``split`` "validation" trains on the tuning data and scores the validation part;
-    "test" trains on the same data and scores the test split."""
+    "test" trains on the same data and scores the test split.  At most ``engines.max_runs``
+    runs are submitted at a time (runs that cannot share steps each train in a thread)."""
+    if len(todo) > engines.max_runs:
+        return [r for i in range(0, len(todo), engines.max_runs) for r in execute(engines, ctx, todo[i:i + engines.max_runs])]
     handles = []
     for row, lr, seed, split in todo:
         data = ctx.tuning[seed] if split == "validation" else ctx.final[seed]
@@ -567,6 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--symlora-init", choices=["gaussian", "orthogonal"], help="SymLoRA: how Q starts")
     p.add_argument("--init-scale", type=float, help="SymLoRA: Q's column norm at init")
     p.add_argument("--lambda-lr-ratio", type=float, help="SymLoRA: Λ's lr multiplier (default √n per layer)")
+    p.add_argument("--max-runs", type=int, help="runs training at once per grid point (default: 256 on a GPU, 1 on a CPU)")
     p.add_argument("--jobs", type=int, default=1, help="run tasks × scales × methods as this many processes")
     p.add_argument("--work-dir", help="with --jobs: where the processes write their files (default: a new temporary folder)")
     p.add_argument("--merge", nargs="+", metavar="JSON", help="combine finished result files into --out, run nothing")
@@ -605,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
         r, s = race(task, [int(x) for x in args.ranks.split(",") if x], args.seeds, device,
                     [int(x) for x in args.scales.split(",") if x], lrs=lrs, steps=args.steps, widen=args.widen,
                     val_fraction=args.val_fraction, budget=not args.no_budget, methods=methods,
-                    data_cache=args.data_cache, model_options=options)
+                    data_cache=args.data_cache, model_options=options,
+                    max_runs=args.max_runs or (256 if device.startswith("cuda") else 1))
         runs += r
         summary += s
         write(Path(args.out), meta | {"wall_s": time.perf_counter() - t0, "complete": False}, runs, summary)
