@@ -300,8 +300,10 @@ def choose_lr(runs: list[dict[str, Any]]) -> tuple[float, dict[float, float | No
 def race(task: Task, ranks: list[int], seeds: int, device: str, scales: list[int], *, lrs: tuple[float, ...] | None = None,
          steps: int | None = None, widen: int = 2, val_fraction: float = 0.2, budget: bool = True,
          methods: tuple[str, ...] = METHODS, data_cache: str | None = None, model_options: dict[str, Any] | None = None,
-         max_runs: int = 256) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The protocol on one task: (every run, one summary per configuration)."""
+         max_runs: int = 256, sweep_seeds: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The protocol on one task: (every run, one summary per configuration).  ``sweep_seeds``
+    (default: ``seeds``) trains fewer seeds per grid point where compute is short."""
+    sweep_seeds = min(seeds, sweep_seeds or seeds)
     probe_cfg = RunConfig(preset=task.preset, data=task.data, batch_size=task.batch_size, device="cpu",
                           **task.overrides).resolved()
     options = dict(model_options or {}).get(probe_cfg.model, {})
@@ -334,7 +336,7 @@ def race(task: Task, ranks: list[int], seeds: int, device: str, scales: list[int
     grids = {row: list(grid0) for row in rows}
     engine = Engines(base, device, max_runs)
     try:
-        runs = execute(engine, ctx, [(row, lr, s, "validation") for row in rows for lr in grids[row] for s in range(seeds)])
+        runs = execute(engine, ctx, [(row, lr, s, "validation") for row in rows for lr in grids[row] for s in range(sweep_seeds)])
         widened: dict[Row, int] = {row: 0 for row in rows}
         for _ in range(widen):  # grow the grid past an edge that holds the best
             extra = []
@@ -349,7 +351,7 @@ def race(task: Task, ranks: list[int], seeds: int, device: str, scales: list[int
                     else:
                         grid.append(new)
                     widened[row] += 1
-                    extra += [(row, new, s, "validation") for s in range(seeds)]
+                    extra += [(row, new, s, "validation") for s in range(sweep_seeds)]
             if not extra:
                 break
             runs += execute(engine, ctx, extra)
@@ -514,6 +516,7 @@ def shard_args(args: argparse.Namespace) -> list[list[str]]:
     common = ["--seeds", str(args.seeds), "--device", args.device, "--ranks", args.ranks, "--widen", str(args.widen),
               "--val-fraction", str(args.val_fraction)]
     for flag, value in (("--steps", args.steps), ("--lrs", args.lrs), ("--data-cache", args.data_cache),
+                        ("--sweep-seeds", args.sweep_seeds), ("--max-runs", args.max_runs),
                         ("--minilm-dir", args.minilm_dir), ("--lambda-lr-ratio", args.lambda_lr_ratio),
                         ("--symlora-init", args.symlora_init), ("--init-scale", args.init_scale)):
         if value is not None:
@@ -545,6 +548,8 @@ def run_sharded(args: argparse.Namespace, meta: dict[str, Any]) -> int:
     runs = [r for part in parts for r in part["runs"]]
     summary = [s for part in parts for s in part["summary"]]
     complete = len(parts) == len(shards)  # a process may still exit non-zero after writing (threads at exit)
+    if any(codes):
+        log.info("exit codes %s (%d result files of %d)", codes, len(parts), len(shards))
     if not complete:
         log.error("some shards failed; their logs are in %s", work)
         for f in sorted(work.glob("shard*.log")):
@@ -560,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ranks", default="8", help="comma-separated LoRA ranks")
     p.add_argument("--methods", help="comma-separated subset of lora,symlora (default: both)")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--sweep-seeds", type=int, help="seeds per grid point while choosing (default: --seeds)")
     p.add_argument("--steps", type=int, help="override every task's app step count")
     p.add_argument("--scales", default="1,3", help="comma-separated multiples of the step count")
     p.add_argument("--lrs", help="comma-separated learning rates: one grid for every task (default: each task's)")
@@ -592,7 +598,7 @@ def main(argv: list[str] | None = None) -> int:
                                    lambda_lr_ratio=args.lambda_lr_ratio).items() if v is not None}
     hardware = torch.cuda.get_device_name() if device.startswith("cuda") else f"{platform.processor() or 'CPU'} ({torch.get_num_threads()} threads)"
     protocol = {"validation": f"{args.val_fraction:.0%} of each seed's training data (stratified), never the test split",
-                "seeds": args.seeds, "scales": args.scales, "widen": args.widen, "knobs": knobs,
+                "seeds": args.seeds, "sweep_seeds": min(args.seeds, args.sweep_seeds or args.seeds), "scales": args.scales, "widen": args.widen, "knobs": knobs,
                 "grids": {name: list(lrs or TASKS[name].lrs) for name in args.tasks.split(",") if name},
                 "choice": "best mean validation score over the seeds; then test at that lr, same seeds"}
     meta = {"protocol": protocol, "command": " ".join(["python", "bench/claim.py"] + (argv if argv is not None else sys.argv[1:])),
@@ -612,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
                     [int(x) for x in args.scales.split(",") if x], lrs=lrs, steps=args.steps, widen=args.widen,
                     val_fraction=args.val_fraction, budget=not args.no_budget, methods=methods,
                     data_cache=args.data_cache, model_options=options,
-                    max_runs=args.max_runs or (256 if device.startswith("cuda") else 1))
+                    max_runs=args.max_runs or (256 if device.startswith("cuda") else 1), sweep_seeds=args.sweep_seeds)
         runs += r
         summary += s
         write(Path(args.out), meta | {"wall_s": time.perf_counter() - t0, "complete": False}, runs, summary)
