@@ -481,6 +481,8 @@ def markdown(summary: list[dict[str, Any]], diffs: list[dict[str, Any]], header:
 
 def write(out: Path, meta: dict[str, Any], runs: list[dict[str, Any]], summary: list[dict[str, Any]]) -> str:
     """Write ``out`` (JSON: meta, summary, differences, runs) and ``out.md``; return the Markdown."""
+    order = list(dict.fromkeys(s["task"] for s in summary))
+    summary = sorted(summary, key=lambda s: (order.index(s["task"]), s["steps"], s["method"] != "lora", s["r"]))
     diffs = differences(runs, summary)
     names = dict.fromkeys(s["task"] for s in summary)
     meta = meta | {"tasks": {name: TASKS[name].description for name in names if name in TASKS}}
