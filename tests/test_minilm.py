@@ -39,7 +39,7 @@ def test_minilm_learns_topics_through_query_value_adapters(method):
                     method=method, r=r, lr=1e-3, steps=30, batch_size=16, eval_every=30, device="cpu", seed=0)
     result = train(cfg, base=base)
     adapter = {k for k in result.trainable_state if "classifier" not in k}
-    layers = {k.rsplit(".", 1)[0] for k in adapter}
+    layers = {k.split(".lora_")[0] for k in adapter}
     assert len(layers) == 12 and all(k.endswith((".query", ".value")) for k in layers)
     per_layer = 2 * 384 * r if method == "lora" else 384 * r + r
     assert result.trainable_params == 12 * per_layer + 384 * 5 + 5
