@@ -47,6 +47,7 @@ import contextlib
 import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -222,6 +223,7 @@ def low_rank_linear(x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor
     h = project(x, down, kd) if need_h or not fold else None
     if fold:
         return F.linear(x, fold_weight(weight, down, kd, up, ku, dtype), b), h
+    assert h is not None
     return expand_into(F.linear(x, cast(weight, dtype), b), h, up, ku), h
 
 
@@ -238,8 +240,10 @@ def symlora_grads(xc: Tensor, g: Tensor, h: Tensor, weight: Tensor, down: Tensor
         if fold:
             dx = torch.mm(g, fold_weight(weight, down, kd, up, ku, g.dtype))
         else:
+            assert us is not None
             dx = expand_into(torch.mm(g, cast(weight, g.dtype)), us, up, kd)
     if need_adapter:
+        assert us is not None
         pt = factor_grad_t(xc, us, kd)  # (xᵀ·s·u)ᵀ, laid out like Qᵀ
         dlam = cast((q.t() * pt).sum(1), lam.dtype)
         mt = factor_grad_t(g, h, ku, into=pt)  # += (gᵀ·h)ᵀ
@@ -251,10 +255,11 @@ class _SymLoraLinear(torch.autograd.Function):
     """y = x·Wᵀ + b + x·ΔWᵀ, ΔW's blocks s·Q_b·diag(Λ_b)·Q_bᵀ; gradients for x, Q and Λ."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, q, lam, layout: str, k: int, scaling: float):
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, q: Tensor, lam: Tensor, layout: str,
+                k: int, scaling: float) -> Tensor:
         dtype = compute_dtype(x)
         kd, ku = _blocks(layout, k)
-        fold = _folds(dtype, *x.shape, weight.shape[0])
+        fold = _folds(dtype, x.shape[0], x.shape[1], weight.shape[0])
         down, up = symlora_factors(q, lam, scaling, dtype)
         xc = cast(x, dtype)
         need_adapter = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
@@ -265,7 +270,7 @@ class _SymLoraLinear(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad_y):
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
         xc, h, w, down, up, q, lam = ctx.saved_tensors
         need_x, need_adapter = ctx.needs_input_grad[0], ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
         dx, dq, dlam = symlora_grads(xc, cast(grad_y, xc.dtype), h, w, down, up, q, lam, ctx.kd, ctx.ku, ctx.fold,
@@ -287,8 +292,8 @@ def symlora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, q: Tensor, la
     dtype = compute_dtype(x)  # inference: no autograd node, no h
     kd, ku = _blocks(layout, k)
     down, up = symlora_factors(q, lam, scaling, dtype)
-    return low_rank_linear(cast(x, dtype), weight, bias, down, up, kd, ku, _folds(dtype, *x.shape, weight.shape[0]),
-                           False)[0]
+    fold = _folds(dtype, x.shape[0], x.shape[1], weight.shape[0])
+    return low_rank_linear(cast(x, dtype), weight, bias, down, up, kd, ku, fold, False)[0]
 
 
 # -- LoRA ----------------------------------------------------------------------------------
@@ -303,9 +308,10 @@ class _LoraLinear(torch.autograd.Function):
     """y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ; gradients for x, A and B."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, a, b, scaling: float):
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, b: Tensor,
+                scaling: float) -> Tensor:
         dtype = compute_dtype(x)
-        fold = _folds(dtype, *x.shape, weight.shape[0])
+        fold = _folds(dtype, x.shape[0], x.shape[1], weight.shape[0])
         down, up = lora_factors(a, b, scaling, dtype)
         xc = cast(x, dtype)
         w = cast(weight, dtype)
@@ -315,7 +321,7 @@ class _LoraLinear(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad_y):
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
         xc, h, weight, down, up = ctx.saved_tensors
         need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
         g = cast(grad_y, xc.dtype)
@@ -325,9 +331,11 @@ class _LoraLinear(torch.autograd.Function):
             if ctx.fold:
                 dx = torch.mm(g, fold_weight(weight, down, 1, up, 1, g.dtype))
             else:
+                assert v is not None
                 dx = expand_into(torch.mm(g, cast(weight, g.dtype)), v, down, 1)
             dx = cast(dx, ctx.x_dtype)
         if need_a:
+            assert v is not None
             da = cast(torch.mm(v.t(), xc), ctx.a_dtype)  # (r × in), A's layout
         if need_b:
             db = scaled(torch.mm(h.t(), g).t(), ctx.scaling, ctx.b_dtype)  # s·gᵀ·h, B's layout
@@ -340,5 +348,5 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, b: Te
         return _LoraLinear.apply(x, weight, bias, a, b, scaling)
     dtype = compute_dtype(x)
     down, up = lora_factors(a, b, scaling, dtype)
-    return low_rank_linear(cast(x, dtype), weight, bias, down, up, 1, 1, _folds(dtype, *x.shape, weight.shape[0]),
-                           False)[0]
+    fold = _folds(dtype, x.shape[0], x.shape[1], weight.shape[0])
+    return low_rank_linear(cast(x, dtype), weight, bias, down, up, 1, 1, fold, False)[0]

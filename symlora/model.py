@@ -38,8 +38,8 @@ def _is_inside_adapter(name: str, adapter_names: set[str]) -> bool:
     return any(name.startswith(a + ".") for a in adapter_names)
 
 
-def _fits(method: str, shape: tuple[int, int]) -> bool:
-    return method == "lora" or symmetric_blocks(*shape) is not None
+def _fits(method: str, shape: tuple[int, int] | None) -> bool:
+    return shape is not None and (method == "lora" or symmetric_blocks(*shape) is not None)
 
 
 def _output_layer_names(model: nn.Module) -> set[str]:
@@ -119,7 +119,7 @@ def resolve_targets(model: nn.Module, config: AdapterConfig) -> list[str]:
                          f"{candidates_hint(eligible_modules(model, config.method), spec, config.method)}")
     for name in chosen:
         shape = layer_shape(model.get_submodule(name))
-        if not _fits(config.method, shape):
+        if shape is not None and not _fits(config.method, shape):
             raise ValueError(
                 f"layer {name!r} has shape in={shape[0]}, out={shape[1]}: SymLoRA needs a square "
                 f"layer or sides that are whole multiples of each other (use method='lora' for it)"
