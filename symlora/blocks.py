@@ -137,24 +137,33 @@ def block_diagonal(t: Tensor, k: int) -> Tensor:
     return t if k == 1 else torch.block_diag(*t.chunk(k, dim=1))
 
 
-def equal_budget_rank(layouts: Iterable[BlockLayout], r: int, source: str = "lora", target: str = "symlora",
-                      max_rank: int | None = None) -> int:
-    """The ``target`` rank whose adapter weights on ``layouts`` come closest to
-    ``source``'s at rank ``r`` (ties go to the smaller rank; at least 1, at most ``max_rank``).
+def total_params(layouts: Iterable[BlockLayout], method: str, r: int) -> int:
+    """Adapter weights of ``method`` at rank ``r`` on all of ``layouts``."""
+    return sum(lay.params(method, r) for lay in layouts)
 
-    Counts are linear in the rank, so this is a rounded division: LoRA at r on square
-    layers of side n (2·n·r weights) pairs with SymLoRA at round(2·n·r / (n + 1)) ≈ 2r.
-    Weights trained besides the adapters (a new head) are the same for both and do not
-    move the answer."""
-    layouts = list(layouts)
-    if not layouts:
-        raise ValueError("equal_budget_rank needs at least one layer")
-    if r < 1:
-        raise ValueError(f"r must be at least 1, got {r}")
-    budget = r * sum(lay.params_per_rank(source) for lay in layouts)
-    per_rank = sum(lay.params_per_rank(target) for lay in layouts)
+
+def rank_for_budget(layouts: Iterable[BlockLayout], method: str, budget: int, max_rank: int | None = None) -> int:
+    """The rank of ``method`` on ``layouts`` whose adapter weights come closest to ``budget``
+    (ties go to the smaller rank; at least 1, at most ``max_rank``).
+
+    Counts are linear in the rank, so this is one rounded division.  Weights trained besides
+    the adapters (a new head) are the same whatever the rank and do not move the answer."""
+    per_rank = sum(lay.params_per_rank(method) for lay in layouts)
+    if per_rank == 0:
+        raise ValueError("a parameter budget needs at least one adapted layer")
     rank, rest = divmod(budget, per_rank)
     if 2 * rest > per_rank:  # strictly closer to the next rank
         rank += 1
     rank = max(rank, 1)
     return rank if max_rank is None else min(rank, max_rank)
+
+
+def equal_budget_rank(layouts: Iterable[BlockLayout], r: int, source: str = "lora", target: str = "symlora",
+                      max_rank: int | None = None) -> int:
+    """The ``target`` rank whose adapter weights on ``layouts`` come closest to ``source``'s
+    at rank ``r``: LoRA at r on square layers of side n (2·n·r weights) pairs with SymLoRA
+    at round(2·n·r / (n + 1)), just under 2r.  When the two methods adapt different layers
+    (``all-linear`` skips shapes SymLoRA cannot tile), use :func:`rank_for_budget` with
+    each method's own layers."""
+    layouts = list(layouts)
+    return rank_for_budget(layouts, target, total_params(layouts, source, r), max_rank)

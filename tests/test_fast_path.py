@@ -14,7 +14,7 @@ from torch import nn
 
 from symlora import AdapterConfig, LoraLayer, SymLoraLayer
 from symlora.fast import fast_path_options
-from symlora.layers import reference_symlora_delta
+from oracles import reference_symlora_delta
 
 LAYOUTS = {"square": (6, 6), "stacked": (4, 12), "side": (12, 4)}  # (in, out)
 VARIANTS = [dict(fold="always"), dict(fold="never")]  # fold: W + ΔW in one GEMM (fp32/fp64); never: added apart
