@@ -80,12 +80,14 @@ class BlockLayout:
     @property
     def k_out(self) -> int:
         """Blocks along the output (rows of W): k when stacked, else 1."""
-        return self.k if self.out_features > self.in_features else 1
+        k = self.k
+        return k if self.out_features > self.in_features else 1
 
     @property
     def k_in(self) -> int:
         """Blocks along the input (columns of W): k when side by side, else 1."""
-        return self.k if self.in_features > self.out_features else 1
+        k = self.k
+        return k if self.in_features > self.out_features else 1
 
     @property
     def layout(self) -> Layout:
