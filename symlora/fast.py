@@ -85,7 +85,9 @@ class FastPathOptions:
 # A context variable, not a module global: training threads of one process (the app runs
 # several) each see their own choice, and a benchmark switching variants cannot change what
 # another thread's forward does halfway through.  A new thread starts from the defaults.
-_OPTIONS: ContextVar[FastPathOptions] = ContextVar("symlora_fast_path_options", default=FastPathOptions())
+_OPTIONS: ContextVar[FastPathOptions] = ContextVar(
+    "symlora_fast_path_options", default=FastPathOptions()  # noqa: B039 — frozen, so safe to share
+)
 
 
 def current_options() -> FastPathOptions:
@@ -243,9 +245,10 @@ def low_rank_linear(x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor
     (``None`` when folding and not ``need_h``)."""
     dtype = x.dtype
     b = None if bias is None else cast(bias, dtype)
-    h = project(x, down, kd) if need_h or not fold else None
     if fold:
+        h = project(x, down, kd) if need_h else None
         return F.linear(x, fold_weight(weight, down, kd, up, ku, dtype), b), h
+    h = project(x, down, kd)
     return expand_into(F.linear(x, cast(weight, dtype), b), h, up, ku), h
 
 
@@ -262,8 +265,10 @@ def symlora_grads(xc: Tensor, g: Tensor, h: Tensor, weight: Tensor, down: Tensor
         if fold:
             dx = torch.mm(g, fold_weight(weight, down, kd, up, ku, g.dtype))
         else:
+            assert us is not None
             dx = expand_into(torch.mm(g, cast(weight, g.dtype)), us, up, kd)
     if need_adapter:
+        assert us is not None
         pt = factor_grad_t(xc, us, kd)  # (xᵀ·s·u)ᵀ, laid out like Qᵀ
         dlam = cast((q.t() * pt).sum(1), lam.dtype)
         mt = factor_grad_t(g, h, ku, into=pt)  # += (gᵀ·h)ᵀ
@@ -277,7 +282,7 @@ class _SymLoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, q, lam, kd: int, ku: int, scaling: float):
         dtype = compute_dtype(x)
-        fold = _folds(dtype, *x.shape, weight.shape[0])
+        fold = _folds(dtype, x.shape[0], x.shape[1], weight.shape[0])
         down, up = symlora_factors(q, lam, scaling, dtype)
         xc = cast(x, dtype)
         need_adapter = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
@@ -313,7 +318,7 @@ def symlora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, q: Tensor, la
     dtype = compute_dtype(x)  # inference: no autograd node, no h
     down, up = symlora_factors(q, lam, scaling, dtype)
     return low_rank_linear(cast(x, dtype), weight, bias, down, up, k_in, k_out,
-                           _folds(dtype, *x.shape, weight.shape[0]), False)[0]
+                           _folds(dtype, x.shape[0], x.shape[1], weight.shape[0]), False)[0]
 
 
 # -- LoRA ----------------------------------------------------------------------------------
@@ -330,7 +335,7 @@ class _LoraLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, a, b, scaling: float):
         dtype = compute_dtype(x)
-        fold = _folds(dtype, *x.shape, weight.shape[0])
+        fold = _folds(dtype, x.shape[0], x.shape[1], weight.shape[0])
         down, up = lora_factors(a, b, scaling, dtype)
         xc = cast(x, dtype)
         w = cast(weight, dtype)
@@ -365,5 +370,5 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, b: Te
         return _LoraLinear.apply(x, weight, bias, a, b, scaling)
     dtype = compute_dtype(x)
     down, up = lora_factors(a, b, scaling, dtype)
-    return low_rank_linear(cast(x, dtype), weight, bias, down, up, 1, 1, _folds(dtype, *x.shape, weight.shape[0]),
+    return low_rank_linear(cast(x, dtype), weight, bias, down, up, 1, 1, _folds(dtype, x.shape[0], x.shape[1], weight.shape[0]),
                            False)[0]

@@ -77,9 +77,9 @@ class AdapterLayer(nn.Module):
     def __init__(self, base_layer: nn.Module, config: AdapterConfig) -> None:
         super().__init__()
         shape = layer_shape(base_layer)
-        if shape is None:
+        if shape is None or not isinstance(base_layer, (nn.Linear, nn.Conv2d)):
             raise TypeError(f"cannot adapt {type(base_layer).__name__}: need nn.Linear or a 1x1 nn.Conv2d")
-        self.base_layer = base_layer
+        self.base_layer: nn.Linear | nn.Conv2d = base_layer
         self.in_features, self.out_features = shape
         self.block_layout = BlockLayout(self.in_features, self.out_features)
         self.is_conv = isinstance(base_layer, nn.Conv2d)
@@ -160,7 +160,7 @@ class LoraLayer(AdapterLayer):
 
     def __init__(self, base_layer: nn.Module, config: AdapterConfig) -> None:
         super().__init__(base_layer, config)
-        w = base_layer.weight
+        w = self.base_layer.weight
         self.lora_A = nn.Linear(self.in_features, self.r, bias=False, device=w.device, dtype=w.dtype)
         self.lora_B = nn.Linear(self.r, self.out_features, bias=False, device=w.device, dtype=w.dtype)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
@@ -191,7 +191,7 @@ class SymLoraLayer(AdapterLayer):
         blocks = self.block_layout  # raises ValueError for a shape without square blocks
         self.layout, self.k, self.n = blocks.layout, blocks.k, blocks.n
         self.k_in, self.k_out = blocks.k_in, blocks.k_out
-        w = base_layer.weight
+        w = self.base_layer.weight
         self.lora_Q = nn.Parameter(torch.empty(self.n, self.k * self.r, device=w.device, dtype=w.dtype))
         self.lora_lambda = nn.Parameter(torch.zeros(self.k * self.r, device=w.device, dtype=w.dtype))
         self.reset_q(config.symlora_init, config.init_scale)

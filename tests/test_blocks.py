@@ -9,7 +9,13 @@ from torch import nn
 
 import symlora
 from symlora import AdapterConfig
-from symlora.blocks import BlockLayout, block_diagonal, equal_budget_rank, rank_for_budget, total_params
+from symlora.blocks import (
+    BlockLayout,
+    block_diagonal,
+    equal_budget_rank,
+    rank_for_budget,
+    total_params,
+)
 
 # (in, out) → layout, k, n, k_in, k_out
 SHAPES = {

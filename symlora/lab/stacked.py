@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from .. import fast
 from ..layers import AdapterLayer, SymLoraLayer, symlora_delta
 
+
 # --------------------------------------------------------------------------- the optimizer
 class StackedAdamW:
     """AdamW over tensors whose first dimension is the run: K exact AdamW optimizers.
