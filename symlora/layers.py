@@ -49,6 +49,13 @@ def layer_shape(layer: nn.Module) -> tuple[int, int] | None:
     return None
 
 
+def symmetric_blocks(in_features: int, out_features: int) -> tuple[str, int, int] | None:
+    """``(layout, k, n)`` of :class:`~symlora.blocks.BlockLayout`, or ``None`` when SymLoRA
+    cannot tile the shape (the older spelling, kept for callers such as benchmarks)."""
+    blocks = BlockLayout(in_features, out_features)
+    return (blocks.layout, blocks.k, blocks.n) if blocks.symmetric else None
+
+
 def symlora_delta(x: Tensor, q: Tensor, lam: Tensor, k_in: int, k_out: int) -> Tensor:
     """``x·ΔWᵀ`` for SymLoRA's blocks ΔW_b = Q_b·diag(Λ_b)·Q_bᵀ (``lam`` = s·Λ, scaling included).
 

@@ -126,3 +126,11 @@ def test_rank_for_budget_with_each_methods_own_layers():
         assert rank_for_budget(sym, "symlora", budget) == brute_force_rank(lora, sym, "lora", "symlora", r, 1000)
     with pytest.raises(ValueError, match="at least one"):
         rank_for_budget([], "symlora", 100)
+
+
+def test_the_older_symmetric_blocks_spelling_agrees():
+    from symlora.layers import symmetric_blocks
+
+    for shape, (layout, k, n, _, _) in SHAPES.items():
+        assert symmetric_blocks(*shape) == (layout, k, n)
+    assert symmetric_blocks(6, 9) is None
