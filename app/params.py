@@ -73,12 +73,6 @@ def kinds_for(model: nn.Module, spec: list[str] | str | None, method: str = "lor
     return list(OrderedDict.fromkeys(kind_of(p) for p in paths))
 
 
-def adapter_size(shape: tuple[int, int], method: str, r: int) -> int:
-    """Weights of one adapter on a layer of ``shape = (in, out)`` (``ValueError`` when
-    SymLoRA cannot tile it)."""
-    return BlockLayout(*shape).params(method, r)
-
-
 def _numel(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -125,7 +119,8 @@ def estimate(model: nn.Module, method: str, r: int, targets: list[str] | str | N
     layers = []
     for path in paths:
         shape = layer_shape(model.get_submodule(path))
-        layers.append((path, shape, adapter_size(shape, method, int(r))))
+        assert shape is not None  # resolve_targets picks adaptable layers only
+        layers.append((path, shape, BlockLayout(*shape).params(method, int(r))))
     adapter = sum(size for _, _, size in layers)
     return Estimate(method, adapter + head, base_total + adapter, adapter=adapter, head=head, layers=layers)
 
