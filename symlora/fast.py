@@ -37,8 +37,9 @@ Saved for backward: x and W in the compute dtype (under autocast the frozen laye
 its cast W too), the thin h and the R-column factors; never ΔW or W + ΔW (a fold is formed
 again in the backward).
 
-The functions below take plain tensors and a block count, so a caller with a leading run
-dimension can reuse them per run.
+The functions below take plain tensors and the block counts of D and U (``k_in`` and
+``k_out`` of :class:`symlora.blocks.BlockLayout`, read once when a layer is built), so a
+caller with a leading run dimension can reuse them per run.
 """
 
 from __future__ import annotations
