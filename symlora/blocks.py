@@ -32,8 +32,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .config import METHODS
+
 Layout = Literal["square", "stacked", "side"]
-METHODS = ("lora", "symlora")
 
 
 @dataclass(frozen=True)
