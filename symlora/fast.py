@@ -281,7 +281,8 @@ class _SymLoraLinear(torch.autograd.Function):
     """y = x·Wᵀ + b + x·ΔWᵀ, ΔW's blocks s·Q_b·diag(Λ_b)·Q_bᵀ; gradients for x, Q and Λ."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, q, lam, kd: int, ku: int, scaling: float):
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, q: Tensor, lam: Tensor, kd: int, ku: int,
+                scaling: float) -> Tensor:
         dtype = compute_dtype(x)
         fold = _folds(dtype, x.shape[0], x.shape[1], weight.shape[0])
         down, up = symlora_factors(q, lam, scaling, dtype)
@@ -294,7 +295,7 @@ class _SymLoraLinear(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad_y):
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
         xc, h, w, down, up, q, lam = ctx.saved_tensors
         need_x, need_adapter = ctx.needs_input_grad[0], ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
         dx, dq, dlam = symlora_grads(xc, cast(grad_y, xc.dtype), h, w, down, up, q, lam, ctx.kd, ctx.ku, ctx.fold,
@@ -334,7 +335,8 @@ class _LoraLinear(torch.autograd.Function):
     """y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ; gradients for x, A and B."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, a, b, scaling: float):
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, b: Tensor,
+                scaling: float) -> Tensor:
         dtype = compute_dtype(x)
         fold = _folds(dtype, x.shape[0], x.shape[1], weight.shape[0])
         down, up = lora_factors(a, b, scaling, dtype)
@@ -346,7 +348,7 @@ class _LoraLinear(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad_y):
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
         xc, h, weight, down, up = ctx.saved_tensors
         need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
         g = cast(grad_y, xc.dtype)
@@ -356,9 +358,11 @@ class _LoraLinear(torch.autograd.Function):
             if ctx.fold:
                 dx = torch.mm(g, fold_weight(weight, down, 1, up, 1, g.dtype))
             else:
+                assert v is not None
                 dx = expand_into(torch.mm(g, cast(weight, g.dtype)), v, down, 1)
             dx = cast(dx, ctx.x_dtype)
         if need_a:
+            assert v is not None
             da = cast(torch.mm(v.t(), xc), ctx.a_dtype)  # (r × in), A's layout
         if need_b:
             db = scaled(torch.mm(h.t(), g).t(), ctx.scaling, ctx.b_dtype)  # s·gᵀ·h, B's layout

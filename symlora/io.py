@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -44,8 +45,8 @@ def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return state
 
 
-def _write(directory: str | Path, config: dict, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None,
-           card: str | None = None) -> Path:
+def _write(directory: str | Path, config: dict[str, Any], tensors: dict[str, Tensor],
+           metadata: dict[str, str] | None = None, card: str | None = None) -> Path:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
@@ -169,7 +170,8 @@ def export_peft(model: nn.Module, directory: str | Path, *, base_model_name_or_p
     return _write(directory, peft_config, tensors, {"exported_from": exported_from}, card=card)
 
 
-def export_bundle(bundle: object, directory: str | Path, *, fmt: str = "peft", facts: dict | None = None) -> Path:
+def export_bundle(bundle: object, directory: str | Path, *, fmt: str = "peft",
+                  facts: dict[str, Any] | None = None) -> Path:
     """Save the adapter of a tuned zoo ``bundle`` (``VisionModel`` / ``TextModel``) with
     everything that explains it: ``base_model_name_or_path`` and a model card
     ``README.md`` (base model, preprocessing, labels, metrics ``facts``, a loading snippet).

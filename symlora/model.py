@@ -120,8 +120,7 @@ def resolve_targets(model: nn.Module, config: AdapterConfig) -> list[str]:
                          f"{candidates_hint(eligible_modules(model, config.method), spec, config.method)}")
     for name in chosen:
         shape = layer_shape(model.get_submodule(name))
-        assert shape is not None  # chosen among eligible_modules
-        if not _fits(config.method, shape):
+        if shape is not None and not _fits(config.method, shape):
             raise ValueError(
                 f"layer {name!r} has shape in={shape[0]}, out={shape[1]}: SymLoRA needs a square "
                 f"layer or sides that are whole multiples of each other (use method='lora' for it)"
