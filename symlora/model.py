@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from .blocks import BlockLayout
 from .config import AdapterConfig
-from .layers import ADAPTERS, AdapterLayer, layer_shape, symmetric_blocks
+from .layers import ADAPTERS, AdapterLayer, layer_shape
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ def _is_inside_adapter(name: str, adapter_names: set[str]) -> bool:
 
 
 def _fits(method: str, shape: tuple[int, int] | None) -> bool:
-    return shape is not None and (method == "lora" or symmetric_blocks(*shape) is not None)
+    return shape is not None and (method == "lora" or BlockLayout(*shape).symmetric)
 
 
 def _output_layer_names(model: nn.Module) -> set[str]:
