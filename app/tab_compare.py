@@ -18,7 +18,7 @@ from symlora.lab.presets import get_preset
 
 from . import plots
 from .lab import Lab
-from .params import estimate
+from .params import equal_budget_rank, estimate
 from .run_control import RunControl, read_settings, run_choices
 from .runner import Update, format_metric, run_label, status_line, stream
 from .settings import LIMITS, Settings
@@ -116,8 +116,7 @@ def plan(lab: Lab, settings: Settings, budget: str, include_head: bool) -> tuple
     n_lora = estimate(bundle.model, "lora", lora.r, spec).adapter
     how = f"Both at rank r = {settings.r}."
     if budget == "budget":
-        best = min(range(1, int(LIMITS["r"][1]) + 1),
-                   key=lambda r: abs(estimate(bundle.model, "symlora", r, spec).adapter - n_lora))
+        best = equal_budget_rank(bundle.model, lora.r, spec, max_rank=int(LIMITS["r"][1]))
         sym = sym.replace(r=best)
         n_sym = estimate(bundle.model, "symlora", best, spec).adapter
         how = (f"Equal budget: LoRA r = {lora.r} has {n_lora:,} adapter weights; SymLoRA r = {best} has "

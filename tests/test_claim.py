@@ -127,7 +127,7 @@ def test_tiny_race_chooses_on_validation_and_scores_test_only_at_the_choice(clai
     assert diff["r"] == 2 and diff["equal_rank"]["param_ratio"] < 0.75 and abs(diff["equal_budget"]["param_ratio"] - 1) < 0.01
     assert diff["equal_rank"]["symlora_lr"] == summary["symlora r=2"]["chosen_lr"]
     table = out.with_suffix(".md").read_text()
-    assert f"| fewshot | 2 | lora r=2 | 0.0001 (" in table
+    assert "| fewshot | 2 | lora r=2 | 0.0001 (" in table
 
 
 @pytest.mark.parametrize("r", [2, 8])
