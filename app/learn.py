@@ -6,6 +6,7 @@ Pure functions (numbers and a figure); ``app.tab_learn`` wires them to sliders.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -88,6 +89,15 @@ def difference(value: float, metric_name: str, std: float | None = None) -> str:
     return text + unit
 
 
+def short_lr(lr: float) -> str:
+    """A learning rate in few characters: ``2.5e-4``, ``8e-3``, ``0.01`` → ``1e-2``."""
+    mantissa, exponent = f"{lr:.3g}".split("e") if "e" in f"{lr:.3g}" else (None, None)
+    if mantissa is None:
+        exp = math.floor(math.log10(lr))
+        mantissa, exponent = f"{lr / 10 ** exp:.3g}", str(exp)
+    return f"{mantissa}e{int(exponent)}"
+
+
 def _paired_table(differences: list[dict]) -> list[str]:
     """SymLoRA − LoRA per task, step count and rank, paired by seed; positive always favours
     SymLoRA.  Accuracy differences are in percentage points (pt), perplexity ones in
@@ -95,7 +105,7 @@ def _paired_table(differences: list[dict]) -> list[str]:
     chosen learning rate and whether SymLoRA met the target (✓ / ✗)."""
     fair = any("steps" in d for d in differences)
     if fair:
-        lines = ["| task | steps | LoRA r (its lr) | SymLoRA − LoRA, same rank (SymLoRA's lr, weights) "
+        lines = ["| task | steps | LoRA r (lr) | SymLoRA − LoRA, same rank (lr, weights) "
                  "| same number of weights (rank, lr) |", "|---|---:|---|---|---|"]
     else:
         lines = ["| task | LoRA rank | SymLoRA − LoRA, same rank (SymLoRA's weights vs LoRA's) | SymLoRA − LoRA, same number of weights |",
@@ -111,12 +121,13 @@ def _paired_table(differences: list[dict]) -> list[str]:
                 shown += f" ({-100 * x['relative']:+.1f} %)".replace("-", "−")
             if "meets_target" in x:
                 shown += " ✓" if x["meets_target"] else " ✗"
-            lr = f"lr {x['symlora_lr']:g}, " if "symlora_lr" in x else ""
-            return f"{shown} ({what}{lr}{x['param_ratio']:.0%} weights)"
+            if "symlora_lr" in x:  # the fair protocol's files: compact cells, the header names the parts
+                return f"{shown} ({what}{short_lr(x['symlora_lr'])}, {x['param_ratio']:.0%})"
+            return f"{shown} ({what}{x['param_ratio']:.0%} weights)"
 
         budget_rank = d["budget_label"].split(" (")[0].removeprefix("symlora ") + " · " if d.get("budget_label") else ""
         if fair:
-            lines.append(f"| {d['task']} | {d['steps']} | {d['r']} ({d['lora_lr']:g}) | {cell(d['equal_rank'], '')} "
+            lines.append(f"| {d['task']} | {d['steps']} | {d['r']} ({short_lr(d['lora_lr'])}) | {cell(d['equal_rank'], '')} "
                          f"| {cell(d['equal_budget'], budget_rank)} |")
         else:
             lines.append(f"| {d['task']} | {d['r']} | {cell(d['equal_rank'], '')} | {cell(d['equal_budget'], budget_rank)} |")

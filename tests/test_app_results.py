@@ -47,3 +47,22 @@ def test_missing_file_says_how_to_make_it(tmp_path):
 def test_the_shipped_file_renders():
     if RESULTS_FILE.is_file():
         assert "SymLoRA − LoRA" in results_markdown()
+
+
+def test_fair_files_show_steps_each_methods_rate_and_the_target(tmp_path):
+    from app.learn import short_lr
+
+    path = tmp_path / "claim.json"
+    summary = [dict(row("fortunes", "lora r=8", 21.0, 500, "perplexity"), steps=12, chosen_lr=1e-2, grid=[5e-3, 1e-2, 2e-2]),
+               dict(row("fortunes", "symlora r=8", 21.5, 250, "perplexity"), steps=12, chosen_lr=2e-2, grid=[5e-3, 1e-2, 2e-2])]
+    diffs = [{"task": "fortunes", "steps": 12, "r": 8, "metric_name": "perplexity", "budget_label": "symlora r=8",
+              "lora_lr": 1e-2, "equal_rank": {"diff_mean": 0.5, "diff_std": 0.1, "relative": 0.5 / 21.0, "seeds": 3,
+                                              "meets_target": True, "symlora_lr": 2e-2, "param_ratio": 0.5},
+              "equal_budget": None}]
+    path.write_text(json.dumps({"meta": {"hardware": "test GPU", "protocol": {"seeds": 3}}, "summary": summary,
+                                "differences": diffs, "runs": []}))
+    text = results_markdown(path)
+    assert "| fortunes | 12 | 8 (1e-2) | −0.5 ± 0.1 (−2.4 %) ✓ (2e-2, 50%) | — |" in text
+    assert "its own best learning rate" in text
+    assert "| fortunes | 12 | symlora r=8 | 0.005 … 0.02 (3) | 0.02 | perplexity 21.50 ± 0.01 | 250 |" in every_configuration(path)
+    assert [short_lr(x) for x in (2.5e-4, 8e-3, 1e-2, 1.25e-3)] == ["2.5e-4", "8e-3", "1e-2", "1.25e-3"]
