@@ -64,7 +64,7 @@ def run_key(config: RunConfig, *, data_key: str | None = None, device: str | tor
     method, r, lora_alpha, targets, lr, steps, batch, seed, evaluation cadence, …), the
     data's identity (``data_key``, e.g. an upload's content hash, else the dataset's
     name), the device type, the compute dtype and the code version."""
-    cfg = config.resolved()
+    cfg = config
     values = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_KEY}
     device_type = torch.device(device).type
     values["data"] = {"key": data_key} if data_key is not None else {"name": cfg.data}
@@ -282,9 +282,9 @@ class Engine:
     # -- the public API --------------------------------------------------------------
     def submit(self, config: RunConfig, *, dataset: ImageSplits | TextSplits | None = None,
                data_key: str | None = None, control: Control | None = None) -> RunHandle:
-        """Queue a run (or subscribe to an identical one); raises ``ValueError`` at once
-        for a bad config.  ``dataset`` without ``data_key`` is never shared."""
-        cfg = config.resolved()
+        """Queue a run (or subscribe to an identical one).  ``dataset`` without ``data_key``
+        is never shared."""
+        cfg = config
         shareable = dataset is None or data_key is not None
         key = run_key(cfg, data_key=data_key, device=self.device)
         if not shareable:
