@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from symlora.lab.runconfig import RunConfig
 
 from . import plots
 from .errors import relay_to_page
@@ -19,7 +20,7 @@ from .lab import Lab
 from .params import estimate
 from .runner import Job, Update, format_metric, run_label, status_line, stream
 from .sessions import TEST_SAMPLE, SavedRun, free_memory
-from .settings import LIMITS, Settings
+from .settings import LIMITS, run_config_from_ui
 from .tab_train import add_run, run_choices, target_choices
 
 INTRO = ("### LoRA vs SymLoRA, fairly\n"
@@ -76,12 +77,13 @@ def build(lab: Lab) -> CompareUI:
     return CompareUI(budget, include_head, start, stop, status, curves, memory, table, conclusion)
 
 
-def plan(lab: Lab, settings: Settings, budget: str, include_head: bool) -> tuple[list[Settings], str]:
+def plan(lab: Lab, settings: RunConfig, budget: str, include_head: bool) -> tuple[list[RunConfig], str]:
     """The runs to make and a sentence on how they were made comparable."""
     bundle = lab.bases.model(settings.model)
     head = getattr(bundle, "head_name", None)
     symmetric = {v for _, v in target_choices(lab, settings.model, "symlora")}
-    wanted = list(settings.targets) or []
+    chosen = settings.adapter.target_modules
+    wanted = [chosen] if isinstance(chosen, str) else list(chosen or [])
     targets = [k for k in wanted if k in symmetric]
     note = ""
     if wanted and len(targets) < len(wanted):
@@ -89,20 +91,20 @@ def plan(lab: Lab, settings: Settings, budget: str, include_head: bool) -> tuple
     if wanted and not targets:
         targets = []  # fall back to the model's defaults
     spec = targets or bundle.default_targets
-    lora = settings.replace(method="lora", targets=targets)
-    sym = settings.replace(method="symlora", targets=targets)
-    n_lora = estimate(bundle.model, "lora", lora.r, spec).adapter
-    how = f"Both at rank r = {settings.r}."
+    lora = settings.replace(method="lora", target_modules=targets or None)
+    sym = settings.replace(method="symlora", target_modules=targets or None)
+    n_lora = estimate(bundle.model, "lora", lora.adapter.r, spec).adapter
+    how = f"Both at rank r = {settings.adapter.r}."
     if budget == "budget":
         best = min(range(1, int(LIMITS["r"][1]) + 1),
                    key=lambda r: abs(estimate(bundle.model, "symlora", r, spec).adapter - n_lora))
         sym = sym.replace(r=best)
         n_sym = estimate(bundle.model, "symlora", best, spec).adapter
-        how = (f"Equal budget: LoRA r = {lora.r} has {n_lora:,} adapter weights; SymLoRA r = {best} has "
+        how = (f"Equal budget: LoRA r = {lora.adapter.r} has {n_lora:,} adapter weights; SymLoRA r = {best} has "
                f"{n_sym:,}.")
     runs = [lora, sym]
     if include_head and head:
-        runs.append(settings.replace(method="head-only", targets=[]))
+        runs.append(settings.replace(method="head-only", target_modules=None))
     return runs, how + note
 
 
@@ -115,13 +117,13 @@ def tensors_only(memory: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in memory.items() if k != "other"}
 
 
-def summary_rows(results: list[tuple[Settings, Any]]) -> list[list[Any]]:
+def summary_rows(results: list[tuple[RunConfig, Any]]) -> list[list[Any]]:
     lora = next((res.trainable_params for s, res in results if s.method == "lora"), None)
     rows = []
     for s, res in results:
         name = res.metric_name
         rows.append([
-            run_label(s).split(" r=")[0], s.r if s.is_adapter else "–", f"{res.trainable_params:,}",
+            run_label(s).split(" r=")[0], s.adapter.r if s.uses_adapter else "–", f"{res.trainable_params:,}",
             f"{res.trainable_params / lora:.0%}" if lora else "–",
             format_metric(name, res.metric_before), format_metric(name, res.metric_after),
             f"{res.step_ms:.0f}" if res.step_ms else "–", f"{tensor_bytes(res.memory.to_dict()) / 2**20:.1f}",
@@ -130,7 +132,7 @@ def summary_rows(results: list[tuple[Settings, Any]]) -> list[list[Any]]:
     return rows
 
 
-def conclusion(results: list[tuple[Settings, Any]]) -> str:
+def conclusion(results: list[tuple[RunConfig, Any]]) -> str:
     """Two sentences on the outcome, worded by the actual gap (no cheerleading)."""
     by = {s.method: res for s, res in results}
     if "lora" not in by or "symlora" not in by:
@@ -163,7 +165,7 @@ def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: 
     outputs = c.outputs + [runs_state, try_run]
     skips = (gr.skip(),) * (len(outputs) - 1)
 
-    def produce(settings: Settings, budget: str, include_head: bool, runs: dict, session: str, flag: Any,
+    def produce(settings: RunConfig, budget: str, include_head: bool, runs: dict, session: str, flag: Any,
                 zip_path: Any = None, text: str = ""):
         final = None
         try:
@@ -172,7 +174,7 @@ def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: 
             user = lab.user_data.resolve(lab.model_task(settings.model), zip_path, text, settings.seed)
             if user is not None:
                 how += f" On your data “{user.name}” ({user.summary()})."
-            done: list[tuple[Settings, Any]] = []
+            done: list[tuple[RunConfig, Any]] = []
             curves: list[plots.Curve] = []
             mem_rows: list[tuple[str, dict]] = []
             metric_name = "accuracy"
@@ -195,9 +197,9 @@ def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: 
                         saved = SavedRun.from_result("Compare: " + label, s, result, tracker.curve, tracker.spectra,
                                                      data_name=user.name if user else None,
                                                      test_sample=user.test_sample(TEST_SAMPLE) if user else None)
-                        if getattr(result, "bundle", None) is not None:
-                            lab.tuned.put(saved.run_id, result.bundle)
-                            result.bundle = None
+                        if tracker.bundle is not None:
+                            lab.tuned.put(saved.run_id, tracker.bundle)
+                            tracker.bundle = None
                         lab.runs.remember(session, saved.run_id)
                         runs = add_run(runs, saved)
                         done.append((s, result))
@@ -226,8 +228,8 @@ def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: 
                 lr: float, steps: float, batch_size: float, seed: float, device: str, budget: str,
                 include_head: bool, data_zip: str | None = None, data_text: str = "", runs: dict | None = None,
                 request: gr.Request = None):
-        settings = Settings.from_values(preset, model, data, method, r, lora_alpha, targets, lr, steps,
-                                        batch_size, seed, device)
+        settings = run_config_from_ui(preset, model, data, method, r, lora_alpha, targets, lr, steps,
+                                      batch_size, seed, device)
         session = request.session_hash or "anonymous"
         flag = lab.runs.begin(session, "compare")
         job = Job(produce(settings, budget, include_head, runs or {}, session, flag, data_zip, data_text or ""), flag)

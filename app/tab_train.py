@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from symlora.lab.runconfig import RunConfig
 
 from . import collect, plots
 from .analysis import symmetry_note
@@ -26,7 +27,7 @@ from .params import estimate, formula_text, kinds_for, layer_kinds
 from .runner import MIN_UPDATE_S, Job, Update, run_label, status_line, stream
 from .sessions import TEST_SAMPLE, SavedRun, free_memory
 from .userdata import file_path, read_text_file
-from .settings import FIELDS, LIMITS, METHOD_CHOICES, METHOD_LABELS, Settings
+from .settings import FIELDS, LIMITS, METHOD_CHOICES, METHOD_LABELS, run_config_from_ui, ui_values_from
 
 MAX_RUNS_KEPT = 4  # per session, oldest dropped first
 
@@ -128,14 +129,15 @@ class TrainUI:
 
 def build(lab: Lab) -> TrainUI:
     """Lay out the Train tab (call inside ``gr.Tab``)."""
-    s = lab.default_settings()
-    preset_obj = lab.preset(s.preset)
+    config = lab.default_config()
+    s = ui_values_from(config)
+    preset_obj = lab.preset(s["preset"])
     lesson_banner = gr.Markdown(visible=False, elem_id="lesson-banner")
-    preset = gr.Radio(lab.preset_choices(), value=s.preset, label="1 · Pick an experiment (preset)",
+    preset = gr.Radio(lab.preset_choices(), value=s["preset"], label="1 · Pick an experiment (preset)",
                       info="A ready-made setup: a pretrained model, new data to teach it, and settings that work. "
                            "Then press Start.", elem_id="preset")
     preset_info = gr.Markdown(preset_description(lab, preset_obj), elem_id="preset-info")
-    vision = lab.model_task(s.model) == "vision"
+    vision = lab.model_task(s["model"]) == "vision"
     limits = lab.user_data.limits
     with gr.Accordion("Use your own data (optional)", open=False, elem_id="own-data") as own_data:
         with gr.Column(visible=vision) as own_images:
@@ -160,40 +162,40 @@ def build(lab: Lab) -> TrainUI:
     user_state = gr.State(None)  # {"name", "kind", "classes"} of the user's data in use, or None
     with gr.Row(equal_height=False):
         with gr.Column(scale=4, min_width=320):
-            method = gr.Radio(METHOD_CHOICES, value=s.method, label="2 · Method",
+            method = gr.Radio(METHOD_CHOICES, value=s["method"], label="2 · Method",
                               info="SymLoRA: ΔW = s·Q·diag(Λ)·Qᵀ (about half of LoRA's weights). LoRA: ΔW = s·B·A. "
                                    "Head only: train just the last layer. Full: train every weight.",
                               elem_id="method")
-            r = gr.Slider(1, int(LIMITS["r"][1]), value=s.r, step=1, label="Rank r",
+            r = gr.Slider(1, int(LIMITS["r"][1]), value=s["r"], step=1, label="Rank r",
                           info="How many directions each adapter may change. More = more weights.", elem_id="rank",
-                          visible=s.is_adapter)
-            steps = gr.Slider(1, int(LIMITS["steps"][1]), value=s.steps, step=1, label="Steps",
+                          visible=config.uses_adapter)
+            steps = gr.Slider(1, int(LIMITS["steps"][1]), value=s["steps"], step=1, label="Steps",
                               info="How many batches to learn from. Each step is one small update.", elem_id="steps")
             with gr.Row(equal_height=True):
-                seed = gr.Number(value=s.seed, precision=0, minimum=0, maximum=LIMITS["seed"][1], label="Seed",
+                seed = gr.Number(value=s["seed"], precision=0, minimum=0, maximum=LIMITS["seed"][1], label="Seed",
                                  info="Same seed + same settings → the same curves on this machine.",
                                  elem_id="seed", scale=3)
                 dice = gr.Button("New seed", size="sm", scale=1, elem_id="dice")
             with gr.Accordion("Advanced settings", open=False, elem_id="advanced") as advanced:
-                model = gr.Dropdown(list(lab.models), value=s.model, label="Pretrained model",
+                model = gr.Dropdown(list(lab.models), value=s["model"], label="Pretrained model",
                                     info="The network we start from; its weights stay frozen (except with Full).",
                                     elem_id="model")
-                data = gr.Dropdown(lab.data_choices(s.model), value=s.data, label="Data",
+                data = gr.Dropdown(lab.data_choices(s["model"]), value=s["data"], label="Data",
                                    info="What the model learns now (a new task it was not trained on).",
                                    elem_id="data", allow_custom_value=True)
-                lora_alpha = gr.Number(value=s.lora_alpha, minimum=LIMITS["lora_alpha"][0], label="lora_alpha (α)",
+                lora_alpha = gr.Number(value=s["lora_alpha"], minimum=LIMITS["lora_alpha"][0], label="lora_alpha (α)",
                                        info="The update is scaled by s = α / r, so changing r keeps its size similar.",
-                                       elem_id="alpha", visible=s.is_adapter)
+                                       elem_id="alpha", visible=config.uses_adapter)
                 targets = gr.CheckboxGroup([], value=[], label="Target layers",
                                            info="Which layers get an adapter (× how many, in→out shape). SymLoRA lists "
                                                 "only square layers or whole multiples (split into square blocks).",
-                                           elem_id="targets", visible=s.is_adapter)
-                targets_text = gr.Textbox(",".join(s.targets), visible=False, label="targets",
+                                           elem_id="targets", visible=config.uses_adapter)
+                targets_text = gr.Textbox(",".join(s["targets"]), visible=False, label="targets",
                                           info="Comma-separated layer kinds (e.g. attn.qkv,attn.proj); empty = the model's default.")
-                lr = gr.Number(value=s.lr, minimum=LIMITS["lr"][0], maximum=LIMITS["lr"][1], label="Learning rate",
+                lr = gr.Number(value=s["lr"], minimum=LIMITS["lr"][0], maximum=LIMITS["lr"][1], label="Learning rate",
                                info="Step size of AdamW (warm-up, then cosine decay). Too big → the loss explodes.",
                                elem_id="lr")
-                batch_size = gr.Number(value=s.batch_size, precision=0, minimum=1, maximum=LIMITS["batch_size"][1],
+                batch_size = gr.Number(value=s["batch_size"], precision=0, minimum=1, maximum=LIMITS["batch_size"][1],
                                        label="Batch size", info="Examples per step: bigger is smoother but slower.",
                                        elem_id="batch")
                 device = gr.Dropdown(lab.device_choices, value="auto", label="Device",
@@ -214,14 +216,14 @@ def build(lab: Lab) -> TrainUI:
             gr.Markdown(EXPLAIN_CURVES)
             memory = gr.Plot(plots.memory_figure([]), label="Memory breakdown", show_label=False, elem_id="memory")
             gr.Markdown(EXPLAIN_MEMORY)
-            spectrum = gr.Plot(plots.spectrum_figure(None, s.method), label="Spectrum of ΔW", show_label=False, elem_id="spectrum")
+            spectrum = gr.Plot(plots.spectrum_figure(None, s["method"]), label="Spectrum of ΔW", show_label=False, elem_id="spectrum")
             spec_slider = gr.Slider(0, 1, value=0, step=1, label="Training time (evaluation point)",
                                     info="Which moment of the run the spectrum shows (0 = before training).",
                                     interactive=False, elem_id="spec-slider")
             spec_note = gr.Markdown(EXPLAIN_SPECTRUM, label="Spectrum note", elem_id="spec-note")
             with gr.Accordion("Raw event (what the /train API streams)", open=False):
                 event_json = gr.JSON(label="Last event", elem_id="event-json")
-    spectra_state = gr.State({"method": s.method, "spectra": []})
+    spectra_state = gr.State({"method": s["method"], "spectra": []})
     with gr.Accordion("Share this setup · teacher link", open=False, elem_id="share") as share_box:
         gr.Markdown("The link holds every setting and the seed: whoever opens it gets the same setup "
                     "(and, on the same machine, the same curves). For a lesson, hide the advanced settings "
@@ -256,7 +258,7 @@ def build(lab: Lab) -> TrainUI:
 def preset_description(lab: Lab, preset: Any) -> str:
     net = " · ⚠ needs internet" if preset.needs_internet else ""
     return (f"**{preset.name}** — {preset.description}  \n"
-            f"<small>model `{preset.model}` · data `{preset.data}` · {preset.steps} steps{net}</small>")
+            f"<small>model `{preset.model}` · data `{preset.data}` · {preset.config.steps} steps{net}</small>")
 
 
 FIRST_LOAD = {"text": "the first time takes 5–25 s: the model is read and, once per machine, converted",
@@ -528,17 +530,18 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
 
     def on_preset(name):
         p = lab.preset(name)
-        s = Settings.from_preset(p)
+        config = lab.default_config(p.name)
+        s = ui_values_from(config)
         try:
-            tgt = target_update(lab, s.model, s.method, p.target_modules)
+            tgt = target_update(lab, s["model"], s["method"], config.adapter.target_modules)
         except Exception as err:  # noqa: BLE001 — e.g. an online-only model offline
             gr.Warning(readable(err))
-            tgt = gr.update(choices=[], value=[], visible=s.is_adapter)
+            tgt = gr.update(choices=[], value=[], visible=config.uses_adapter)
         return {
-            t.preset_info: preset_description(lab, p), t.model: s.model,
-            t.data: gr.update(choices=lab.data_choices(s.model), value=s.data), t.method: s.method,
-            t.r: gr.update(value=s.r, visible=s.is_adapter), t.lora_alpha: gr.update(value=s.lora_alpha, visible=s.is_adapter),
-            t.targets: tgt, t.lr: s.lr, t.steps: s.steps, t.batch_size: s.batch_size, t.seed: s.seed,
+            t.preset_info: preset_description(lab, p), t.model: s["model"],
+            t.data: gr.update(choices=lab.data_choices(s["model"]), value=s["data"]), t.method: s["method"],
+            t.r: gr.update(value=s["r"], visible=config.uses_adapter), t.lora_alpha: gr.update(value=s["lora_alpha"], visible=config.uses_adapter),
+            t.targets: tgt, t.lr: s["lr"], t.steps: s["steps"], t.batch_size: s["batch_size"], t.seed: s["seed"],
         }
 
     preset_outputs = [t.preset_info, t.model, t.data, t.method, t.r, t.lora_alpha, t.targets, t.lr,
@@ -586,7 +589,7 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
 
     skip_all = (gr.skip(),) * (len(train_outputs) - 1)
 
-    def produce(settings: Settings, runs: dict, session: str, flag: Any, zip_path: Any = None, text: str = ""):
+    def produce(settings: RunConfig, runs: dict, session: str, flag: Any, zip_path: Any = None, text: str = ""):
         """The run as page updates (runs in the Job's worker thread)."""
         final = None
         label = run_label(settings)
@@ -625,17 +628,17 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
                 warning = None
                 if event.is_final:
                     result = event.result
-                    bundle = getattr(result, "bundle", None)
+                    bundle = tracker.bundle
                     saved = SavedRun.from_result(label, settings, result, tracker.curve, tracker.spectra,
                                                  data_name=user.name if user else None,
                                                  test_sample=user.test_sample(TEST_SAMPLE) if user else None)
                     if bundle is not None:
                         lab.tuned.put(saved.run_id, bundle)
-                        result.bundle = None
+                        tracker.bundle = None
                     lab.runs.remember(session, saved.run_id)
                     runs = add_run(runs, saved)
                     update[5] = EXPLAIN_SPECTRUM + "\n\n" + symmetry_note(bundle, settings.method,
-                                                                           getattr(result, "symmetry", None))
+                                                                           tracker.symmetry)
                     update[8] = runs
                     update[9] = run_choices(runs)
                     if event.kind == "error":
@@ -655,8 +658,8 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         Your own data replaces ``data``: ``data_zip`` (image models) is a .zip with one folder of images per
         class; ``data_text`` (language models) is text: one piece per line, or pieces separated by blank lines or ``%`` lines."""
         try:
-            settings = Settings.from_values(preset, model, data, method, r, lora_alpha, targets, lr, steps,
-                                            batch_size, seed, device)
+            settings = run_config_from_ui(preset, model, data, method, r, lora_alpha, targets, lr, steps,
+                                          batch_size, seed, device)
         except (TypeError, ValueError) as err:
             raise page_error(f"Invalid settings: {err}") from err
         session = (request.session_hash if request is not None else None) or "anonymous"
@@ -723,14 +726,14 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
     def reset(preset, request: gr.Request):
         lab.runs.stop(request.session_hash or "anonymous")
         out = on_preset(preset)
-        s = lab.default_settings(preset)
+        s = ui_values_from(lab.default_config(preset))
         out.update({
             t.status: "Settings reset to the preset. Press **Start** to train.",
             t.curves: plots.curves_figure([]), t.memory: plots.memory_figure([]),
-            t.spectrum: plots.spectrum_figure(None, s.method),
+            t.spectrum: plots.spectrum_figure(None, s["method"]),
             t.spec_slider: gr.update(minimum=0, maximum=1, value=0, interactive=False),
             t.spec_note: EXPLAIN_SPECTRUM, t.event_json: None,
-            t.spectra_state: {"method": s.method, "spectra": []}, t.device: "auto", t.pause: PAUSE_LABEL,
+            t.spectra_state: {"method": s["method"], "spectra": []}, t.device: "auto", t.pause: PAUSE_LABEL,
         })
         return out
 
