@@ -9,7 +9,7 @@ source comment) so that a class sees a clear improvement within seconds:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -34,6 +34,7 @@ class Preset:
     needs_internet: bool
     cpu_sized: bool  # finishes in about a minute on a 2-core CPU
     run: Mapping[str, Any]  # the run settings this preset chooses
+    _config: RunConfig = field(repr=False, compare=False)
 
     def __init__(self, name: str, task: str, model: str, data: str, description: str, needs_internet: bool = False,
                  cpu_sized: bool = True, run: Mapping[str, Any] | None = None, **settings: Any) -> None:
@@ -45,7 +46,8 @@ class Preset:
                                needs_internet=needs_internet, cpu_sized=cpu_sized,
                                run=MappingProxyType(chosen)).items():
             object.__setattr__(self, key, value)
-        self.config  # a bad value fails here, when the preset is declared
+        # Built (and validated) once, here: a bad value fails where the preset is declared.
+        object.__setattr__(self, "_config", RunConfig.build(self.settings()))
 
     def settings(self) -> dict[str, Any]:
         """The flat settings of this preset's run (what :meth:`RunConfig.build` takes)."""
@@ -54,7 +56,7 @@ class Preset:
     @property
     def config(self) -> RunConfig:
         """This preset's run, resolved (``RunConfig.from_preset(name)`` without overrides)."""
-        return RunConfig.build(self.settings())
+        return self._config
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``symlora presets --json``): the scenario and its resolved run settings."""
