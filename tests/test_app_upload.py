@@ -73,10 +73,11 @@ def shapes_zip(tmp_path_factory):
 
 
 def train_args(demo, **changes):
-    s = demo.lab.default_settings().replace(**(FAST | changes))
-    values = s.values()
-    values[6] = ",".join(s.targets)
-    return values
+    from app.settings import ui_values_from
+
+    values = ui_values_from(demo.lab.default_config()) | FAST | changes
+    values["targets"] = ",".join(values["targets"])
+    return list(values.values())
 
 
 def event_of(update) -> dict:
@@ -278,9 +279,10 @@ def test_one_quote_per_line_trains_the_language_model_through_the_api(served, cl
     """/train with pasted text that has no blank or '%' lines: one piece per line, and the
     status says which splitting was used."""
     demo, _ = served
-    s = demo.lab.default_settings("fortunes").replace(steps=2, batch_size=4)
-    values = s.values()
-    values[6] = ",".join(s.targets)
+    from app.settings import ui_values_from
+
+    values = ui_values_from(demo.lab.default_config("fortunes")) | dict(steps=2, batch_size=4)
+    values = list((values | {"targets": ",".join(values["targets"])}).values())
     text = "\n".join(f"Captain's log {i}: all quiet on deck {i % 4}." for i in range(14))
     updates = list(client.submit(*values, data_text=text, api_name="/train"))
     assert any("12 pieces of text for training / 2 held out" in u[0] and "one piece per line" in u[0]
