@@ -20,6 +20,7 @@ METHOD_CHOICES: list[tuple[str, str]] = [
     ("Full fine-tune", "full"),
 ]
 METHOD_LABELS: dict[str, str] = {value: label for label, value in METHOD_CHOICES}
+ADAPTER_METHODS = ("symlora", "lora")  # the methods that put the run's adapter on
 
 # Bounds a page (and a share link) may ask for on a public server; narrower than the engine's.
 LIMITS: dict[str, tuple[float, float]] = {

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import MissingDependencyError, OfflineError, cache_dir, package_dir, require_internet
-from ..layers import layer_shape, symmetric_blocks
+from ..blocks import BlockLayout
+from ..layers import layer_shape
 from .resources import asset_path
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,7 @@ def fitting_targets(model: nn.Module, suffixes: tuple[str, ...]) -> list[str]:
     out = []
     for name, module in model.named_modules():
         shape = layer_shape(module)
-        if shape is not None and name.split(".")[-1] in suffixes and symmetric_blocks(*shape) is not None:
+        if shape is not None and name.split(".")[-1] in suffixes and BlockLayout(*shape).symmetric:
             out.append(name)
     return out
 
