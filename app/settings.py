@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from symlora.lab.runconfig import RunConfig, check_setting
+from symlora.config import check_int, check_number
+from symlora.lab.runconfig import RunConfig
 
 METHOD_CHOICES: list[tuple[str, str]] = [
     ("SymLoRA", "symlora"),
@@ -36,13 +37,18 @@ LIMITS: dict[str, tuple[float, float]] = {
 # adapter's target_modules as comma-separated text ("" = the model's default layers).
 FIELDS: tuple[str, ...] = ("preset", "model", "data", "method", "r", "lora_alpha", "targets", "lr", "steps",
                            "batch_size", "seed", "device")
+_WHOLE = {"r", "steps", "batch_size", "seed", "max_tokens", "gen_seed"}  # integers: 3.7 is refused, not truncated
 MIN_EVAL_GAP = 5  # steps: one evaluation of the digits test set costs about 8 training steps
 
 
-def check_value(name: str, value: Any) -> Any:
-    """One setting checked against :data:`LIMITS` (a one-line ``ValueError`` naming it and
-    its range); share links use it to drop a bad value and keep the rest."""
-    return check_setting(name, value, LIMITS)
+def check_value(name: str, value: Any, limits: dict[str, tuple[float, float]] | None = None) -> Any:
+    """One value checked against ``limits[name]`` (default :data:`LIMITS`) by the core's own
+    checks: a one-line ``ValueError`` naming it and its range.  The controls check what a
+    page sends with it (:mod:`app.checks`), share links drop a bad value and keep the rest."""
+    low, high = (limits or LIMITS)[name]
+    if name in _WHOLE:
+        return check_int(name, value, int(low), int(high))
+    return check_number(name, value, low, high)
 
 
 def eval_every(preset: str, steps: int) -> int:
@@ -85,15 +91,16 @@ def _targets(value: Any) -> list[str] | None:
 def run_config_from_ui(*values: Any, **more: Any) -> RunConfig:
     """The run the controls ask for: their values in :data:`FIELDS` order (as a Gradio
     handler gets them; ``more``: settings without a control, e.g. ``lora_dropout``).
-    Empty model / data mean the preset's; a value out of :data:`LIMITS` (or not whole
-    where it must be) raises a one-line ``ValueError``."""
+    Empty model / data / targets mean the preset's; a value out of :data:`LIMITS` (or not
+    whole where it must be) raises a one-line ``ValueError``."""
     if len(values) != len(FIELDS):
         raise TypeError(f"run_config_from_ui takes {len(FIELDS)} control values ({', '.join(FIELDS)}), got {len(values)}")
     shown = dict(zip(FIELDS, values))
     preset = shown.pop("preset")
     overrides = {name: value for name, value in shown.items() if name not in ("model", "data", "targets")}
     overrides |= {name: shown[name] for name in ("model", "data") if shown[name]}
-    overrides["target_modules"] = _targets(shown["targets"])
+    if _targets(shown["targets"]):  # none ticked: the preset's layers (as before), else the model's default
+        overrides["target_modules"] = _targets(shown["targets"])
     return app_config(preset, **overrides | more)
 
 

@@ -119,7 +119,9 @@ def parse_query(params: Mapping[str, str] | str) -> Shared:
             if name in _NUMBERS:
                 value: Any = check_value(name, _number(raw))
             elif name == "target_modules":
-                value = _csv(raw) or None
+                value = _csv(raw)
+                if not value:  # empty: the preset's layers
+                    continue
             else:
                 if not raw:
                     raise ValueError(raw)
