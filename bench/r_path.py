@@ -4,7 +4,8 @@
     PYTHONPATH=/path/to/old/checkout python bench/r_path.py
 
 A run of the digits preset with ``r = 7`` (a value nothing else uses) goes the way the Train
-tab's Start sends it: the handler's control values → the app's run object → the engine
+tab's Start sends it: the slider's preprocessing (``app.checks``) → the handler's control
+values → the app's run object → the engine
 (``app.runner.stream``, one step) → the layers.  A profiler records every call into the
 project's code whose arguments carry the rank (the number itself under the name ``r``, or an
 object, dict or list holding it); the script prints
@@ -129,9 +130,15 @@ def main() -> None:
         if getattr(mod, "check_int", None) is real_check_int:
             mod.check_int = check_int
     values = ("digits", "fmnist-vit", "mnist-5k", "symlora", R, 16.0, "attn.qkv,attn.proj", 5e-3, 1, 8, 0, "cpu")
+    import gradio as gr
+
+    from app.checks import guard_number
+
+    slider = guard_number(gr.Slider(1, 64, step=1), "r")  # the Train tab's r slider, as app.checks guards it
     sys.setprofile(tracer)
     threading.setprofile(tracer)
     try:
+        slider.preprocess(R)  # what Gradio does with the slider's value before the handler runs
         if hasattr(app_settings, "run_config_from_ui"):  # the Train tab's handler, after issue 13
             run = app_settings.run_config_from_ui(*values)
         else:  # before: Settings.from_values, then Settings.to_run_config inside runner.stream

@@ -1,10 +1,10 @@
 """The training engine: one loop for every method, streamed as typed events.
 
-    for event in symlora.lab.train.run(RunConfig(preset="digits", method="symlora")):
+    for event in symlora.lab.train.run(RunConfig.from_preset("digits", method="symlora")):
         print(event.step, event.loss, event.metric)
 
-The story of a run: resolve the config from its preset → load (or copy) the pretrained
-model → put on the method's trainable parts (SymLoRA / LoRA adapters, a head, or
+The story of a run: a resolved config (:mod:`symlora.lab.runconfig`) → load (or copy) the
+pretrained model → put on the method's trainable parts (SymLoRA / LoRA adapters, a head, or
 everything) → draw seeded batches → AdamW steps with warm-up and cosine decay → events
 at a steady cadence, evaluation before, during and after → a :class:`RunResult`.
 
