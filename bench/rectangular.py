@@ -441,8 +441,10 @@ def lambda_multipliers(model: nn.Module) -> dict[str, float]:
 
 
 def train_group(task: Task, method: str, r: int, remainder_r: int, steps: int, lrs: list[float], seeds: list[int],
-                data: dict[int, dict[str, Any]], base, device: torch.device, curve_points: int = 10) -> list[dict[str, Any]]:
-    """Train every (seed, lr) of one method together; one row per run."""
+                data: dict[int, dict[str, Any]], base, device: torch.device, curve_points: int = 10,
+                eval_limit: int | None = None) -> list[dict[str, Any]]:
+    """Train every (seed, lr) of one method together; one row per run.  ``eval_limit``
+    caps the validation and test images (a CPU smoke test)."""
     from torch.func import functional_call, vmap
 
     classes = data[seeds[0]]["classes"]
@@ -464,11 +466,15 @@ def train_group(task: Task, method: str, r: int, remainder_r: int, steps: int, l
     run_seed = torch.tensor([seeds.index(s) for s, _ in runs], device=device)
     lr_peak = torch.tensor([lr for _, lr in runs], device=device, dtype=torch.float32)
 
-    def stacked(key: str) -> Tensor:
-        return torch.stack([template.preprocess(data[s][key]).to(device) for s in seeds])  # (S, N, C, H, W)
+    def limit(key: str) -> slice:
+        return slice(None) if key == "train" or eval_limit is None else slice(0, eval_limit)
 
-    xs = {key: stacked(f"{key}_x") for key in ("train", "val", "test")}
-    ys = {key: torch.stack([data[s][f"{key}_y"].long() for s in seeds]).to(device) for key in ("train", "val", "test")}
+    def stacked(key: str) -> Tensor:  # (S, N, C, H, W)
+        return torch.stack([template.preprocess(data[s][f"{key}_x"][limit(key)]).to(device) for s in seeds])
+
+    xs = {key: stacked(key) for key in ("train", "val", "test")}
+    ys = {key: torch.stack([data[s][f"{key}_y"][limit(key)].long() for s in seeds]).to(device)
+          for key in ("train", "val", "test")}
     n_train = xs["train"].shape[1]
     generators = [torch.Generator().manual_seed(s) for s in seeds]
     orders: list[list[Tensor]] = [[] for _ in seeds]
@@ -520,7 +526,7 @@ def train_group(task: Task, method: str, r: int, remainder_r: int, steps: int, l
         for key in ("val", "test"):
             correct = torch.zeros(len(runs), device=device)
             n = xs[key].shape[1]
-            chunk = max(1, 16384 // len(runs))
+            chunk = max(1, (16384 if device.type == "cuda" else 256) // len(runs))
             for start in range(0, n, chunk):
                 x = xs[key][run_seed, start:start + chunk]
                 pred = batched_logits(params, buffers, x).argmax(-1)
@@ -621,7 +627,9 @@ def export_data(path: str, tasks: list[str], seeds: list[int]) -> int:
     return 0
 
 
-def run_shard(args: argparse.Namespace, task_name: str, methods: list[str], device: torch.device) -> list[dict[str, Any]]:
+def run_shard(args: argparse.Namespace, task_name: str, methods: list[str], device: torch.device,
+              done: Callable[[list[dict[str, Any]]], None] = lambda rows: None) -> list[dict[str, Any]]:
+    """Every group of one task; ``done`` gets the rows so far after each group."""
     task = TASKS[task_name]
     seeds = list(range(args.seeds))
     if args.data:
@@ -640,7 +648,8 @@ def run_shard(args: argparse.Namespace, task_name: str, methods: list[str], devi
         r, rem = ranks[method]
         for steps in step_counts:
             t0 = time.perf_counter()
-            rows += train_group(task, method, r, rem, steps, lrs, seeds, data, base, device)
+            rows += train_group(task, method, r, rem, steps, lrs, seeds, data, base, device, eval_limit=args.eval_limit)
+            done(rows)
             log.info("%s %-9s r=%s steps=%d: %d runs in %.1fs", task_name, method, r if not rem else f"{r}+{rem}",
                      steps, len(lrs) * len(seeds), time.perf_counter() - t0)
     return rows
@@ -662,7 +671,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--effnet-weights", help="EfficientNet-Lite0 .pth (else the pip package's)")
     p.add_argument("--export-data", metavar="FILE", help="save the tasks' data for --seeds and stop")
     p.add_argument("--jobs", type=int, default=1, help="one process per (task, method), this many at once")
-    p.add_argument("--smoke", action="store_true", help="3 steps, 2 lrs, 1 seed, no long run: a plumbing check")
+    p.add_argument("--eval-limit", type=int, help="at most this many validation / test images (smoke tests)")
+    p.add_argument("--work", help="--jobs: where the shards write their files (default: a temporary folder)")
+    p.add_argument("--smoke", action="store_true", help="3 steps, 2 lrs, 1 seed, 64 test images, no long run: a plumbing check")
     p.add_argument("--out", default="bench/results/rectangular.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -674,7 +685,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.export_data:
         return export_data(args.export_data, tasks, list(range(args.seeds)))
     if args.smoke:
-        args.steps, args.lr_count, args.seeds, args.long, args.smoke = 3, 2, 1, 1, False
+        args.steps, args.lr_count, args.seeds, args.long, args.smoke, args.eval_limit = 3, 2, 1, 1, False, 64
     device = torch.device(args.device)
     command = " ".join(["python", "bench/rectangular.py"] + (argv if argv is not None else sys.argv[1:]))
     hardware = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or "CPU")
@@ -685,20 +696,27 @@ def main(argv: list[str] | None = None) -> int:
             "tasks": {t: TASKS[t].description for t in tasks}}
     t0 = time.perf_counter()
     if args.jobs > 1:
-        rows = run_parallel(args, tasks, methods)
+        rows, meta["complete"] = run_parallel(args, tasks, methods)
     else:
-        rows = [row for t in tasks for row in run_shard(args, t, methods, device)]
+        rows = []
+        for t in tasks:  # the file is rewritten after every group: a cut-short grid keeps what it finished
+            before = list(rows)
+            rows = before + run_shard(args, t, methods, device, lambda part, before=before: write(
+                Path(args.out), meta | {"complete": False}, before + part))
+        meta["complete"] = True
     meta["wall_s"] = time.perf_counter() - t0
     sys.stdout.write(write(Path(args.out), meta, rows))
     return 0
 
 
-def run_parallel(args: argparse.Namespace, tasks: list[str], methods: list[str]) -> list[dict[str, Any]]:
-    """One single-threaded process per (task, method), ``--jobs`` at once; their rows."""
-    work = Path(tempfile.mkdtemp(prefix="rect-shards-"))
+def run_parallel(args: argparse.Namespace, tasks: list[str], methods: list[str]) -> tuple[list[dict[str, Any]], bool]:
+    """One single-threaded process per (task, method), ``--jobs`` at once; their rows, and
+    whether every shard finished."""
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="rect-shards-"))
+    work.mkdir(parents=True, exist_ok=True)
     common = [f"--lora-rank={args.lora_rank}", f"--seeds={args.seeds}", f"--lr-min={args.lr_min}",
               f"--lr-max={args.lr_max}", f"--lr-count={args.lr_count}", f"--long={args.long}", f"--device={args.device}"]
-    common += [f"--{flag}={value}" for flag, value in (("steps", args.steps), ("data", args.data),
+    common += [f"--{flag}={value}" for flag, value in (("steps", args.steps), ("data", args.data), ("eval-limit", args.eval_limit),
                                                        ("effnet-weights", args.effnet_weights)) if value]
     shards = [(t, m) for t in tasks for m in methods]
     env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -713,8 +731,10 @@ def run_parallel(args: argparse.Namespace, tasks: list[str], methods: list[str])
         return code
 
     with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(one, range(len(shards))))
-    return [row for f in sorted(work.glob("*.json")) for row in json.loads(f.read_text())["runs"]]
+        codes = list(pool.map(one, range(len(shards))))
+    parts = [json.loads(f.read_text()) for f in sorted(work.glob("*.json"))]
+    complete = all(c == 0 for c in codes) and all(part["meta"].get("complete") for part in parts)
+    return [row for part in parts for row in part["runs"]], complete
 
 
 if __name__ == "__main__":
