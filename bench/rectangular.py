@@ -460,7 +460,7 @@ def train_group(task: Task, method: str, r: int, remainder_r: int, steps: int, l
     if expected != adapter_params:
         raise AssertionError(f"{method}: counted {adapter_params} adapter weights, the formula says {expected}")
     own = {s: dict(b.model.named_parameters()) for s, (b, _) in per_seed.items()}
-    params = {n: torch.stack([own[s][n].detach() for s, _ in runs]).to(device).requires_grad_(True) for n in trainable}
+    params = {n: torch.stack([own[s][n].detach().to(device) for s, _ in runs]).requires_grad_(True) for n in trainable}
     buffers = {n: torch.stack([b.clone() for _ in runs]).to(device) for n, b in model.named_buffers()}
     optimizer = StackedAdamW(params, lambda_multipliers(model))
     run_seed = torch.tensor([seeds.index(s) for s, _ in runs], device=device)
