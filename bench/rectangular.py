@@ -492,8 +492,11 @@ def train_group(task: Task, method: str, r: int, remainder_r: int, steps: int, l
     def logits_one(p: dict[str, Tensor], b: dict[str, Tensor], x: Tensor) -> Tensor:
         return functional_call(model, {**p, **b}, (x,)).float()
 
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    # bfloat16 autocast as the app trains on a GPU; BatchNorm under vmap refuses it (its
+    # batched rule wants the running statistics in the input's dtype), so a CNN runs in float32
+    has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and not has_bn
+                else torch.autocast(device.type, enabled=False))
     batched_loss = vmap(loss_one)
     curve: list[tuple[int, list[float]]] = []
     every = max(1, steps // curve_points)
@@ -541,6 +544,7 @@ def train_group(task: Task, method: str, r: int, remainder_r: int, steps: int, l
             "test_accuracy": accuracy["test"][j] if ok else None, "diverged": not ok,
             "adapter_params": adapter_params, "trainable_params": total_trainable, "layers": len(names),
             "loss_curve": [(st, v[j]) for st, v in curve], "group_train_s": train_s, "group_runs": len(runs),
+            "precision": "bfloat16 autocast" if device.type == "cuda" and not has_bn else "float32",
         })
     return rows
 
