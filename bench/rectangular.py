@@ -529,7 +529,7 @@ def train_group(task: Task, method: str, r: int, remainder_r: int, steps: int, l
         for key in ("val", "test"):
             correct = torch.zeros(len(runs), device=device)
             n = xs[key].shape[1]
-            chunk = max(1, (16384 if device.type == "cuda" else 256) // len(runs))
+            chunk = max(1, (4096 if device.type == "cuda" else 256) // len(runs))
             for start in range(0, n, chunk):
                 x = xs[key][run_seed, start:start + chunk]
                 pred = batched_logits(params, buffers, x).argmax(-1)
