@@ -592,7 +592,7 @@ def paired(summary: list[dict[str, Any]], reference: str) -> dict[tuple[str, str
 
 def markdown(summary: list[dict[str, Any]]) -> str:
     vs_lora, vs_sym = paired(summary, "lora"), paired(summary, "symlora")
-    lines = ["| task | steps | method | rank | adapter weights (× LoRA) | chosen lr | val | test (mean ± std, 3 seeds) "
+    lines = ["| task | steps | method | rank | adapter weights (× LoRA) | chosen lr | val | test (mean ± std, seeds) "
              "| − LoRA (paired) | − SymLoRA (paired) |", "|---|---:|---|---|---:|---:|---:|---|---|---|"]
     lora_count = {(s["task"], s["steps"]): s["adapter_params"] for s in summary if s["method"] == "lora"}
     for s in summary:
@@ -602,7 +602,7 @@ def markdown(summary: list[dict[str, Any]]) -> str:
         edge = " (edge)" if s["chosen_at_edge"] else ""
         cell = (lambda d: "—" if d is None else f"{d[0]:+.4f} ± {d[1]:.4f}")
         lines.append(f"| {s['task']} | {s['steps']} | {s['method']} | {rank} | {s['adapter_params']:,} ({ratio:.3f}) "
-                     f"| {s['chosen_lr']:g}{edge} | {s['val_mean']:.4f} | {s['test_mean']:.4f} ± {s['test_std']:.4f} "
+                     f"| {s['chosen_lr']:g}{edge} | {s['val_mean']:.4f} | {s['test_mean']:.4f} ± {s['test_std']:.4f} ({len(s['test_by_seed'])}) "
                      f"| {cell(vs_lora.get(key)) if s['method'] != 'lora' else '—'} "
                      f"| {cell(vs_sym.get(key)) if s['method'] != 'symlora' else '—'} |")
     return "\n".join(lines) + "\n"

@@ -62,7 +62,7 @@ def explicit(layer, method: str) -> torch.Tensor:
             blocks.append(q @ torch.diag(s * layer.lora_lambda[b * r:(b + 1) * r]) @ q.T)
         dw = stack(blocks)
         if method == "sym+lora":
-            dw = dw + layer.lora_alpha_remainder_check * layer.lora_B @ layer.lora_A
+            dw = dw + layer.expected_remainder_scaling * layer.lora_B @ layer.lora_A
         assert dw.shape == (o, i) and n == min(i, o)
         return dw
     if method == "shared-q":
@@ -80,7 +80,7 @@ def explicit(layer, method: str) -> torch.Tensor:
 
 def make(rect, method: str, shape: tuple[int, int], conv: bool):
     layer = rect.make_layer(method, base_layer(shape, conv), r=2, remainder_r=1, lora_alpha=6.0)
-    layer.lora_alpha_remainder_check = 6.0 / 1  # s' = lora_alpha / remainder_r
+    layer.expected_remainder_scaling = 6.0 / 1  # s' = lora_alpha / remainder_r
     return layer
 
 
