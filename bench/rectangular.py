@@ -69,7 +69,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -590,6 +591,10 @@ def paired(summary: list[dict[str, Any]], reference: str) -> dict[tuple[str, str
     return out
 
 
+def _cell(d: tuple[float, float] | None) -> str:
+    return "—" if d is None else f"{d[0]:+.4f} ± {d[1]:.4f}"
+
+
 def markdown(summary: list[dict[str, Any]]) -> str:
     vs_lora, vs_sym = paired(summary, "lora"), paired(summary, "symlora")
     lines = ["| task | steps | method | rank | adapter weights (× LoRA) | chosen lr | val | test (mean ± std, seeds) "
@@ -600,11 +605,10 @@ def markdown(summary: list[dict[str, Any]]) -> str:
         rank = f"{s['r']} + {s['remainder_r']}" if s["method"] == "sym+lora" else str(s["r"])
         ratio = s["adapter_params"] / lora_count.get((s["task"], s["steps"]), s["adapter_params"])
         edge = " (edge)" if s["chosen_at_edge"] else ""
-        cell = (lambda d: "—" if d is None else f"{d[0]:+.4f} ± {d[1]:.4f}")
         lines.append(f"| {s['task']} | {s['steps']} | {s['method']} | {rank} | {s['adapter_params']:,} ({ratio:.3f}) "
                      f"| {s['chosen_lr']:g}{edge} | {s['val_mean']:.4f} | {s['test_mean']:.4f} ± {s['test_std']:.4f} ({len(s['test_by_seed'])}) "
-                     f"| {cell(vs_lora.get(key)) if s['method'] != 'lora' else '—'} "
-                     f"| {cell(vs_sym.get(key)) if s['method'] != 'symlora' else '—'} |")
+                     f"| {_cell(vs_lora.get(key)) if s['method'] != 'lora' else '—'} "
+                     f"| {_cell(vs_sym.get(key)) if s['method'] != 'symlora' else '—'} |")
     return "\n".join(lines) + "\n"
 
 
