@@ -205,18 +205,36 @@ def optimizer_groups(model: torch.nn.Module, variant: Variant, lr: float) -> lis
 
 
 # --------------------------------------------------------------------------- measurements
+def delta_factors(layer: torch.nn.Module) -> tuple[Tensor, Tensor]:
+    """ΔW = L·Rᵀ with thin L, R (n × k): what makes norms and spectra cheap."""
+    s = layer.scaling
+    if isinstance(layer, OffsetSymLora):
+        q, q0 = layer.lora_Q, layer.q0
+        return torch.cat([q * (s * layer.lora_lambda), -q0 * (s * layer.lam0)], 1), torch.cat([q, q0], 1)
+    if isinstance(layer, SymLoraLayer):
+        assert layer.k == 1
+        return layer.lora_Q * (s * layer.lora_lambda), layer.lora_Q
+    assert isinstance(layer, LoraLayer)
+    return s * layer.lora_B.weight, layer.lora_A.weight.T
+
+
 @torch.no_grad()
-def delta_stats(model: torch.nn.Module, with_rank: bool) -> dict[str, float]:
+def delta_stats(model: torch.nn.Module) -> dict[str, float]:
     """‖ΔW‖_F over all adapted layers together, its per-layer mean, and the mean effective
-    rank exp(entropy of σ/Σσ) (Roy & Vetterli) of the per-layer ΔW."""
-    mats = [layer.delta_weight().float() for _, layer in adapter_layers(model)]
-    norms = torch.stack([m.norm() for m in mats])
-    out = {"dw_norm": float(norms.square().sum().sqrt()), "dw_layer_norm": float(norms.mean())}
-    if with_rank:
-        sv = torch.linalg.svdvals(torch.stack(mats))
-        p = sv / sv.sum(dim=1, keepdim=True).clamp_min(1e-30)
-        entropy = -(p * p.clamp_min(1e-30).log()).sum(dim=1)
-        out["eff_rank"] = float(entropy.exp().mean())
+    rank exp(entropy of σ/Σσ) (Roy & Vetterli) of the per-layer ΔW.  With ΔW = L·Rᵀ the
+    squared singular values are the eigenvalues of (LᵀL)(RᵀR), a k×k matrix."""
+    norms, ranks = [], []
+    for _, layer in adapter_layers(model):
+        left, right = (t.detach().double() for t in delta_factors(layer))
+        sq = torch.linalg.eigvals((left.T @ left) @ (right.T @ right)).real.clamp_min(0)
+        norms.append(float(sq.sum().sqrt()))
+        sv = sq.sqrt()
+        if float(sv.sum()) > 0:
+            prob = sv / sv.sum()
+            ranks.append(float((-(prob * prob.clamp_min(1e-300).log()).sum()).exp()))
+    out = {"dw_norm": math.sqrt(sum(x * x for x in norms)), "dw_layer_norm": statistics.fmean(norms)}
+    if ranks:
+        out["eff_rank"] = statistics.fmean(ranks)
     return out
 
 
@@ -227,7 +245,7 @@ class Job:
     steps: int
     seed: int
     batch_size: int = 8
-    with_rank: bool = False
+    deadline: float = math.inf  # time.time() after which the job is skipped
 
 
 _WORKER: dict[str, Any] = {}
@@ -274,6 +292,8 @@ def run_job(job: Job) -> dict[str, Any]:
     """One training run; returns its row (curve of losses, checkpoints, final val/test)."""
     base, splits, device = _WORKER["base"], _WORKER["splits"], torch.device(_WORKER["device"])
     v = job.variant
+    if time.time() > job.deadline:
+        return {"variant": v.name, "lr": job.lr, "steps": job.steps, "seed": job.seed, "skipped": True}
     width = base.model.config.hidden_size
     cfg = RunConfig(preset="fortunes", method=v.method, r=v.rank, lr=job.lr, steps=job.steps, batch_size=job.batch_size,
                     seed=job.seed, device=str(device), symlora_init=v.symlora_init,
@@ -293,15 +313,21 @@ def run_job(job: Job) -> dict[str, Any]:
     row["trainable_params"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
 
     def checkpoint(step: int) -> None:
-        point = delta_stats(model, job.with_rank and step > 0)
-        point["val_ppl"] = task.evaluate(model)
+        point = delta_stats(model)
+        if step == 0 and "base_val_ppl" in _WORKER:  # every run starts exactly at the base
+            point["val_ppl"] = _WORKER["base_val_ppl"]
+        else:
+            point["val_ppl"] = task.evaluate(model)
+            if step == 0 and row.get("exact_at_init", True):
+                _WORKER["base_val_ppl"] = point["val_ppl"]
         row["checkpoints"][str(step)] = point
 
-    if job.seed == 0:  # the promise: at init the adapted model computes exactly what the base does
-        probe = {k: v[:4] for k, v in task.test.items()}
+    if "exact_at_init" not in _WORKER.setdefault("checked", {}).get(v.name, {}):  # the promise: at init the adapted model computes exactly what the base does
+        probe = {k: v[:4].to(device) for k, v in task.test.items()}
         with torch.no_grad(), autocast:
             row["exact_at_init"] = torch.equal(model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits,
                                                base.model(input_ids=probe["input_ids"], attention_mask=probe["attention_mask"]).logits)
+        _WORKER["checked"][v.name] = {"exact_at_init": row["exact_at_init"]}
     checkpoint(0)
     t0 = time.perf_counter()
     model.train()
@@ -443,20 +469,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--time-budget", type=float, default=1e9, help="stop starting runs after this many seconds")
     p.add_argument("--val-seed", type=int, default=1)
     p.add_argument("--smoke", action="store_true", help="tiny model, 2 steps, 2 lrs, 1 seed")
-    p.add_argument("--report", help="rewrite the table of a finished JSON file, run nothing")
+    p.add_argument("--report", nargs="+", metavar="JSON",
+                   help="join finished JSON files (parts of one grid) into --out and write its table; run nothing")
     p.add_argument("--out", default="bench/results/slow_start.json")
     args = p.parse_args(argv)
     variants = VARIANTS if not args.variants else [VARIANTS[int(i)] for i in args.variants.split(",")]
     if args.report:
-        data = json.loads(Path(args.report).read_text())
-        sys.stdout.write(write(Path(args.report), data["meta"], data["runs"], variants))
+        parts = [json.loads(Path(f).read_text()) for f in args.report]
+        metas = [m for part in parts for m in part["meta"].get("parts", [part["meta"]])]
+        meta = {"parts": metas, "command": " ; ".join(m["command"] for m in metas), "hardware": metas[0]["hardware"],
+                "torch": metas[0]["torch"], "wall_s": sum(m.get("wall_s", 0) for m in metas),
+                "complete": all(m.get("complete") for m in metas), "theory_n576": metas[0].get("theory_n576")}
+        sys.stdout.write(write(Path(args.out), meta, [r for part in parts for r in part["runs"]], variants))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     if args.smoke:
         args.model, args.lrs, args.steps, args.seeds = "tiny", "1e-3,1e-2", "2", 1
     lrs = [float(x) for x in args.lrs.split(",")]
     step_counts = [int(x) for x in args.steps.split(",")]
-    jobs = [Job(v, lr, n, seed, with_rank=seed == 0) for seed in range(args.seeds) for n in step_counts
+    deadline = time.time() + args.time_budget
+    jobs = [Job(v, lr, n, seed, deadline=deadline) for seed in range(args.seeds) for n in step_counts
             for v in variants for lr in lrs]
     hardware = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                 else f"{platform.processor() or 'CPU'} ({torch.get_num_threads()} threads)")
@@ -489,15 +521,13 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # a broken run is reported, the grid goes on
                 log.error("%s lr=%g steps=%d seed=%d failed: %r", job.variant.name, job.lr, job.steps, job.seed, exc)
                 continue
+            if row.get("skipped"):
+                complete = False
+                continue
             rows.append(row)
             log.info("%-44s lr=%-7g steps=%-3d seed=%d val %.2f test %.2f (%.1fs)", row["variant"], row["lr"],
                      row["steps"], row["seed"], row["val_ppl"], row["test_ppl"], row["train_s"])
-            if time.perf_counter() - t0 > args.time_budget:
-                complete = False
-                for f in futures:
-                    f.cancel()
-            if len(rows) % 25 == 0:
-                write(Path(args.out), meta | {"wall_s": time.perf_counter() - t0, "complete": False}, rows, variants)
+            write(Path(args.out), meta | {"wall_s": time.perf_counter() - t0, "complete": False}, rows, variants)
     sys.stdout.write(write(Path(args.out), meta | {"wall_s": time.perf_counter() - t0, "complete": complete}, rows, variants))
     return 0
 
