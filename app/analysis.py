@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 import symlora
-from symlora.layers import SymLoraLayer, symmetric_blocks
+from symlora.layers import SymLoraLayer
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,11 @@ def symmetric_share(model: torch.nn.Module) -> tuple[float, int] | None:
     blocks), and the number of blocks; ``None`` without adapters or with a zero update."""
     total, weighted, count = 0.0, 0.0, 0
     for _, layer in symlora.adapter_layers(model):
+        if not layer.block_layout.symmetric:
+            continue
         with torch.no_grad():
             dw = layer.delta_weight().detach().float().cpu()  # (out, in)
-        blocks = symmetric_blocks(layer.in_features, layer.out_features)
-        if blocks is None:
-            continue
-        layout, k, n = blocks
-        parts = [dw] if layout == "square" else (dw.split(n, dim=0) if layout == "stacked" else dw.split(n, dim=1))
-        for part in parts:
+        for part in layer.block_layout.split(dw):
             energy = float(part.double().square().sum())
             if energy == 0:
                 continue

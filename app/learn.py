@@ -9,10 +9,10 @@ import json
 from pathlib import Path
 
 import torch
+from symlora.blocks import BlockLayout
 from symlora.lab.resources import asset_path
 
 from .learn_text import TEXT  # noqa: F401  (re-exported for the tab)
-from .params import adapter_size
 from .plots import matrix_figure
 
 
@@ -21,21 +21,19 @@ def calculator(n_in: int, n_out: int, r: int, layers: int) -> str:
     """A Markdown table: LoRA vs SymLoRA weights for ``layers`` layers of shape in→out."""
     n_in, n_out, r, layers = int(n_in), int(n_out), int(r), int(layers)
     full = n_in * n_out
-    lora = adapter_size((n_in, n_out), "lora", r)
+    layer = BlockLayout(n_in, n_out)
+    lora = layer.params("lora", r)
     rows = [
         "| | per layer | × layers | vs full fine-tune |",
         "|---|---:|---:|---:|",
         f"| Full fine-tune (in·out) | {full:,} | {full * layers:,} | 100 % |",
         f"| LoRA r·(in + out) | {lora:,} | {lora * layers:,} | {100 * lora / full:.2f} % |",
     ]
-    try:
-        sym = adapter_size((n_in, n_out), "symlora", r)
-    except ValueError:
+    if not layer.symmetric:
         rows.append("| SymLoRA | – | – | sides are not whole multiples: LoRA only |")
         return "\n".join(rows)
-    k = max(n_in, n_out) // min(n_in, n_out)
-    n = min(n_in, n_out)
-    how = "n·r + r" if k == 1 else f"{k}·(n·r + r), n = {n}"
+    sym = layer.params("symlora", r)
+    how = "n·r + r" if layer.k == 1 else f"{layer.k}·(n·r + r), n = {layer.n}"
     rows.append(f"| SymLoRA {how} | {sym:,} | {sym * layers:,} | {100 * sym / full:.2f} % |")
     rows.append(f"\nSymLoRA needs **{sym / lora:.0%}** of LoRA's weights here.")
     return "\n".join(rows)

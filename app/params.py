@@ -2,8 +2,9 @@
 
 Counts are exact and cheap: the targets are resolved on the loaded base model by the core
 (``symlora.model.resolve_targets``, which only reads), then each layer's adapter size comes
-from its shape: ``r·(in + out)`` for LoRA (``2·n·r`` when square) and ``k·(n·r + r)`` for
-SymLoRA (k square blocks of side n).  No model is copied.
+from its shape through :class:`symlora.blocks.BlockLayout`: ``r·(in + out)`` for LoRA
+(``2·n·r`` when square) and ``k·(n·r + r)`` for SymLoRA (k square blocks of side n).
+No model is copied.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from torch import nn
 
 from symlora import AdapterConfig
-from symlora.layers import layer_shape, symmetric_blocks
+from symlora.blocks import BlockLayout, rank_for_budget
+from symlora.layers import layer_shape
 from symlora.model import eligible_modules, resolve_targets
 
 
@@ -32,8 +34,8 @@ class LayerKind:
         shape = ", ".join(f"{i}→{o}" for i, o in shapes[:2]) + ("…" if len(shapes) > 2 else "")
         blocks = ""
         if self.symmetric and len(shapes) == 1:
-            layout, k, _ = symmetric_blocks(*shapes[0])
-            blocks = "" if layout == "square" else f", {k} blocks"
+            k = BlockLayout(*shapes[0]).k
+            blocks = "" if k == 1 else f", {k} blocks"
         return f"{self.suffix} ×{self.count} ({shape}{blocks})"
 
 
@@ -56,7 +58,7 @@ def layer_kinds(model: nn.Module, exclude: tuple[str, ...] = ()) -> list[LayerKi
         if suffix in exclude or name in exclude:
             continue
         groups.setdefault(suffix, []).append(layer_shape(model.get_submodule(name)))
-    return [LayerKind(s, len(shapes), shapes, all(symmetric_blocks(*sh) is not None for sh in shapes))
+    return [LayerKind(s, len(shapes), shapes, all(BlockLayout(*sh).symmetric for sh in shapes))
             for s, shapes in groups.items()]
 
 
@@ -69,18 +71,6 @@ def kinds_for(model: nn.Module, spec: list[str] | str | None, method: str = "lor
     except ValueError:
         return []
     return list(OrderedDict.fromkeys(kind_of(p) for p in paths))
-
-
-def adapter_size(shape: tuple[int, int], method: str, r: int) -> int:
-    """Weights of one adapter on a layer of ``shape = (in, out)``."""
-    n_in, n_out = shape
-    if method == "lora":
-        return r * (n_in + n_out)
-    blocks = symmetric_blocks(n_in, n_out)
-    if blocks is None:
-        raise ValueError(f"SymLoRA cannot adapt a {n_in}→{n_out} layer (sides are not whole multiples)")
-    _, k, n = blocks
-    return k * (n * r + r)
 
 
 def _numel(module: nn.Module) -> int:
@@ -129,9 +119,19 @@ def estimate(model: nn.Module, method: str, r: int, targets: list[str] | str | N
     layers = []
     for path in paths:
         shape = layer_shape(model.get_submodule(path))
-        layers.append((path, shape, adapter_size(shape, method, int(r))))
+        assert shape is not None  # resolve_targets picks adaptable layers only
+        layers.append((path, shape, BlockLayout(*shape).params(method, int(r))))
     adapter = sum(size for _, _, size in layers)
     return Estimate(method, adapter + head, base_total + adapter, adapter=adapter, head=head, layers=layers)
+
+
+def equal_budget_rank(model: nn.Module, r: int, targets: list[str] | str | None, max_rank: int | None = None) -> int:
+    """The SymLoRA rank whose adapter weights on ``targets`` come closest to LoRA's at rank
+    ``r`` (each method on the layers it would adapt; at most ``max_rank``)."""
+    lora = estimate(model, "lora", r, targets)
+    symlora_layers = resolve_targets(model, AdapterConfig(method="symlora", r=1, target_modules=targets))
+    layouts = [BlockLayout(*layer_shape(model.get_submodule(path))) for path in symlora_layers]
+    return rank_for_budget(layouts, "symlora", lora.adapter, max_rank)
 
 
 def formula_text(est: Estimate, r: int) -> str:
@@ -143,14 +143,16 @@ def formula_text(est: Estimate, r: int) -> str:
         seen[shape] = seen.get(shape, 0) + 1
     lines = []
     for (n_in, n_out), count in seen.items():
+        layer = BlockLayout(n_in, n_out)
+        size = layer.params(est.method, r)
         if est.method == "lora":
             if n_in == n_out:
-                expr = f"2·n·r = 2·{n_in}·{r} = {2 * n_in * r:,}"
+                expr = f"2·n·r = 2·{n_in}·{r} = {size:,}"
             else:
-                expr = f"r·(in + out) = {r}·({n_in} + {n_out}) = {r * (n_in + n_out):,}"
+                expr = f"r·(in + out) = {r}·({n_in} + {n_out}) = {size:,}"
+        elif layer.k == 1:
+            expr = f"n·r + r = {layer.n}·{r} + {r} = {size:,}"
         else:
-            _, k, n = symmetric_blocks(n_in, n_out)
-            one = n * r + r
-            expr = f"n·r + r = {n}·{r} + {r} = {one:,}" if k == 1 else f"{k} blocks × (n·r + r) = {k}·({n}·{r} + {r}) = {k * one:,}"
+            expr = f"{layer.k} blocks × (n·r + r) = {layer.k}·({layer.n}·{r} + {r}) = {size:,}"
         lines.append(f"- {count} × layer {n_in}→{n_out}: {expr}")
     return "\n".join(lines)

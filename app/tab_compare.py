@@ -8,19 +8,19 @@ overlay live.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from . import plots
-from .errors import relay_to_page
 from .lab import Lab
-from .params import estimate
-from .runner import Job, Update, format_metric, run_label, status_line, stream
-from .sessions import TEST_SAMPLE, SavedRun, free_memory
+from .params import equal_budget_rank, estimate
+from .run_control import RunControl, read_settings, run_choices
+from .runner import Update, format_metric, run_label, status_line, stream
 from .settings import LIMITS, Settings
-from .tab_train import add_run, run_choices, target_choices
+from .tab_train import target_choices
 
 INTRO = ("### LoRA vs SymLoRA, fairly\n"
          "Both runs use the **settings of the Train tab**: the same data, the same seed (so the very same "
@@ -36,18 +36,21 @@ MEMORY_NOTE = ("Memory bars count the tensors of one training step (weights, gra
 
 @dataclass
 class CompareUI:
-    budget: Any
-    include_head: Any
-    start: Any
-    stop: Any
-    status: Any
-    curves: Any
-    memory: Any
-    table: Any
-    conclusion: Any
+    """The Compare tab's components (built by keywords in :func:`build`)."""
+
+    budget: gr.Radio
+    include_head: gr.Checkbox
+    start: gr.Button
+    stop: gr.Button
+    status: gr.Markdown
+    curves: gr.Plot
+    memory: gr.Plot
+    table: gr.Dataframe
+    conclusion: gr.Markdown
 
     @property
     def outputs(self) -> list[Any]:
+        """What a comparison updates (the ``/compare`` endpoint's outputs, before states)."""
         return [self.status, self.curves, self.memory, self.table, self.conclusion]
 
 
@@ -73,7 +76,8 @@ def build(lab: Lab) -> CompareUI:
     gr.Markdown(MEMORY_NOTE)
     table = gr.Dataframe(headers=TABLE_HEADERS, value=None, interactive=False, label="Result", elem_id="compare-table")
     conclusion = gr.Markdown(elem_id="compare-conclusion")
-    return CompareUI(budget, include_head, start, stop, status, curves, memory, table, conclusion)
+    return CompareUI(budget=budget, include_head=include_head, start=start, stop=stop, status=status, curves=curves,
+                     memory=memory, table=table, conclusion=conclusion)
 
 
 def plan(lab: Lab, settings: Settings, budget: str, include_head: bool) -> tuple[list[Settings], str]:
@@ -94,8 +98,7 @@ def plan(lab: Lab, settings: Settings, budget: str, include_head: bool) -> tuple
     n_lora = estimate(bundle.model, "lora", lora.r, spec).adapter
     how = f"Both at rank r = {settings.r}."
     if budget == "budget":
-        best = min(range(1, int(LIMITS["r"][1]) + 1),
-                   key=lambda r: abs(estimate(bundle.model, "symlora", r, spec).adapter - n_lora))
+        best = equal_budget_rank(bundle.model, lora.r, spec, max_rank=int(LIMITS["r"][1]))
         sym = sym.replace(r=best)
         n_sym = estimate(bundle.model, "symlora", best, spec).adapter
         how = (f"Equal budget: LoRA r = {lora.r} has {n_lora:,} adapter weights; SymLoRA r = {best} has "
@@ -157,93 +160,84 @@ def conclusion(results: list[tuple[Settings, Any]]) -> str:
     return text + " Few steps and one seed are one sample: try more steps or another seed before concluding."
 
 
-def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: Any, data_inputs: list[Any]) -> Any:
-    """Connect the Compare tab; returns its run event.  ``data_inputs``: the Train tab's
-    own-data widgets (zip, text): a comparison trains on the same data as a run would."""
-    outputs = c.outputs + [runs_state, try_run]
-    skips = (gr.skip(),) * (len(outputs) - 1)
+class Board:
+    """What the page shows of a comparison: every finished run's curve, memory and result,
+    and the run going now."""
 
-    def produce(settings: Settings, budget: str, include_head: bool, runs: dict, session: str, flag: Any,
-                zip_path: Any = None, text: str = ""):
-        final = None
-        try:
-            yield Update(("Preparing the comparison…",) + skips)
-            plan_runs, how = plan(lab, settings, budget, include_head)
-            user = lab.user_data.resolve(lab.model_task(settings.model), zip_path, text, settings.seed)
-            if user is not None:
-                how += f" On your data “{user.name}” ({user.summary()})."
-            done: list[tuple[Settings, Any]] = []
-            curves: list[plots.Curve] = []
-            mem_rows: list[tuple[str, dict]] = []
-            metric_name = "accuracy"
-            for i, s in enumerate(plan_runs):
-                if flag.is_set():
+    def __init__(self) -> None:
+        self.done: list[tuple[Settings, Any]] = []
+        self.curves: list[plots.Curve] = []
+        self.memory: list[tuple[str, dict]] = []
+        self.metric_name = "accuracy"
+
+    def figures(self, tracker: Any = None, label: str = "", memory: dict | None = None) -> tuple[Any, Any]:
+        """(curves, memory) figures of the finished runs, plus the one going (``tracker``)."""
+        curves = self.curves + ([tracker.curve] if tracker is not None else [])
+        rows = self.memory + ([(label, tensors_only(memory))] if memory is not None else [])
+        return (plots.curves_figure(curves, self.metric_name, revision="compare"),
+                plots.memory_figure(rows, revision="compare-mem"))
+
+    def add(self, settings: Settings, result: Any, tracker: Any, label: str) -> None:
+        self.done.append((settings, result))
+        self.curves.append(tracker.curve)
+        self.memory.append((label, tensors_only(result.memory.to_dict())))
+
+
+def compare_updates(lab: Lab, control: RunControl, settings: Settings, budget: str, include_head: bool, runs: dict,
+                    session: str, flag: Any, zip_path: Any = None, text: str = "") -> Iterator[Update]:
+    """The comparison as page updates (in the Job's worker thread): the planned runs one
+    after another, then the table and the conclusion."""
+    skips = control.skips
+    yield Update(("Preparing the comparison…",) + skips)
+    plan_runs, how = plan(lab, settings, budget, include_head)
+    user = lab.user_data.resolve(lab.model_task(settings.model), zip_path, text, settings.seed)
+    if user is not None:
+        how += f" On your data “{user.name}” ({user.summary()})."
+    board = Board()
+    for i, s in enumerate(plan_runs):
+        if flag.is_set():
+            break
+        label = run_label(s) + (f" · {user.name}" if user else "")
+        for event, tracker, emit in stream(s, data=user.splits if user else None, stop=flag, label=label):
+            if not emit:
+                continue
+            board.metric_name = event.metric_name
+            status = f"Run {i + 1} of {len(plan_runs)}. {how}\n\n" + status_line(event, label) + tracker.note
+            values = (status,) + board.figures(tracker, label, event.memory.to_dict()) + (gr.skip(),) * 4
+            if event.is_final:
+                runs = control.keep(session, runs, "Compare: " + label, s, event.result, tracker, user)
+                board.add(s, event.result, tracker, label)
+                values = values[:3] + (summary_rows(board.done), gr.skip(), runs, run_choices(runs))
+                if event.kind == "error":
+                    yield Update(values, event.message)
+                    flag.set()
                     break
-                label = run_label(s) + (f" · {user.name}" if user else "")
-                for event, tracker, emit in stream(s, data=user.splits if user else None, stop=flag, label=label):
-                    if not emit:
-                        continue
-                    metric_name = event.metric_name
-                    head = f"Run {i + 1} of {len(plan_runs)}. {how}\n\n"
-                    values = [head + status_line(event, label) + tracker.note,
-                              plots.curves_figure(curves + [tracker.curve], metric_name, revision="compare"),
-                              plots.memory_figure(mem_rows + [(label, tensors_only(event.memory.to_dict()))],
-                                                  revision="compare-mem"),
-                              gr.skip(), gr.skip(), gr.skip(), gr.skip()]
-                    if event.is_final:
-                        result = event.result
-                        saved = SavedRun.from_result("Compare: " + label, s, result, tracker.curve, tracker.spectra,
-                                                     data_name=user.name if user else None,
-                                                     test_sample=user.test_sample(TEST_SAMPLE) if user else None)
-                        if getattr(result, "bundle", None) is not None:
-                            lab.tuned.put(saved.run_id, result.bundle)
-                            result.bundle = None
-                        lab.runs.remember(session, saved.run_id)
-                        runs = add_run(runs, saved)
-                        done.append((s, result))
-                        curves.append(tracker.curve)
-                        mem_rows.append((label, tensors_only(result.memory.to_dict())))
-                        values[3] = summary_rows(done)
-                        values[5] = runs
-                        values[6] = run_choices(runs)
-                        if event.kind == "error":
-                            yield Update(tuple(values), event.message)
-                            flag.set()
-                            break
-                    yield Update(tuple(values))
-            stopped = flag.is_set()
-            text = ("■ **Comparison stopped.** " if stopped else "✓ **Comparison finished.** ") + how
-            final = (text, plots.curves_figure(curves, metric_name, revision="compare"),
-                     plots.memory_figure(mem_rows, revision="compare-mem"), summary_rows(done),
-                     conclusion(done), runs, run_choices(runs))
-            lab.runs.finish(session, "compare", flag, final)
-            yield Update(final)
-        finally:
-            lab.runs.finish(session, "compare", flag, final)
-            free_memory()
+            yield Update(values)
+    ending = ("■ **Comparison stopped.** " if flag.is_set() else "✓ **Comparison finished.** ") + how
+    final = (ending,) + board.figures() + (summary_rows(board.done), conclusion(board.done), runs, run_choices(runs))
+    control.finished(session, flag, final)
+    yield Update(final)
+
+
+def wire(lab: Lab, c: CompareUI, controls: list[Any], runs_state: Any, try_run: Any, data_inputs: list[Any]) -> Any:
+    """Connect the Compare tab; returns its run event.  ``controls``: the Train tab's
+    settings; ``data_inputs``: its own-data widgets (zip, text): a comparison trains on the
+    same data as a run would."""
+    outputs = c.outputs + [runs_state, try_run]
+    control = RunControl(lab, "compare", "comparison", (gr.skip(),) * (len(outputs) - 1))
 
     def compare(preset: str, model: str, data: str, method: str, r: float, lora_alpha: float, targets: str,
                 lr: float, steps: float, batch_size: float, seed: float, device: str, budget: str,
                 include_head: bool, data_zip: str | None = None, data_text: str = "", runs: dict | None = None,
                 request: gr.Request = None):
-        settings = Settings.from_values(preset, model, data, method, r, lora_alpha, targets, lr, steps,
-                                        batch_size, seed, device)
-        session = request.session_hash or "anonymous"
-        flag = lab.runs.begin(session, "compare")
-        job = Job(produce(settings, budget, include_head, runs or {}, session, flag, data_zip, data_text or ""), flag)
-        yield from relay_to_page(job, "comparison", skips)
+        settings = read_settings([preset, model, data, method, r, lora_alpha, targets, lr, steps, batch_size, seed,
+                                  device])
+        yield from control.start(request, lambda session, flag: compare_updates(
+            lab, control, settings, budget, include_head, runs or {}, session, flag, data_zip, data_text or ""))
 
     event = c.start.click(compare, controls + [c.budget, c.include_head] + list(data_inputs) + [runs_state], outputs,
                           api_name="compare",
                           api_visibility="undocumented", concurrency_id="heavy", concurrency_limit=lab.heavy_limit,
                           show_progress="full", show_progress_on=[c.status])
-
-    def stop(request: gr.Request):
-        session = request.session_hash or "anonymous"
-        if not lab.runs.stop(session, "compare"):
-            return ("Nothing is running (a comparison waiting in the queue was cancelled).",) + skips
-        return lab.runs.wait_final(session, "compare", timeout=120) or (("■ Stopping…",) + skips)
-
-    c.stop.click(stop, None, outputs, cancels=[event], concurrency_limit=None, api_visibility="private",
-                 show_progress="hidden")
+    control.wire_stop(c.stop, outputs, event)
     return event

@@ -1,17 +1,16 @@
 """The Train tab: presets, settings, live parameter count, and a streamed training run.
 
-``build`` lays the tab out and returns its components; ``wire`` connects the events.
-The ``/train`` endpoint (public, streaming) is the Start button itself, so the page and
-``gradio_client`` scripts run exactly the same code.
+``build`` lays the tab out and returns its components (a :class:`TrainUI`); ``wire``
+connects the events, one function per concern: the user's own data, presets and method,
+run control (start, stop, pause, step; the bookkeeping is :mod:`app.run_control`'s, shared
+with the Compare tab), the plots, reset.  The ``/train`` endpoint (public, streaming) is the
+Start button itself, so the page and ``gradio_client`` scripts run exactly the same code.
 """
 
 from __future__ import annotations
 
 import random
-import threading
-import time
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,15 +19,15 @@ import gradio as gr
 
 from . import collect, plots
 from .analysis import symmetry_note
-from .errors import page_error, readable, relay_to_page
+from .collect import CollectUI
+from .errors import page_error, readable
 from .lab import Lab
+from .live_view import LiveView, curves_view, spectrum_view
 from .params import estimate, formula_text, kinds_for, layer_kinds
-from .runner import MIN_UPDATE_S, Job, Update, run_label, status_line, stream
-from .sessions import TEST_SAMPLE, SavedRun, free_memory
-from .userdata import file_path, read_text_file
+from .run_control import RunControl, read_settings, run_choices, session_of
+from .runner import Update, run_label, status_line, stream
 from .settings import FIELDS, LIMITS, METHOD_CHOICES, METHOD_LABELS, Settings
-
-MAX_RUNS_KEPT = 4  # per session, oldest dropped first
+from .userdata import file_path, read_text_file
 
 EXPLAIN_CURVES = ("**What you are looking at:** the loss (left) is how wrong the model is on the batch it "
                   "just trained on — it should fall. The metric (right) is measured on held-out data the model "
@@ -63,57 +62,69 @@ EXPLAIN_SPECTRUM = ("**What the adapter learned.** Each row of the heatmap is on
 
 @dataclass
 class TrainUI:
-    """The Train tab's components."""
+    """The Train tab's components, by concern (built by keywords in :func:`build`)."""
 
-    controls: list[Any]  # in settings.FIELDS order
-    preset: Any
-    preset_info: Any
-    lesson_banner: Any
-    model: Any
-    data: Any
-    method: Any
-    r: Any
-    lora_alpha: Any
-    targets: Any
-    targets_text: Any
-    lr: Any
-    steps: Any
-    batch_size: Any
-    seed: Any
-    device: Any
-    dice: Any
-    advanced: Any
-    param_md: Any
-    param_plot: Any
-    start: Any
-    stop: Any
-    reset: Any
-    status: Any
-    curves: Any
-    memory: Any
-    spectrum: Any
-    spec_slider: Any
-    spec_note: Any
-    event_json: Any
-    spectra_state: Any
-    share_box: Any
-    lesson_on: Any
-    lesson_panels: Any
-    lesson_presets: Any
-    make_link: Any
-    link: Any
-    own_data: Any = None
-    own_images: Any = None
-    own_text: Any = None
-    data_zip: Any = None
-    data_text: Any = None
-    data_txt: Any = None
-    data_note: Any = None
-    user_state: Any = None
-    share_note: Any = None
-    pause: Any = None
-    step: Any = None
-    collect: Any = None  # app.collect.CollectUI
+    # presets and method: the run's settings
+    lesson_banner: gr.Markdown
+    preset: gr.Radio
+    preset_info: gr.Markdown
+    method: gr.Radio
+    r: gr.Slider
+    steps: gr.Slider
+    seed: gr.Number
+    dice: gr.Button
+    advanced: gr.Accordion
+    model: gr.Dropdown
+    data: gr.Dropdown
+    lora_alpha: gr.Number
+    targets: gr.CheckboxGroup
+    targets_text: gr.Textbox  # the targets as text (what /train takes), written by the checkboxes in the browser
+    lr: gr.Number
+    batch_size: gr.Number
+    device: gr.Dropdown
+    param_md: gr.Markdown
+    param_plot: gr.Plot
+    # the user's own data
+    own_data: gr.Accordion
+    own_images: gr.Column
+    own_text: gr.Group
+    data_zip: gr.File
+    data_text: gr.Textbox
+    data_txt: gr.File
+    data_note: gr.Markdown
+    user_state: gr.State  # {"name", "kind", "classes"} of the user's data in use, or None
+    collect: CollectUI  # examples collected in the browser (pictures taken or drawn, by class)
+    # run control
+    start: gr.Button
+    stop: gr.Button
+    pause: gr.Button
+    step: gr.Button
+    reset: gr.Button
+    status: gr.Markdown
+    # plots of the run
+    curves: gr.Plot
+    memory: gr.Plot
+    spectrum: gr.Plot
+    spec_slider: gr.Slider
+    spec_note: gr.Markdown
+    event_json: gr.JSON
+    spectra_state: gr.State
+    # the share link (and lesson mode)
+    share_box: gr.Accordion
+    lesson_on: gr.Checkbox
+    lesson_panels: gr.CheckboxGroup
+    lesson_presets: gr.CheckboxGroup
+    share_note: gr.Markdown
+    make_link: gr.Button
+    link: gr.Textbox
+
+    @property
+    def controls(self) -> list[Any]:
+        """The settings as ``/train`` takes them, in ``settings.FIELDS`` order (the targets
+        travel as text: the checkboxes' choices depend on the model, and an API client
+        should not need them)."""
+        return [self.preset, self.model, self.data, self.method, self.r, self.lora_alpha, self.targets_text,
+                self.lr, self.steps, self.batch_size, self.seed, self.device]
 
     @property
     def data_inputs(self) -> list[Any]:
@@ -126,15 +137,40 @@ class TrainUI:
         return [self.status, self.curves, self.memory, self.spectrum, self.spec_slider, self.spec_note, self.event_json]
 
 
+# --------------------------------------------------------------------------- layout
 def build(lab: Lab) -> TrainUI:
-    """Lay out the Train tab (call inside ``gr.Tab``)."""
+    """Lay out the Train tab (call inside ``gr.Tab``): the preset and your own data on top,
+    the settings and run buttons on the left, the plots on the right, the share box below."""
     s = lab.default_settings()
-    preset_obj = lab.preset(s.preset)
     lesson_banner = gr.Markdown(visible=False, elem_id="lesson-banner")
+    preset = build_preset(lab, s)
+    own = build_own_data(lab, s)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4, min_width=320):
+            settings = build_settings(lab, s)
+            run = build_run_control(lab)
+        with gr.Column(scale=7, min_width=420):
+            shown = build_plots(s)
+    spectra_state = gr.State({"method": s.method, "spectra": []})
+    share = build_share(lab)
+    ui = TrainUI(lesson_banner=lesson_banner, **preset, **own, **settings, **run, **shown,
+                 spectra_state=spectra_state, **share)
+    assert len(ui.controls) == len(FIELDS)
+    return ui
+
+
+def build_preset(lab: Lab, s: Settings) -> dict[str, Any]:
+    """Step 1: the preset radio and its description."""
     preset = gr.Radio(lab.preset_choices(), value=s.preset, label="1 · Pick an experiment (preset)",
                       info="A ready-made setup: a pretrained model, new data to teach it, and settings that work. "
                            "Then press Start.", elem_id="preset")
-    preset_info = gr.Markdown(preset_description(lab, preset_obj), elem_id="preset-info")
+    preset_info = gr.Markdown(preset_description(lab, lab.preset(s.preset)), elem_id="preset-info")
+    return dict(preset=preset, preset_info=preset_info)
+
+
+def build_own_data(lab: Lab, s: Settings) -> dict[str, Any]:
+    """The "Use your own data" accordion: a zip of images (or examples collected in the
+    browser) for an image model, text for a language model; the note on what a run uses."""
     vision = lab.model_task(s.model) == "vision"
     limits = lab.user_data.limits
     with gr.Accordion("Use your own data (optional)", open=False, elem_id="own-data") as own_data:
@@ -157,71 +193,92 @@ def build(lab: Lab) -> TrainUI:
             data_txt = gr.File(label="…or upload a .txt file", file_types=[".txt"], type="filepath",
                                elem_id="data-txt", height=90)
     data_note = gr.Markdown(visible=False, elem_id="data-note")
-    user_state = gr.State(None)  # {"name", "kind", "classes"} of the user's data in use, or None
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=4, min_width=320):
-            method = gr.Radio(METHOD_CHOICES, value=s.method, label="2 · Method",
-                              info="SymLoRA: ΔW = s·Q·diag(Λ)·Qᵀ (about half of LoRA's weights). LoRA: ΔW = s·B·A. "
-                                   "Head only: train just the last layer. Full: train every weight.",
-                              elem_id="method")
-            r = gr.Slider(1, int(LIMITS["r"][1]), value=s.r, step=1, label="Rank r",
-                          info="How many directions each adapter may change. More = more weights.", elem_id="rank",
-                          visible=s.is_adapter)
-            steps = gr.Slider(1, int(LIMITS["steps"][1]), value=s.steps, step=1, label="Steps",
-                              info="How many batches to learn from. Each step is one small update.", elem_id="steps")
-            with gr.Row(equal_height=True):
-                seed = gr.Number(value=s.seed, precision=0, minimum=0, maximum=LIMITS["seed"][1], label="Seed",
-                                 info="Same seed + same settings → the same curves on this machine.",
-                                 elem_id="seed", scale=3)
-                dice = gr.Button("New seed", size="sm", scale=1, elem_id="dice")
-            with gr.Accordion("Advanced settings", open=False, elem_id="advanced") as advanced:
-                model = gr.Dropdown(list(lab.models), value=s.model, label="Pretrained model",
-                                    info="The network we start from; its weights stay frozen (except with Full).",
-                                    elem_id="model")
-                data = gr.Dropdown(lab.data_choices(s.model), value=s.data, label="Data",
-                                   info="What the model learns now (a new task it was not trained on).",
-                                   elem_id="data", allow_custom_value=True)
-                lora_alpha = gr.Number(value=s.lora_alpha, minimum=LIMITS["lora_alpha"][0], label="lora_alpha (α)",
-                                       info="The update is scaled by s = α / r, so changing r keeps its size similar.",
-                                       elem_id="alpha", visible=s.is_adapter)
-                targets = gr.CheckboxGroup([], value=[], label="Target layers",
-                                           info="Which layers get an adapter (× how many, in→out shape). SymLoRA lists "
-                                                "only square layers or whole multiples (split into square blocks).",
-                                           elem_id="targets", visible=s.is_adapter)
-                targets_text = gr.Textbox(",".join(s.targets), visible=False, label="targets",
-                                          info="Comma-separated layer kinds (e.g. attn.qkv,attn.proj); empty = the model's default.")
-                lr = gr.Number(value=s.lr, minimum=LIMITS["lr"][0], maximum=LIMITS["lr"][1], label="Learning rate",
-                               info="Step size of AdamW (warm-up, then cosine decay). Too big → the loss explodes.",
-                               elem_id="lr")
-                batch_size = gr.Number(value=s.batch_size, precision=0, minimum=1, maximum=LIMITS["batch_size"][1],
-                                       label="Batch size", info="Examples per step: bigger is smoother but slower.",
-                                       elem_id="batch")
-                device = gr.Dropdown(lab.device_choices, value="auto", label="Device",
-                                     info=lab.device_note().replace("**", ""), elem_id="device")
-            param_md = gr.Markdown(label="Parameter count", elem_id="param-count")
-            param_plot = gr.Plot(label="Trainable parameters per method", show_label=False, elem_id="param-plot")
-            with gr.Row():
-                start = gr.Button("▶ Start training", variant="primary", elem_id="start")
-                stop = gr.Button("■ Stop", variant="stop", elem_id="stop")
-            with gr.Row():
-                pause = gr.Button(PAUSE_LABEL, size="sm", min_width=80, elem_id="pause")
-                step = gr.Button(STEP_LABEL, size="sm", min_width=80, elem_id="step")
-                reset = gr.Button("↺ Reset", size="sm", min_width=80, elem_id="reset")
-            status = gr.Markdown("Press **Start** to fine-tune the pretrained model. " + lab.device_note(),
-                                 label="Status", elem_id="status", min_height=60)
-        with gr.Column(scale=7, min_width=420):
-            curves = gr.Plot(plots.curves_figure([]), label="Loss and metric", show_label=False, elem_id="curves")
-            gr.Markdown(EXPLAIN_CURVES)
-            memory = gr.Plot(plots.memory_figure([]), label="Memory breakdown", show_label=False, elem_id="memory")
-            gr.Markdown(EXPLAIN_MEMORY)
-            spectrum = gr.Plot(plots.spectrum_figure(None, s.method), label="Spectrum of ΔW", show_label=False, elem_id="spectrum")
-            spec_slider = gr.Slider(0, 1, value=0, step=1, label="Training time (evaluation point)",
-                                    info="Which moment of the run the spectrum shows (0 = before training).",
-                                    interactive=False, elem_id="spec-slider")
-            spec_note = gr.Markdown(EXPLAIN_SPECTRUM, label="Spectrum note", elem_id="spec-note")
-            with gr.Accordion("Raw event (what the /train API streams)", open=False):
-                event_json = gr.JSON(label="Last event", elem_id="event-json")
-    spectra_state = gr.State({"method": s.method, "spectra": []})
+    user_state = gr.State(None)
+    return dict(own_data=own_data, own_images=own_images, own_text=own_text, data_zip=data_zip, data_text=data_text,
+                data_txt=data_txt, data_note=data_note, user_state=user_state, collect=collected)
+
+
+def build_settings(lab: Lab, s: Settings) -> dict[str, Any]:
+    """Step 2: method, rank, steps and seed; the advanced settings; the parameter counter."""
+    method = gr.Radio(METHOD_CHOICES, value=s.method, label="2 · Method",
+                      info="SymLoRA: ΔW = s·Q·diag(Λ)·Qᵀ (about half of LoRA's weights). LoRA: ΔW = s·B·A. "
+                           "Head only: train just the last layer. Full: train every weight.",
+                      elem_id="method")
+    r = gr.Slider(1, int(LIMITS["r"][1]), value=s.r, step=1, label="Rank r",
+                  info="How many directions each adapter may change. More = more weights.", elem_id="rank",
+                  visible=s.is_adapter)
+    steps = gr.Slider(1, int(LIMITS["steps"][1]), value=s.steps, step=1, label="Steps",
+                      info="How many batches to learn from. Each step is one small update.", elem_id="steps")
+    with gr.Row(equal_height=True):
+        seed = gr.Number(value=s.seed, precision=0, minimum=0, maximum=LIMITS["seed"][1], label="Seed",
+                         info="Same seed + same settings → the same curves on this machine.",
+                         elem_id="seed", scale=3)
+        dice = gr.Button("New seed", size="sm", scale=1, elem_id="dice")
+    with gr.Accordion("Advanced settings", open=False, elem_id="advanced") as advanced:
+        model = gr.Dropdown(list(lab.models), value=s.model, label="Pretrained model",
+                            info="The network we start from; its weights stay frozen (except with Full).",
+                            elem_id="model")
+        data = gr.Dropdown(lab.data_choices(s.model), value=s.data, label="Data",
+                           info="What the model learns now (a new task it was not trained on).",
+                           elem_id="data", allow_custom_value=True)
+        lora_alpha = gr.Number(value=s.lora_alpha, minimum=LIMITS["lora_alpha"][0], label="lora_alpha (α)",
+                               info="The update is scaled by s = α / r, so changing r keeps its size similar.",
+                               elem_id="alpha", visible=s.is_adapter)
+        targets = gr.CheckboxGroup([], value=[], label="Target layers",
+                                   info="Which layers get an adapter (× how many, in→out shape). SymLoRA lists "
+                                        "only square layers or whole multiples (split into square blocks).",
+                                   elem_id="targets", visible=s.is_adapter)
+        targets_text = gr.Textbox(",".join(s.targets), visible=False, label="targets",
+                                  info="Comma-separated layer kinds (e.g. attn.qkv,attn.proj); empty = the model's default.")
+        lr = gr.Number(value=s.lr, minimum=LIMITS["lr"][0], maximum=LIMITS["lr"][1], label="Learning rate",
+                       info="Step size of AdamW (warm-up, then cosine decay). Too big → the loss explodes.",
+                       elem_id="lr")
+        batch_size = gr.Number(value=s.batch_size, precision=0, minimum=1, maximum=LIMITS["batch_size"][1],
+                               label="Batch size", info="Examples per step: bigger is smoother but slower.",
+                               elem_id="batch")
+        device = gr.Dropdown(lab.device_choices, value="auto", label="Device",
+                             info=lab.device_note().replace("**", ""), elem_id="device")
+    param_md = gr.Markdown(label="Parameter count", elem_id="param-count")
+    param_plot = gr.Plot(label="Trainable parameters per method", show_label=False, elem_id="param-plot")
+    return dict(method=method, r=r, steps=steps, seed=seed, dice=dice, advanced=advanced, model=model, data=data,
+                lora_alpha=lora_alpha, targets=targets, targets_text=targets_text, lr=lr, batch_size=batch_size,
+                device=device, param_md=param_md, param_plot=param_plot)
+
+
+def build_run_control(lab: Lab) -> dict[str, Any]:
+    """Start and Stop; Pause, Step and Reset; the status line."""
+    with gr.Row():
+        start = gr.Button("▶ Start training", variant="primary", elem_id="start")
+        stop = gr.Button("■ Stop", variant="stop", elem_id="stop")
+    with gr.Row():
+        pause = gr.Button(PAUSE_LABEL, size="sm", min_width=80, elem_id="pause")
+        step = gr.Button(STEP_LABEL, size="sm", min_width=80, elem_id="step")
+        reset = gr.Button("↺ Reset", size="sm", min_width=80, elem_id="reset")
+    status = gr.Markdown("Press **Start** to fine-tune the pretrained model. " + lab.device_note(),
+                         label="Status", elem_id="status", min_height=60)
+    return dict(start=start, stop=stop, pause=pause, step=step, reset=reset, status=status)
+
+
+def build_plots(s: Settings) -> dict[str, Any]:
+    """The run's plots, each with what it shows: curves, memory, the spectrum of ΔW over
+    time; the raw event."""
+    curves = gr.Plot(plots.curves_figure([]), label="Loss and metric", show_label=False, elem_id="curves")
+    gr.Markdown(EXPLAIN_CURVES)
+    memory = gr.Plot(plots.memory_figure([]), label="Memory breakdown", show_label=False, elem_id="memory")
+    gr.Markdown(EXPLAIN_MEMORY)
+    spectrum = gr.Plot(plots.spectrum_figure(None, s.method), label="Spectrum of ΔW", show_label=False, elem_id="spectrum")
+    spec_slider = gr.Slider(0, 1, value=0, step=1, label="Training time (evaluation point)",
+                            info="Which moment of the run the spectrum shows (0 = before training).",
+                            interactive=False, elem_id="spec-slider")
+    spec_note = gr.Markdown(EXPLAIN_SPECTRUM, label="Spectrum note", elem_id="spec-note")
+    with gr.Accordion("Raw event (what the /train API streams)", open=False):
+        event_json = gr.JSON(label="Last event", elem_id="event-json")
+    return dict(curves=curves, memory=memory, spectrum=spectrum, spec_slider=spec_slider, spec_note=spec_note,
+                event_json=event_json)
+
+
+def build_share(lab: Lab) -> dict[str, Any]:
+    """The "Share this setup" box: lesson options, the Make link button and the link."""
     with gr.Accordion("Share this setup · teacher link", open=False, elem_id="share") as share_box:
         gr.Markdown("The link holds every setting and the seed: whoever opens it gets the same setup "
                     "(and, on the same machine, the same curves). For a lesson, hide the advanced settings "
@@ -239,17 +296,8 @@ def build(lab: Lab) -> TrainUI:
             make_link = gr.Button("Make link", elem_id="make-link", scale=1)
             link = gr.Textbox(label="Link", buttons=["copy"], interactive=False, elem_id="share-link", scale=5,
                               info="Copy it into a chat, a slide or a worksheet.")
-    # The targets travel as text (the checkboxes' choices depend on the model, and an API
-    # client should not need them): the checkboxes write it in the browser.
-    controls = [preset, model, data, method, r, lora_alpha, targets_text, lr, steps, batch_size, seed, device]
-    assert len(controls) == len(FIELDS)
-    return TrainUI(controls, preset, preset_info, lesson_banner, model, data, method, r, lora_alpha, targets, targets_text,
-                   lr, steps, batch_size, seed, device, dice,
-                   advanced, param_md, param_plot, start, stop, reset, status, curves, memory, spectrum, spec_slider,
-                   spec_note, event_json, spectra_state, share_box, lesson_on, lesson_panels, lesson_presets,
-                   make_link, link, own_data=own_data, own_images=own_images, own_text=own_text, data_zip=data_zip,
-                   data_text=data_text, data_txt=data_txt, data_note=data_note, user_state=user_state,
-                   share_note=share_note, pause=pause, step=step, collect=collected)
+    return dict(share_box=share_box, lesson_on=lesson_on, lesson_panels=lesson_panels, lesson_presets=lesson_presets,
+                share_note=share_note, make_link=make_link, link=link)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -357,85 +405,6 @@ def param_view(lab: Lab, model: str, data: str, method: str, r: float, targets: 
     return text, plots.params_figure(counts, method, heads)
 
 
-class SharedFigures:
-    """Page figures built once for identical views, a few kept (least recently used out).
-
-    The sessions that follow one shared run (a teacher link) show the same curves at the
-    same step; building a plotly figure costs more than a training step of the digits
-    preset, and thirty pages each building their own starved the run they were watching.
-    Figures are only read after they are built (Gradio serialises them), so sharing is safe.
-    """
-
-    def __init__(self, capacity: int = 64) -> None:
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-        self._guard = threading.Lock()
-        self.capacity = capacity
-
-    def get(self, key: Any, build: Callable[[], Any], keep: Any = None) -> Any:
-        """The figure for ``key``, built by ``build()`` on a miss; ``keep`` is held with it
-        (the object whose ``id`` is in the key, so the id cannot be reused meanwhile)."""
-        with self._guard:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key][0]
-        value = build()
-        with self._guard:
-            self._items[key] = (value, keep)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
-        return value
-
-
-FIGURES = SharedFigures()
-
-
-def update_interval(active_runs: int) -> float:
-    """Seconds between a page's step updates (evaluations and the end are always sent):
-    :data:`~app.runner.MIN_UPDATE_S`, stretched when many pages follow runs at once — each
-    update costs the server figures and JSON, and a class shares a few cores."""
-    return MIN_UPDATE_S * max(1.0, active_runs / 2)
-
-
-def curves_view(curve: Any, metric_name: str) -> Any:
-    """The curves figure of one run, shared by the pages showing the same points."""
-    key = ("curves", metric_name, curve.label, curve.method, tuple(curve.steps), tuple(curve.loss),
-           tuple(curve.smoothed), tuple(curve.eval_steps), tuple(curve.metric))
-    return FIGURES.get(key, lambda: plots.curves_figure([curve], metric_name))
-
-
-def spectrum_view(spectra: list, method: str, index: int | None = None) -> tuple[Any, Any]:
-    """(spectrum figure, slider update) for snapshot ``index`` (default: the latest)."""
-    if not spectra:
-        return plots.spectrum_figure(None, method), gr.update(minimum=0, maximum=1, value=0, interactive=False)
-    index = len(spectra) - 1 if index is None else max(0, min(int(index), len(spectra) - 1))
-    step, spec = spectra[index]
-    # the same snapshot object (a shared run's event) → the same figure
-    fig = FIGURES.get(("spectrum", method, step, id(spec)), lambda: plots.spectrum_figure(spec, method, step), keep=spec)
-    return fig, gr.update(minimum=0, maximum=max(1, len(spectra) - 1), value=index, interactive=len(spectra) > 1)
-
-
-def memory_rows(tracker_label: str, event: Any) -> list[tuple[str, dict[str, int]]]:
-    return [(tracker_label, event.memory.to_dict())]
-
-
-def add_run(runs: dict[str, SavedRun] | None, saved: SavedRun) -> dict[str, SavedRun]:
-    """The session's runs with ``saved`` added under a unique label (newest last)."""
-    runs = dict(runs or {})
-    label, i = saved.label, 2
-    while label in runs:
-        label, i = f"{saved.label} #{i}", i + 1
-    saved.label = label
-    runs[label] = saved
-    while len(runs) > MAX_RUNS_KEPT:
-        runs.pop(next(iter(runs)))
-    return runs
-
-
-def run_choices(runs: dict[str, SavedRun] | None) -> Any:
-    labels = list(reversed(list(runs or {})))
-    return gr.update(choices=["Latest run"] + labels, value="Latest run")
-
-
 def own_data_view(lab: Lab, model: str, zip_path: Any, text: str | None, seed: Any) -> tuple:
     """The own-data widgets for ``model``: (zip value, accordion, image group, text group,
     data note, share-link note, user state)."""
@@ -465,50 +434,72 @@ def own_data_view(lab: Lab, model: str, zip_path: Any, text: str | None, seed: A
 
 
 # --------------------------------------------------------------------------- wiring
+LIGHT = dict(concurrency_id="light", concurrency_limit=4, api_visibility="private", show_progress="hidden")
+USER_DATA = dict(concurrency_id="userdata", concurrency_limit=2, api_visibility="private", show_progress="hidden")
+CONTROL = dict(queue=False, api_visibility="private", show_progress="hidden")  # pause / step: answered at once
+
+
 @dataclass
 class Wired:
-    """What other parts of the page need from the Train tab's wiring."""
+    """What other parts of the page need from the Train tab's wiring: the run event, and
+    the two views that follow the settings (the parameter counter; the own-data widgets)."""
 
-    train_event: Any
-    update_params: Any
+    update_params: Callable[..., Any]
     param_inputs: list[Any]
     param_outputs: list[Any]
-    data_view: Any = None
-    data_view_inputs: list[Any] | None = None
-    data_outputs: list[Any] | None = None
+    data_view: Callable[..., Any]
+    data_view_inputs: list[Any]
+    data_outputs: list[Any]
+    train_event: Any = None
+
+    def then_params(self, event: Any) -> Any:
+        """After ``event``: refresh the parameter counter."""
+        return event.then(self.update_params, self.param_inputs, self.param_outputs, **LIGHT)
+
+    def after_data(self, event: Any) -> Any:
+        """After ``event``: refresh the own-data widgets, then the parameter counter."""
+        return self.then_params(event.then(self.data_view, self.data_view_inputs, self.data_outputs, **USER_DATA))
 
 
 def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
-    """Connect the Train tab's events."""
-    param_inputs = [t.model, t.data, t.method, t.r, t.targets, t.user_state]
-    param_outputs = [t.param_md, t.param_plot]
+    """Connect the Train tab's events, concern by concern (``try_run``: the Try tab's run
+    dropdown, which a finished run updates)."""
+    wired = views(lab, t)
+    wire_own_data(lab, t, wired)
+    wire_presets(lab, t, wired)
+    wired.train_event = wire_run(lab, t, runs_state, try_run)
+    wire_plots(t)
+    wire_reset(lab, t, wired)
+    return wired
+
+
+def views(lab: Lab, t: TrainUI) -> Wired:
+    """The parameter counter and the own-data view, as handlers other events chain to."""
 
     def update_params(model, data, method, r, targets, user=None):
         classes = len(user["classes"]) if user and user.get("classes") else None
         return param_view(lab, model, data, method, r, targets, classes)
-
-    light = dict(concurrency_id="light", concurrency_limit=4, api_visibility="private", show_progress="hidden")
-
-    # -- the user's own data -------------------------------------------------------------
-    data_cfg = dict(concurrency_id="userdata", concurrency_limit=2, api_visibility="private", show_progress="hidden")
-    data_view_inputs = [t.model, t.data_zip, t.data_text, t.seed]
-    data_outputs = [t.data_zip, t.own_data, t.own_images, t.own_text, t.data_note, t.share_note, t.user_state]
 
     def data_view(model, zip_path, text, seed):
         """Which upload fits the model, and what data a run will use (a bad zip is
         cleared with a warning, so the next run uses the preset's data)."""
         return own_data_view(lab, model, zip_path, text, seed)
 
-    def after_data(event):
-        return event.then(data_view, data_view_inputs, data_outputs, **data_cfg).then(
-            update_params, param_inputs, param_outputs, **light)
+    return Wired(update_params=update_params, param_inputs=[t.model, t.data, t.method, t.r, t.targets, t.user_state],
+                 param_outputs=[t.param_md, t.param_plot], data_view=data_view,
+                 data_view_inputs=[t.model, t.data_zip, t.data_text, t.seed],
+                 data_outputs=[t.data_zip, t.own_data, t.own_images, t.own_text, t.data_note, t.share_note, t.user_state])
 
-    after_data(t.data_zip.upload(lambda: gr.update(value="Checking your zip…", visible=True), None, t.data_note,
-                                 queue=False, show_progress="hidden", api_visibility="private"))
-    t.data_zip.clear(data_view, data_view_inputs, data_outputs, **data_cfg).then(
-        update_params, param_inputs, param_outputs, **light)
-    t.data_text.change(data_view, data_view_inputs, data_outputs, trigger_mode="always_last", **data_cfg).then(
-        update_params, param_inputs, param_outputs, **light)
+
+# -- the user's own data -------------------------------------------------------------
+def wire_own_data(lab: Lab, t: TrainUI, wired: Wired) -> None:
+    """A zip, pasted text or a .txt file replaces the preset's data; the note says what a
+    run will use."""
+    wired.after_data(t.data_zip.upload(lambda: gr.update(value="Checking your zip…", visible=True), None, t.data_note,
+                                       queue=False, show_progress="hidden", api_visibility="private"))
+    wired.then_params(t.data_zip.clear(wired.data_view, wired.data_view_inputs, wired.data_outputs, **USER_DATA))
+    wired.then_params(t.data_text.change(wired.data_view, wired.data_view_inputs, wired.data_outputs,
+                                         trigger_mode="always_last", **USER_DATA))
 
     def on_txt(path):
         """A .txt upload goes into the text box (where the user sees and can edit it)."""
@@ -522,27 +513,36 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
             return None, gr.skip()
         return None, text
 
-    t.data_txt.upload(on_txt, t.data_txt, [t.data_txt, t.data_text], **data_cfg)
-    if t.collect is not None:
-        collect.wire(lab, t.collect, t.data_zip, after_data)
+    t.data_txt.upload(on_txt, t.data_txt, [t.data_txt, t.data_text], **USER_DATA)
+    collect.wire(lab, t.collect, t.data_zip, wired.after_data)
 
-    def on_preset(name):
-        p = lab.preset(name)
-        s = Settings.from_preset(p)
-        try:
-            tgt = target_update(lab, s.model, s.method, p.target_modules)
-        except Exception as err:  # noqa: BLE001 — e.g. an online-only model offline
-            gr.Warning(readable(err))
-            tgt = gr.update(choices=[], value=[], visible=s.is_adapter)
-        return {
-            t.preset_info: preset_description(lab, p), t.model: s.model,
-            t.data: gr.update(choices=lab.data_choices(s.model), value=s.data), t.method: s.method,
-            t.r: gr.update(value=s.r, visible=s.is_adapter), t.lora_alpha: gr.update(value=s.lora_alpha, visible=s.is_adapter),
-            t.targets: tgt, t.lr: s.lr, t.steps: s.steps, t.batch_size: s.batch_size, t.seed: s.seed,
-        }
 
-    preset_outputs = [t.preset_info, t.model, t.data, t.method, t.r, t.lora_alpha, t.targets, t.lr,
-                      t.steps, t.batch_size, t.seed]
+# -- presets and method ----------------------------------------------------------------
+def preset_outputs(t: TrainUI) -> list[Any]:
+    """The controls a preset sets (and its description)."""
+    return [t.preset_info, t.model, t.data, t.method, t.r, t.lora_alpha, t.targets, t.lr, t.steps, t.batch_size, t.seed]
+
+
+def preset_values(lab: Lab, t: TrainUI, name: str) -> dict[Any, Any]:
+    """The preset's values for :func:`preset_outputs`."""
+    p = lab.preset(name)
+    s = Settings.from_preset(p)
+    try:
+        tgt = target_update(lab, s.model, s.method, p.target_modules)
+    except Exception as err:  # noqa: BLE001 — e.g. an online-only model offline
+        gr.Warning(readable(err))
+        tgt = gr.update(choices=[], value=[], visible=s.is_adapter)
+    return {
+        t.preset_info: preset_description(lab, p), t.model: s.model,
+        t.data: gr.update(choices=lab.data_choices(s.model), value=s.data), t.method: s.method,
+        t.r: gr.update(value=s.r, visible=s.is_adapter), t.lora_alpha: gr.update(value=s.lora_alpha, visible=s.is_adapter),
+        t.targets: tgt, t.lr: s.lr, t.steps: s.steps, t.batch_size: s.batch_size, t.seed: s.seed,
+    }
+
+
+def wire_presets(lab: Lab, t: TrainUI, wired: Wired) -> None:
+    """A preset sets every control; model and method set which layers can be targeted;
+    any change refreshes the parameter counter."""
 
     def on_preset_shown(name):
         """Switch presets, first saying what happens when the model is not loaded yet
@@ -551,12 +551,12 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         loaded = p.model in lab.bases.loaded_models()
         if not loaded:
             yield {t.preset_info: preset_description(lab, p), t.status: preparing_note(lab, p.model)}
-        out = on_preset(name)
+        out = preset_values(lab, t, name)
         if not loaded:
             out[t.status] = f"**{p.name}** is ready. Press **Start** to train."
         yield out
 
-    after_data(t.preset.input(on_preset_shown, t.preset, preset_outputs + [t.status], **light))
+    wired.after_data(t.preset.input(on_preset_shown, t.preset, preset_outputs(t) + [t.status], **LIGHT))
 
     def on_model(model, method, targets):
         try:
@@ -566,86 +566,27 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         choices = lab.data_choices(model)
         return gr.update(choices=choices, value=choices[0] if choices else None), tgt
 
-    after_data(t.model.input(on_model, [t.model, t.method, t.targets], [t.data, t.targets], **light))
+    wired.after_data(t.model.input(on_model, [t.model, t.method, t.targets], [t.data, t.targets], **LIGHT))
 
     def on_method(model, method, targets):
         adapter = method in ("symlora", "lora")
         return target_update(lab, model, method, targets), gr.update(visible=adapter), gr.update(visible=adapter)
 
-    t.method.input(on_method, [t.model, t.method, t.targets], [t.targets, t.r, t.lora_alpha], **light).then(
-        update_params, param_inputs, param_outputs, **light)
+    wired.then_params(t.method.input(on_method, [t.model, t.method, t.targets], [t.targets, t.r, t.lora_alpha], **LIGHT))
     for comp in (t.data, t.targets):
-        comp.input(update_params, param_inputs, param_outputs, **light)
+        comp.input(wired.update_params, wired.param_inputs, wired.param_outputs, **LIGHT)
     t.targets.change(None, t.targets, t.targets_text, js="(v) => (v || []).join(',')", queue=False,
                      show_progress="hidden")
-    t.r.release(update_params, param_inputs, param_outputs, **light)
-    t.dice.click(lambda: random.randint(0, 99_999), None, t.seed, **light)
+    t.r.release(wired.update_params, wired.param_inputs, wired.param_outputs, **LIGHT)
+    t.dice.click(lambda: random.randint(0, 99_999), None, t.seed, **LIGHT)
 
-    # -- training ------------------------------------------------------------------
-    train_outputs = t.outputs + [t.spectra_state, runs_state, try_run]
 
-    skip_all = (gr.skip(),) * (len(train_outputs) - 1)
-
-    def produce(settings: Settings, runs: dict, session: str, flag: Any, zip_path: Any = None, text: str = ""):
-        """The run as page updates (runs in the Job's worker thread)."""
-        final = None
-        label = run_label(settings)
-        try:
-            yield Update((f"Preparing **{label}** (loading the model and data)…",) + skip_all)
-            user = lab.user_data.resolve(lab.model_task(settings.model), zip_path, text, settings.seed)
-            who = ""
-            if user is not None:
-                label = f"{label} · {user.name}"
-                who = f"your data “{user.name}”"
-                yield Update((f"Preparing **{label}** on your data ({user.summary()})…",) + skip_all)
-            shown_spectra, shown_memory, last_sent = -1, None, 0.0
-            for event, tracker, emit in stream(settings, data=user.splits if user else None, stop=flag, label=label):
-                if not emit and not flag.paused:
-                    continue
-                forced = event.kind in ("start", "eval") or event.is_final or flag.paused
-                if not forced and time.monotonic() - last_sent < update_interval(lab.runs.active()):
-                    continue
-                last_sent = time.monotonic()
-                if len(tracker.spectra) != shown_spectra or event.is_final:
-                    shown_spectra = len(tracker.spectra)
-                    spec_fig, slider = spectrum_view(tracker.spectra, settings.method)
-                else:
-                    spec_fig, slider = gr.skip(), gr.skip()
-                memory = event.memory.to_dict() if event.memory is not None else None
-                memory_fig = gr.skip() if memory == shown_memory and not event.is_final else FIGURES.get(
-                    ("memory", label, tuple(sorted((memory or {}).items()))),
-                    lambda: plots.memory_figure(memory_rows(label, event)))
-                shown_memory = memory
-                status = flag.last_status = status_line(event, who) + tracker.note
-                if flag.paused and not event.is_final:
-                    status = PAUSED + "  \n" + status
-                update = [status, curves_view(tracker.curve, event.metric_name), memory_fig, spec_fig, slider, gr.skip(),
-                          event.to_dict(), {"method": settings.method, "spectra": list(tracker.spectra)},
-                          gr.skip(), gr.skip()]
-                warning = None
-                if event.is_final:
-                    result = event.result
-                    bundle = getattr(result, "bundle", None)
-                    saved = SavedRun.from_result(label, settings, result, tracker.curve, tracker.spectra,
-                                                 data_name=user.name if user else None,
-                                                 test_sample=user.test_sample(TEST_SAMPLE) if user else None)
-                    if bundle is not None:
-                        lab.tuned.put(saved.run_id, bundle)
-                        result.bundle = None
-                    lab.runs.remember(session, saved.run_id)
-                    runs = add_run(runs, saved)
-                    update[5] = EXPLAIN_SPECTRUM + "\n\n" + symmetry_note(bundle, settings.method,
-                                                                           getattr(result, "symmetry", None))
-                    update[8] = runs
-                    update[9] = run_choices(runs)
-                    if event.kind == "error":
-                        warning = event.message or "the run ended with an error"
-                    final = tuple(update)
-                    lab.runs.finish(session, "train", flag, final)  # before yielding: Stop may be waiting
-                yield Update(tuple(update), warning)
-        finally:
-            lab.runs.finish(session, "train", flag, final)
-            free_memory()
+# -- run control: start, stop, pause, step ----------------------------------------------
+def wire_run(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Any:
+    """Start is the ``/train`` endpoint; Stop ends the run (or cancels it in the queue);
+    Pause and Step hold it between steps.  Returns the run event."""
+    outputs = t.outputs + [t.spectra_state, runs_state, try_run]
+    control = RunControl(lab, "train", "run", (gr.skip(),) * (len(outputs) - 1))
 
     def train(preset: str, model: str, data: str, method: str, r: float, lora_alpha: float, targets: str,
               lr: float, steps: float, batch_size: float, seed: float, device: str, data_zip: str | None = None,
@@ -654,44 +595,30 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         ``targets``: comma-separated layer kinds such as ``attn.qkv,attn.proj`` (empty: the model's default).
         Your own data replaces ``data``: ``data_zip`` (image models) is a .zip with one folder of images per
         class; ``data_text`` (language models) is text: one piece per line, or pieces separated by blank lines or ``%`` lines."""
-        try:
-            settings = Settings.from_values(preset, model, data, method, r, lora_alpha, targets, lr, steps,
-                                            batch_size, seed, device)
-        except (TypeError, ValueError) as err:
-            raise page_error(f"Invalid settings: {err}") from err
-        session = (request.session_hash if request is not None else None) or "anonymous"
-        flag = lab.runs.begin(session, "train")
-        job = Job(produce(settings, runs or {}, session, flag, data_zip, data_text or ""), flag)
-        yield from relay_to_page(job, "run", skip_all)
+        settings = read_settings([preset, model, data, method, r, lora_alpha, targets, lr, steps, batch_size, seed,
+                                  device])
+        yield from control.start(request, lambda session, flag: train_updates(
+            lab, control, settings, runs or {}, session, flag, data_zip, data_text or ""))
 
     train_event = t.start.click(
-        train, t.controls + t.data_inputs + [runs_state], train_outputs, api_name="train",
+        train, t.controls + t.data_inputs + [runs_state], outputs, api_name="train",
         api_description="Fine-tune with the given settings; streams status, plots and the raw event (JSON) "
                         "a few times a second. The last update carries the final result. Optional own data "
                         "replaces the preset's: data_zip (a .zip with one folder of images per class, for image "
                         "models) or data_text (one piece per line, or pieces separated by blank lines or '%' lines, for language models).",
         concurrency_id="heavy", concurrency_limit=lab.heavy_limit, show_progress="full", show_progress_on=[t.status],
     )
+    control.wire_stop(t.stop, outputs, train_event).then(lambda: PAUSE_LABEL, None, t.pause, **CONTROL)
+    wire_pause(t, control)
+    return train_event
 
-    def stop(request: gr.Request):
-        session = request.session_hash or "anonymous"
-        if not lab.runs.stop(session, "train"):
-            return ("Nothing is running (a run waiting in the queue was cancelled).",) + skip_all
-        final = lab.runs.wait_final(session, "train", timeout=120)
-        return final or ("■ Stopping…",) + skip_all
 
-    t.stop.click(stop, None, train_outputs, cancels=[train_event], concurrency_limit=None,
-                 api_visibility="private", show_progress="hidden").then(
-        lambda: PAUSE_LABEL, None, t.pause, queue=False, show_progress="hidden", api_visibility="private")
-
-    # -- pause / resume / step (the run waits before its next step; Stop still ends it) ----
-    def running_flag(request: gr.Request):
-        flags = lab.runs.flags(request.session_hash or "anonymous", "train")
-        return flags[-1] if flags else None
+def wire_pause(t: TrainUI, control: RunControl) -> None:
+    """Pause / Resume and Step: the run waits before its next step (Stop still ends it)."""
 
     def pause(request: gr.Request):
-        flag = running_flag(request)
-        if flag is None or not hasattr(flag, "pause"):
+        flag = control.current(request)
+        if flag is None:
             return PAUSE_LABEL, "Nothing is running: press **Start** first."
         if flag.paused:
             flag.resume()
@@ -700,8 +627,8 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         return RESUME_LABEL, PAUSED + "  \n" + flag.last_status
 
     def step(request: gr.Request):
-        flag = running_flag(request)
-        if flag is None or not hasattr(flag, "step"):
+        flag = control.current(request)
+        if flag is None:
             return PAUSE_LABEL, f"Nothing is running: press **Start**, then **{PAUSE_LABEL}** and **{STEP_LABEL}** through it."
         if not flag.paused:  # first press: stop where it is, the next ones step
             flag.pause()
@@ -709,20 +636,66 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         flag.step()
         return gr.skip(), gr.skip()
 
-    control = dict(queue=False, api_visibility="private", show_progress="hidden")
-    t.pause.click(pause, None, [t.pause, t.status], **control)
-    t.step.click(step, None, [t.pause, t.status], **control)
-    t.start.click(lambda: PAUSE_LABEL, None, t.pause, **control)
+    t.pause.click(pause, None, [t.pause, t.status], **CONTROL)
+    t.step.click(step, None, [t.pause, t.status], **CONTROL)
+    t.start.click(lambda: PAUSE_LABEL, None, t.pause, **CONTROL)
+
+
+def train_updates(lab: Lab, control: RunControl, settings: Settings, runs: dict, session: str, flag: Any,
+                  zip_path: Any = None, text: str = "") -> Iterator[Update]:
+    """The run as page updates (in the Job's worker thread): status, curves, memory,
+    spectrum and its slider, spectrum note, raw event, spectra state; the last one also the
+    session's runs and the Try tab's choices."""
+    skips = control.skips
+    label = run_label(settings)
+    yield Update((f"Preparing **{label}** (loading the model and data)…",) + skips)
+    user = lab.user_data.resolve(lab.model_task(settings.model), zip_path, text, settings.seed)
+    who = ""
+    if user is not None:
+        label, who = f"{label} · {user.name}", f"your data “{user.name}”"
+        yield Update((f"Preparing **{label}** on your data ({user.summary()})…",) + skips)
+    view = LiveView(lab, label, settings.method)
+    for event, tracker, emit in stream(settings, data=user.splits if user else None, stop=flag, label=label):
+        if not view.due(event, emit, flag.paused):
+            continue
+        spec_fig, slider = view.spectrum(tracker, event.is_final)
+        memory_fig = view.memory(event)
+        status = flag.last_status = status_line(event, who) + tracker.note
+        if flag.paused and not event.is_final:
+            status = PAUSED + "  \n" + status
+        shown = (status, curves_view(tracker.curve, event.metric_name), memory_fig, spec_fig, slider)
+        raw, state = event.to_dict(), {"method": settings.method, "spectra": list(tracker.spectra)}
+        if not event.is_final:
+            yield Update(shown + (gr.skip(), raw, state, gr.skip(), gr.skip()))
+            continue
+        result = event.result
+        note = symmetry_note(getattr(result, "bundle", None), settings.method, getattr(result, "symmetry", None))
+        runs = control.keep(session, runs, label, settings, result, tracker, user)
+        final = shown + (EXPLAIN_SPECTRUM + "\n\n" + note, raw, state, runs, run_choices(runs))
+        control.finished(session, flag, final)  # before yielding: Stop may be waiting
+        warning = (event.message or "the run ended with an error") if event.kind == "error" else None
+        yield Update(final, warning)
+
+
+# -- plots and reset -------------------------------------------------------------------
+def wire_plots(t: TrainUI) -> None:
+    """The spectrum's slider goes back in time through the run's snapshots."""
 
     def on_spec_slider(index, state):
         fig, _ = spectrum_view(state.get("spectra", []), state.get("method", "symlora"), index)
         return fig
 
-    t.spec_slider.release(on_spec_slider, [t.spec_slider, t.spectra_state], t.spectrum, **light)
+    t.spec_slider.release(on_spec_slider, [t.spec_slider, t.spectra_state], t.spectrum, **LIGHT)
+
+
+def wire_reset(lab: Lab, t: TrainUI, wired: Wired) -> None:
+    """Reset stops the session's runs and puts the preset's settings and empty plots back."""
+    outputs = preset_outputs(t) + [t.status, t.curves, t.memory, t.spectrum, t.spec_slider, t.spec_note,
+                                   t.event_json, t.spectra_state, t.device, t.pause]
 
     def reset(preset, request: gr.Request):
-        lab.runs.stop(request.session_hash or "anonymous")
-        out = on_preset(preset)
+        lab.runs.stop(session_of(request))
+        out = preset_values(lab, t, preset)
         s = lab.default_settings(preset)
         out.update({
             t.status: "Settings reset to the preset. Press **Start** to train.",
@@ -734,8 +707,5 @@ def wire(lab: Lab, t: TrainUI, runs_state: Any, try_run: Any) -> Wired:
         })
         return out
 
-    reset_outputs = preset_outputs + [t.status, t.curves, t.memory, t.spectrum, t.spec_slider, t.spec_note,
-                                      t.event_json, t.spectra_state, t.device, t.pause]
-    after_data(t.reset.click(reset, t.preset, reset_outputs, cancels=[train_event], api_visibility="private",
-                             concurrency_limit=None, show_progress="hidden"))
-    return Wired(train_event, update_params, param_inputs, param_outputs, data_view, data_view_inputs, data_outputs)
+    wired.after_data(t.reset.click(reset, t.preset, outputs, cancels=[wired.train_event], api_visibility="private",
+                                   concurrency_limit=None, show_progress="hidden"))

@@ -66,31 +66,36 @@ def show_big(img: np.ndarray, side: int = 224) -> np.ndarray:
 
 @dataclass
 class TryUI:
-    run: Any
-    note: Any
-    vision: Any
-    sketch: Any
-    image: Any
-    sample: Any
-    truth: Any
-    base_label: Any
-    tuned_label: Any
-    probs: Any
-    text: Any
-    prompt: Any
-    temperature: Any
-    max_tokens: Any
-    gen_seed: Any
-    generate: Any
-    base_text: Any
-    tuned_text: Any
-    downloads: Any
-    prepare: Any
-    adapter_file: Any
-    peft_file: Any
-    merge: Any
-    merge_md: Any
-    gallery: Any = None
+    """The Try tab's components (built by keywords in :func:`build`)."""
+
+    run: gr.Dropdown
+    note: gr.Markdown
+    # image models: draw, upload, a test image or an example; both models' top classes
+    vision: gr.Group
+    sketch: gr.Sketchpad
+    image: gr.Image
+    sample: gr.Button
+    truth: gr.Markdown
+    gallery: gr.Gallery
+    base_label: gr.Label
+    tuned_label: gr.Label
+    probs: gr.JSON
+    # language models: a prompt, both models' continuations
+    text: gr.Group
+    prompt: gr.Textbox
+    temperature: gr.Slider
+    max_tokens: gr.Slider
+    gen_seed: gr.Number
+    generate: gr.Button
+    base_text: gr.Textbox
+    tuned_text: gr.Textbox
+    # downloads and the merge check
+    downloads: gr.Accordion
+    prepare: gr.Button
+    merge: gr.Button
+    adapter_file: gr.File
+    peft_file: gr.File
+    merge_md: gr.Markdown
 
 
 def blank_canvas(dark: bool = True) -> dict[str, Any]:
@@ -158,9 +163,11 @@ def build(lab: Lab) -> TryUI:
             adapter_file = gr.File(label="Adapter (symlora format)", elem_id="try-adapter-file")
             peft_file = gr.File(label="PEFT LoRA export", elem_id="try-peft-file")
         merge_md = gr.Markdown(elem_id="try-merge-md")
-    return TryUI(run, note, vision, sketch, image, sample, truth, base_label, tuned_label, probs, text, prompt,
-                 temperature, max_tokens, gen_seed, generate, base_text, tuned_text, downloads, prepare, adapter_file,
-                 peft_file, merge, merge_md, gallery)
+    return TryUI(run=run, note=note, vision=vision, sketch=sketch, image=image, sample=sample, truth=truth,
+                 gallery=gallery, base_label=base_label, tuned_label=tuned_label, probs=probs, text=text, prompt=prompt,
+                 temperature=temperature, max_tokens=max_tokens, gen_seed=gen_seed, generate=generate,
+                 base_text=base_text, tuned_text=tuned_text, downloads=downloads, prepare=prepare, merge=merge,
+                 adapter_file=adapter_file, peft_file=peft_file, merge_md=merge_md)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -259,11 +266,28 @@ def card_context(lab: Lab, saved: SavedRun) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- wiring
+INFER = dict(concurrency_id="infer", concurrency_limit=2)  # one image through a small ViT: milliseconds
+
+
+def heavy(lab: Lab) -> dict[str, Any]:
+    """Seconds of CPU: these share the trainings' slots (app.fair counts them)."""
+    return dict(concurrency_id="heavy", concurrency_limit=lab.heavy_limit)
+
+
 def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, list[Any], list[Any]]:
-    """Connect the Try tab (``default_model``: the Train tab's model dropdown); returns
-    ``(fn, inputs, outputs)`` that refreshes the tab after a run."""
-    infer = dict(concurrency_id="infer", concurrency_limit=2)  # one image through a small ViT: milliseconds
-    heavy = dict(concurrency_id="heavy", concurrency_limit=lab.heavy_limit)  # seconds of CPU: shares the trainings' slots
+    """Connect the Try tab (``default_model``: the Train tab's model dropdown, the base
+    model before any run); returns ``(fn, inputs, outputs)`` that refreshes the tab after a run."""
+    wire_images(lab, t, runs_state, default_model)
+    wire_text(lab, t, runs_state, default_model)
+    wire_downloads(lab, t, runs_state)
+    refresh = wire_run_choice(lab, t, runs_state, default_model)
+    wire_examples(t, runs_state)
+    return refresh
+
+
+def wire_images(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> None:
+    """An image (uploaded, drawn or a random test image) goes through both models:
+    ``/predict``."""
 
     def classify_both(image: Any, run: str, runs: dict, model: str):
         """Top classes of ``image`` from the base model and from the session's tuned model
@@ -296,10 +320,10 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
     t.image.change(classify_both, [t.image, t.run, runs_state, default_model], outs, api_name="predict",
                    api_description="Classify an image with the pretrained base model and with this session's "
                                    "tuned model (after /train): two {label, confidences} dicts and a note.",
-                   **infer)
+                   **INFER)
     t.sketch.input(lambda v, *a: classify_both(sketch_image(v), *a) if sketch_image(v) is not None else (gr.skip(),) * 4,
                     [t.sketch, t.run, runs_state, default_model], outs, trigger_mode="always_last",
-                    api_visibility="private", show_progress="hidden", **infer)
+                    api_visibility="private", show_progress="hidden", **INFER)
 
     def sample(choice: str, runs: dict, model: str):
         saved = pick_run(runs, choice)
@@ -317,8 +341,12 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         return img, f"Test image #{i} of {saved.data_label}: the true answer is **{truth}**."
 
     t.sample.click(sample, [t.run, runs_state, default_model], [t.image, t.truth], api_visibility="private",
-                   **infer)  # the image's change event then classifies it
+                   **INFER)  # the image's change event then classifies it
     t.image.upload(lambda: "", None, t.truth, api_visibility="private", queue=False, show_progress="hidden")
+
+
+def wire_text(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> None:
+    """A prompt, continued by both language models: ``/generate``."""
 
     def generate_both(prompt: str, temperature: float, max_tokens: float, seed: float, choice: str, runs: dict,
                       model: str):
@@ -350,7 +378,11 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
 
     t.generate.click(generate_both, [t.prompt, t.temperature, t.max_tokens, t.gen_seed, t.run, runs_state, default_model],
                      [t.base_text, t.tuned_text, t.note], api_name="generate",
-                     api_description="Continue a prompt with the base and the tuned language model.", **heavy)
+                     api_description="Continue a prompt with the base and the tuned language model.", **heavy(lab))
+
+
+def wire_downloads(lab: Lab, t: TryUI, runs_state: Any) -> None:
+    """The adapter files to download, and the merge check."""
 
     def prepare(choice: str, runs: dict, request: gr.Request = None):
         saved = pick_run(runs, choice)
@@ -363,7 +395,7 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         except Exception as err:  # noqa: BLE001
             raise page_error(err) from err
 
-    t.prepare.click(prepare, [t.run, runs_state], [t.adapter_file, t.peft_file], api_visibility="private", **heavy)
+    t.prepare.click(prepare, [t.run, runs_state], [t.adapter_file, t.peft_file], api_visibility="private", **heavy(lab))
 
     def check_merge(choice: str, runs: dict, prompt: str):
         saved = pick_run(runs, choice)
@@ -381,7 +413,12 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         except Exception as err:  # noqa: BLE001
             raise page_error(err) from err
 
-    t.merge.click(check_merge, [t.run, runs_state, t.prompt], t.merge_md, api_visibility="private", **heavy)
+    t.merge.click(check_merge, [t.run, runs_state, t.prompt], t.merge_md, api_visibility="private", **heavy(lab))
+
+
+def wire_run_choice(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, list[Any], list[Any]]:
+    """Another run (or another base model) chosen: the tools for its kind of model, its
+    sketchpad style and examples, and a note on it.  Returns the refresh for after a run."""
 
     def on_run(choice: str, runs: dict, model: str):
         saved = pick_run(runs, choice)
@@ -411,6 +448,11 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
                  show_progress="hidden")
     default_model.change(on_run, [t.run, runs_state, default_model], run_outputs,
                          api_visibility="private", show_progress="hidden")
+    return on_run, [t.run, runs_state, default_model], run_outputs
+
+
+def wire_examples(t: TryUI, runs_state: Any) -> None:
+    """A click on an example (or on one of the user's test images) tries it."""
 
     def on_example(choice: str, runs: dict, evt: gr.SelectData):
         """A click on the examples: that image goes to the upload box (and is classified)."""
@@ -429,5 +471,4 @@ def wire(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> tuple[Any, 
         with Image.open(paths[i]) as pic:
             return show_big(np.asarray(pic.convert("RGB"))), ""
 
-    t.gallery.select(on_example, [t.run, runs_state], [t.image, t.truth], api_visibility="private", **infer)
-    return on_run, [t.run, runs_state, default_model], run_outputs
+    t.gallery.select(on_example, [t.run, runs_state], [t.image, t.truth], api_visibility="private", **INFER)

@@ -31,16 +31,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import symlora  # noqa: E402
+from symlora.blocks import BlockLayout, rank_for_budget, total_params  # noqa: E402
 from symlora.lab.data import FASHION_MNIST_CLASSES, load_dataset  # noqa: E402
 from symlora.lab.train import RunConfig, pick_device, prepare, run  # noqa: E402
 from symlora.lab.zoo import load_model  # noqa: E402
@@ -92,25 +94,23 @@ INIT_VARIANTS: dict[str, dict[str, Any]] = {
 INIT_STUDY = "the Fashion-MNIST ViT → MNIST digits, r = 8, 300 steps: SymLoRA under five initialisation rules"
 
 
-def trainable_count(base, task_cfg: RunConfig, method: str, r: int, dataset) -> int:
+def adapted(base, task_cfg: RunConfig, method: str, r: int, dataset) -> tuple[list[BlockLayout], int]:
+    """The layers ``method`` adapts in this task, and the run's trainable count at rank r."""
     cfg = replace(task_cfg, method=method, r=r).resolved()
     bundle, _, _ = prepare(cfg, base=base, dataset=dataset, device=torch.device("cpu"))
-    return symlora.count_parameters(bundle.model).trainable
+    layouts = [layer.block_layout for _, layer in symlora.adapter_layers(bundle.model)]
+    return layouts, symlora.count_parameters(bundle.model).trainable
 
 
 def budget_rank(base, task_cfg: RunConfig, r: int, dataset) -> tuple[int, float]:
-    """The SymLoRA rank (r … 4r) whose trainable count is closest to LoRA's at rank r.
-
-    Counts grow with the rank, so the walk stops at the first rank that reaches LoRA's
-    count: each count builds a model copy, which is slow for a language model."""
-    target = trainable_count(base, task_cfg, "lora", r, dataset)
-    counts: dict[int, int] = {}
-    for k in range(r, 4 * r + 1):
-        counts[k] = trainable_count(base, task_cfg, "symlora", k, dataset)
-        if counts[k] >= target:
-            break
-    best = min(counts, key=lambda k: abs(counts[k] - target))
-    return best, counts[best] / target
+    """The SymLoRA rank whose trainable count is closest to LoRA's at rank r, and the ratio
+    of the two counts (``symlora.blocks.rank_for_budget``: counts are linear in the rank,
+    and the head both train does not move the answer)."""
+    lora, lora_count = adapted(base, task_cfg, "lora", r, dataset)
+    sym, sym_count = adapted(base, task_cfg, "symlora", r, dataset)
+    best = rank_for_budget(sym, "symlora", total_params(lora, "lora", r))
+    best_count = sym_count + total_params(sym, "symlora", best) - total_params(sym, "symlora", r)
+    return best, best_count / lora_count
 
 
 def _resolve_negative(cfg: RunConfig, width: int) -> RunConfig:

@@ -12,6 +12,7 @@ square weight as ΔW = s·Q·diag(Λ)·Qᵀ: n·r + r weights where LoRA's ΔW =
     symlora.export_peft(model, "out-peft/")  # a plain LoRA adapter any PEFT user can load
 """
 
+from .blocks import BlockLayout, equal_budget_rank
 from .config import AdapterConfig
 from .io import adapter_state_dict, export_peft, load_adapter, lora_factors, save_adapter
 from .layers import AdapterLayer, LoraLayer, SymLoraLayer
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AdapterConfig",
     "AdapterLayer",
+    "BlockLayout",
     "LoraLayer",
     "ParameterCount",
     "SymLoraLayer",
@@ -42,6 +44,7 @@ __all__ = [
     "count_parameters",
     "disable_adapters",
     "eligible_modules",
+    "equal_budget_rank",
     "export_peft",
     "get_config",
     "inject",

@@ -17,7 +17,7 @@ The scaling s sits in the down factor and Λ in the up factor, so both ride alon
 that are needed anyway.  A block factor is applied with one batched product over strided
 views (no block-diagonal matrix, no Python loop over blocks).
 
-Two ways to add the update, chosen by the compute dtype (:data:`OPTIONS`):
+Two ways to add the update, chosen by the compute dtype (:func:`fast_path_options`):
 
 * **fold** (float32/float64, the CPU's case, when the batch has at least as many rows as
   the layer has inputs and outputs): W + ΔW is formed once per forward and once per backward
@@ -37,8 +37,9 @@ Saved for backward: x and W in the compute dtype (under autocast the frozen laye
 its cast W too), the thin h and the R-column factors; never ΔW or W + ΔW (a fold is formed
 again in the backward).
 
-The functions below take plain tensors and a block count, so a caller with a leading run
-dimension can reuse them per run.
+The functions below take plain tensors and the block counts of D and U (``k_in`` and
+``k_out`` of :class:`symlora.blocks.BlockLayout`, read once when a layer is built), so a
+caller with a leading run dimension can reuse them per run.
 """
 
 from __future__ import annotations
@@ -46,18 +47,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["OPTIONS", "FastPathOptions", "compute_dtype", "fast_path_options", "lora_linear", "symlora_linear"]
+__all__ = ["FastPathOptions", "compute_dtype", "current_options", "fast_path_options", "lora_linear",
+           "symlora_linear"]
+
+Fold = Literal["auto", "always", "never"]
 
 
-@dataclass
+@dataclass(frozen=True)
 class FastPathOptions:
-    """Switches of the fused path (module-global; see :func:`fast_path_options`).
+    """Switches of the fused path, in effect in one thread or task (see :func:`fast_path_options`).
 
     Attributes:
         enabled: use the fused path at all (off: the plain autograd formula).
@@ -68,25 +74,50 @@ class FastPathOptions:
     """
 
     enabled: bool = True
-    fold: str = "auto"
+    fold: Fold = "auto"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise TypeError(f"fast-path option enabled must be True or False, got {self.enabled!r}")
+        if self.fold not in ("auto", "always", "never"):
+            raise ValueError(f"fast-path option fold must be 'auto', 'always' or 'never', got {self.fold!r}")
 
 
-OPTIONS = FastPathOptions()
+# A context variable, not a module global: training threads of one process (the app runs
+# several) each see their own choice, and a benchmark switching variants cannot change what
+# another thread's forward does halfway through.  A new thread starts from the defaults.
+_OPTIONS: ContextVar[FastPathOptions] = ContextVar(
+    "symlora_fast_path_options", default=FastPathOptions()  # noqa: B039 — frozen, so safe to share
+)
+
+
+def current_options() -> FastPathOptions:
+    """The fast-path options in effect here (this thread / asyncio task)."""
+    return _OPTIONS.get()
 
 
 @contextlib.contextmanager
-def fast_path_options(**changes: object) -> Iterator[FastPathOptions]:
-    """Temporarily change :data:`OPTIONS` (tests and benchmarks compare variants)."""
-    before = dataclasses.replace(OPTIONS)
-    for name, value in changes.items():
-        if not hasattr(OPTIONS, name):
-            raise AttributeError(f"unknown fast-path option {name!r}")
-        setattr(OPTIONS, name, value)
+def fast_path_options(**changes: Any) -> Iterator[FastPathOptions]:
+    """Change the fast-path options inside a ``with`` block, for this thread / task only.
+
+    ``with fast_path_options(enabled=False): ...`` runs the plain autograd formula;
+    ``fold="never"`` / ``"always"`` picks a variant (tests and benchmarks compare them).
+    Other threads keep their own options; the previous ones come back on exit."""
+    unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(FastPathOptions)})
+    if unknown:
+        raise AttributeError(f"unknown fast-path option {unknown[0]!r}")
+    token = _OPTIONS.set(dataclasses.replace(_OPTIONS.get(), **changes))
     try:
-        yield OPTIONS
+        yield _OPTIONS.get()
     finally:
-        for f in dataclasses.fields(FastPathOptions):
-            setattr(OPTIONS, f.name, getattr(before, f.name))
+        _OPTIONS.reset(token)
+
+
+def __getattr__(name: str) -> object:
+    if name == "OPTIONS":  # the former process-global switch
+        raise AttributeError("symlora.fast.OPTIONS is gone: use `with symlora.fast.fast_path_options(enabled=False):` "
+                             "(per thread) and symlora.fast.current_options()")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def compute_dtype(x: Tensor) -> torch.dtype:
@@ -100,9 +131,10 @@ def compute_dtype(x: Tensor) -> torch.dtype:
 
 def _folds(dtype: torch.dtype, rows: int, in_features: int, out_features: int) -> bool:
     """Whether to form W + ΔW (see the module docstring and :class:`FastPathOptions`)."""
-    if OPTIONS.fold == "never" or dtype not in (torch.float32, torch.float64):
+    fold = _OPTIONS.get().fold
+    if fold == "never" or dtype not in (torch.float32, torch.float64):
         return False
-    return OPTIONS.fold == "always" or rows >= max(in_features, out_features)
+    return fold == "always" or rows >= max(in_features, out_features)
 
 
 # -- factor products ------------------------------------------------------------------------
@@ -202,11 +234,6 @@ def fold_weight(weight: Tensor, down: Tensor, kd: int, up: Tensor, ku: int, dtyp
 # -- SymLoRA --------------------------------------------------------------------------------
 
 
-def _blocks(layout: str, k: int) -> tuple[int, int]:
-    """(kd, ku): block counts of the down and the up factor."""
-    return (1, k) if layout == "stacked" else ((k, 1) if layout == "side" else (1, 1))
-
-
 def symlora_factors(q: Tensor, lam: Tensor, scaling: float, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """(s·Q, Q·diag(Λ)) in ``dtype``: the down and the up factor's columns."""
     down = q if scaling == 1.0 and q.dtype == dtype else scaled(q, scaling, dtype)
@@ -219,9 +246,10 @@ def low_rank_linear(x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor
     (``None`` when folding and not ``need_h``)."""
     dtype = x.dtype
     b = None if bias is None else cast(bias, dtype)
-    h = project(x, down, kd) if need_h or not fold else None
     if fold:
+        h = project(x, down, kd) if need_h else None
         return F.linear(x, fold_weight(weight, down, kd, up, ku, dtype), b), h
+    h = project(x, down, kd)
     return expand_into(F.linear(x, cast(weight, dtype), b), h, up, ku), h
 
 
@@ -238,8 +266,10 @@ def symlora_grads(xc: Tensor, g: Tensor, h: Tensor, weight: Tensor, down: Tensor
         if fold:
             dx = torch.mm(g, fold_weight(weight, down, kd, up, ku, g.dtype))
         else:
+            assert us is not None
             dx = expand_into(torch.mm(g, cast(weight, g.dtype)), us, up, kd)
     if need_adapter:
+        assert us is not None
         pt = factor_grad_t(xc, us, kd)  # (xᵀ·s·u)ᵀ, laid out like Qᵀ
         dlam = cast((q.t() * pt).sum(1), lam.dtype)
         mt = factor_grad_t(g, h, ku, into=pt)  # += (gᵀ·h)ᵀ
@@ -251,10 +281,10 @@ class _SymLoraLinear(torch.autograd.Function):
     """y = x·Wᵀ + b + x·ΔWᵀ, ΔW's blocks s·Q_b·diag(Λ_b)·Q_bᵀ; gradients for x, Q and Λ."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, q, lam, layout: str, k: int, scaling: float):
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, q: Tensor, lam: Tensor, kd: int, ku: int,
+                scaling: float) -> Tensor:
         dtype = compute_dtype(x)
-        kd, ku = _blocks(layout, k)
-        fold = _folds(dtype, *x.shape, weight.shape[0])
+        fold = _folds(dtype, x.shape[0], x.shape[1], weight.shape[0])
         down, up = symlora_factors(q, lam, scaling, dtype)
         xc = cast(x, dtype)
         need_adapter = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
@@ -265,7 +295,7 @@ class _SymLoraLinear(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad_y):
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
         xc, h, w, down, up, q, lam = ctx.saved_tensors
         need_x, need_adapter = ctx.needs_input_grad[0], ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
         dx, dq, dlam = symlora_grads(xc, cast(grad_y, xc.dtype), h, w, down, up, q, lam, ctx.kd, ctx.ku, ctx.fold,
@@ -279,16 +309,18 @@ def _needs_graph(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def symlora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, q: Tensor, lam: Tensor, layout: str, k: int,
+def symlora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, q: Tensor, lam: Tensor, k_in: int, k_out: int,
                    scaling: float) -> Tensor:
-    """``F.linear(x, W + ΔW, b)`` for a 2-D x, ΔW = SymLoRA's update, computed without ΔW."""
+    """``F.linear(x, W + ΔW, b)`` for a 2-D x, ΔW = SymLoRA's update, computed without ΔW.
+
+    ``k_in``/``k_out``: ΔW's blocks along the input and the output
+    (:class:`symlora.blocks.BlockLayout`), i.e. the block counts of the down and the up factor."""
     if _needs_graph(x, q, lam):
-        return _SymLoraLinear.apply(x, weight, bias, q, lam, layout, k, scaling)
+        return _SymLoraLinear.apply(x, weight, bias, q, lam, k_in, k_out, scaling)
     dtype = compute_dtype(x)  # inference: no autograd node, no h
-    kd, ku = _blocks(layout, k)
     down, up = symlora_factors(q, lam, scaling, dtype)
-    return low_rank_linear(cast(x, dtype), weight, bias, down, up, kd, ku, _folds(dtype, *x.shape, weight.shape[0]),
-                           False)[0]
+    return low_rank_linear(cast(x, dtype), weight, bias, down, up, k_in, k_out,
+                           _folds(dtype, x.shape[0], x.shape[1], weight.shape[0]), False)[0]
 
 
 # -- LoRA ----------------------------------------------------------------------------------
@@ -303,9 +335,10 @@ class _LoraLinear(torch.autograd.Function):
     """y = x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ; gradients for x, A and B."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, a, b, scaling: float):
+    def forward(ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, b: Tensor,
+                scaling: float) -> Tensor:
         dtype = compute_dtype(x)
-        fold = _folds(dtype, *x.shape, weight.shape[0])
+        fold = _folds(dtype, x.shape[0], x.shape[1], weight.shape[0])
         down, up = lora_factors(a, b, scaling, dtype)
         xc = cast(x, dtype)
         w = cast(weight, dtype)
@@ -315,7 +348,7 @@ class _LoraLinear(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx, grad_y):
+    def backward(ctx: Any, grad_y: Tensor) -> tuple[Tensor | None, ...]:
         xc, h, weight, down, up = ctx.saved_tensors
         need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
         g = cast(grad_y, xc.dtype)
@@ -325,9 +358,11 @@ class _LoraLinear(torch.autograd.Function):
             if ctx.fold:
                 dx = torch.mm(g, fold_weight(weight, down, 1, up, 1, g.dtype))
             else:
+                assert v is not None
                 dx = expand_into(torch.mm(g, cast(weight, g.dtype)), v, down, 1)
             dx = cast(dx, ctx.x_dtype)
         if need_a:
+            assert v is not None
             da = cast(torch.mm(v.t(), xc), ctx.a_dtype)  # (r × in), A's layout
         if need_b:
             db = scaled(torch.mm(h.t(), g).t(), ctx.scaling, ctx.b_dtype)  # s·gᵀ·h, B's layout
@@ -340,5 +375,5 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, b: Te
         return _LoraLinear.apply(x, weight, bias, a, b, scaling)
     dtype = compute_dtype(x)
     down, up = lora_factors(a, b, scaling, dtype)
-    return low_rank_linear(cast(x, dtype), weight, bias, down, up, 1, 1, _folds(dtype, *x.shape, weight.shape[0]),
+    return low_rank_linear(cast(x, dtype), weight, bias, down, up, 1, 1, _folds(dtype, x.shape[0], x.shape[1], weight.shape[0]),
                            False)[0]

@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .blocks import block_diagonal
 from .config import AdapterConfig
 from .layers import AdapterLayer, LoraLayer, SymLoraLayer
 from .model import adapter_layers, get_config, inject, saved_module_names
@@ -43,8 +45,8 @@ def adapter_state_dict(model: nn.Module) -> dict[str, Tensor]:
     return state
 
 
-def _write(directory: str | Path, config: dict, tensors: dict[str, Tensor], metadata: dict[str, str] | None = None,
-           card: str | None = None) -> Path:
+def _write(directory: str | Path, config: dict[str, Any], tensors: dict[str, Tensor],
+           metadata: dict[str, str] | None = None, card: str | None = None) -> Path:
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     (out / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
@@ -109,20 +111,14 @@ def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
 
 def lora_factors(layer: AdapterLayer) -> tuple[Tensor, Tensor]:
     """``(A, B)`` with ``B @ A == layer.delta_weight()``: the layer as a plain LoRA with
-    scaling 1.  For SymLoRA the rank is k·r."""
+    scaling 1.  For SymLoRA the rank is k·r: A = Qᵀ and B = s·Q·diag(Λ), each made
+    block-diagonal along the side that carries the blocks (B stacked, A side by side)."""
     if isinstance(layer, LoraLayer):
         return layer.lora_A.weight.detach(), layer.lora_B.weight.detach() * layer.scaling
     assert isinstance(layer, SymLoraLayer)
     q = layer.lora_Q.detach()
     q_lam = q * (layer.lora_lambda.detach() * layer.scaling)  # Q·diag(Λ)·s, (n, k·r)
-    if layer.layout == "square":
-        return q.T, q_lam
-    k, r = layer.k, layer.r
-    if layer.layout == "stacked":  # ΔW = blockdiag(Q_b Λ_b) · Qᵀ
-        b = torch.block_diag(*(q_lam[:, i * r:(i + 1) * r] for i in range(k)))  # (k·n, k·r)
-        return q.T, b
-    a = torch.block_diag(*(q[:, i * r:(i + 1) * r].T for i in range(k)))  # (k·r, k·n)
-    return a, q_lam
+    return block_diagonal(q, layer.k_in).T, block_diagonal(q_lam, layer.k_out)
 
 
 def export_peft(model: nn.Module, directory: str | Path, *, base_model_name_or_path: str | None = None,
@@ -174,7 +170,8 @@ def export_peft(model: nn.Module, directory: str | Path, *, base_model_name_or_p
     return _write(directory, peft_config, tensors, {"exported_from": exported_from}, card=card)
 
 
-def export_bundle(bundle: object, directory: str | Path, *, fmt: str = "peft", facts: dict | None = None) -> Path:
+def export_bundle(bundle: object, directory: str | Path, *, fmt: str = "peft",
+                  facts: dict[str, Any] | None = None) -> Path:
     """Save the adapter of a tuned zoo ``bundle`` (``VisionModel`` / ``TextModel``) with
     everything that explains it: ``base_model_name_or_path`` and a model card
     ``README.md`` (base model, preprocessing, labels, metrics ``facts``, a loading snippet).

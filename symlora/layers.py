@@ -16,7 +16,10 @@ The wrapped layer may be an ``nn.Linear`` or a 1×1, stride-1 ``nn.Conv2d``.
 Training and unmerged inference of a Linear go through :mod:`symlora.fast` — base and
 adapter in one autograd node, about the cost of the frozen layer alone.  The plain
 formula (``base_layer(x) + delta(x)``) remains for 1×1 convolutions, active dropout, a
-base layer that is itself trained, and ``symlora.fast.OPTIONS.enabled = False``.
+base layer that is itself trained, and inside ``symlora.fast.fast_path_options(enabled=False)``.
+
+How a shape splits into blocks, and what each method costs on it, is
+:class:`symlora.blocks.BlockLayout`'s job; a layer reads it once, in ``__init__``.
 """
 
 from __future__ import annotations
@@ -24,10 +27,10 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import fast
+from .blocks import BlockLayout
 from .config import AdapterConfig
 
 
@@ -47,32 +50,26 @@ def layer_shape(layer: nn.Module) -> tuple[int, int] | None:
 
 
 def symmetric_blocks(in_features: int, out_features: int) -> tuple[str, int, int] | None:
-    """How a layer splits into square blocks: ``(layout, k, n)`` or ``None``.
-
-    ``layout`` is ``"square"`` (k = 1), ``"stacked"`` (out = k·in, blocks on top of
-    each other, n = in) or ``"side"`` (in = k·out, blocks side by side, n = out).
-    """
-    if in_features == out_features:
-        return "square", 1, in_features
-    if out_features % in_features == 0:
-        return "stacked", out_features // in_features, in_features
-    if in_features % out_features == 0:
-        return "side", in_features // out_features, out_features
-    return None
+    """``(layout, k, n)`` of :class:`~symlora.blocks.BlockLayout`, or ``None`` when SymLoRA
+    cannot tile the shape (the older spelling, kept for callers such as benchmarks)."""
+    blocks = BlockLayout(in_features, out_features)
+    return (blocks.layout, blocks.k, blocks.n) if blocks.symmetric else None
 
 
-def symlora_delta(x: Tensor, q: Tensor, lam: Tensor, layout: str, k: int) -> Tensor:
+def symlora_delta(x: Tensor, q: Tensor, lam: Tensor, k_in: int, k_out: int) -> Tensor:
     """``x·ΔWᵀ`` for SymLoRA's blocks ΔW_b = Q_b·diag(Λ_b)·Q_bᵀ (``lam`` = s·Λ, scaling included).
 
     ``x`` is (..., rows, in); ``q`` is (n, k·r) — block b in columns b·r … — or carries
     leading dimensions that broadcast against x's (a run dimension: q (K, n, k·r) with
     x (K, rows, in) and lam (K, 1, k·r) give K independent adapters in one batched product;
-    see :mod:`symlora.lab.multirun`).  ``layout`` as :func:`symmetric_blocks` gives it.
+    see :mod:`symlora.lab.multirun`).  ``k_in``/``k_out``: the blocks along the input and
+    the output, as :class:`~symlora.blocks.BlockLayout` gives them (at most one exceeds 1).
     """
-    if layout == "square":
+    if k_in == 1 and k_out == 1:
         return ((x @ q) * lam) @ q.transpose(-1, -2)
+    k = max(k_in, k_out)
     qb = q.unflatten(-1, (k, q.shape[-1] // k))  # (..., n, k, r)
-    if layout == "stacked":  # out_b = (x·Q_b ⊙ Λ_b)·Q_bᵀ, blocks along the output
+    if k_out > 1:  # stacked: out_b = (x·Q_b ⊙ Λ_b)·Q_bᵀ, blocks along the output
         h = ((x @ q) * lam).unflatten(-1, (k, q.shape[-1] // k)).transpose(-3, -2)  # (..., k, rows, r)
         return (h @ qb.movedim(-3, -1)).transpose(-3, -2).flatten(-2)
     # side: out = Σ_b (x_b·Q_b ⊙ Λ_b)·Q_bᵀ, blocks along the input
@@ -87,10 +84,11 @@ class AdapterLayer(nn.Module):
     def __init__(self, base_layer: nn.Module, config: AdapterConfig) -> None:
         super().__init__()
         shape = layer_shape(base_layer)
-        if shape is None:
+        if shape is None or not isinstance(base_layer, (nn.Linear, nn.Conv2d)):
             raise TypeError(f"cannot adapt {type(base_layer).__name__}: need nn.Linear or a 1x1 nn.Conv2d")
-        self.base_layer = base_layer
+        self.base_layer: nn.Linear | nn.Conv2d = base_layer
         self.in_features, self.out_features = shape
+        self.block_layout = BlockLayout(self.in_features, self.out_features)
         self.is_conv = isinstance(base_layer, nn.Conv2d)
         self.r = config.r
         self.scaling = config.scaling
@@ -120,7 +118,7 @@ class AdapterLayer(nn.Module):
         """Whether :meth:`forward` takes the fused path now (see the module docstring)."""
         base = self.base_layer
         return (
-            fast.OPTIONS.enabled
+            fast.current_options().enabled
             and not self.is_conv
             and not (self.training and isinstance(self.lora_dropout, nn.Dropout))
             and not base.weight.requires_grad
@@ -169,7 +167,7 @@ class LoraLayer(AdapterLayer):
 
     def __init__(self, base_layer: nn.Module, config: AdapterConfig) -> None:
         super().__init__(base_layer, config)
-        w = base_layer.weight
+        w = self.base_layer.weight
         self.lora_A = nn.Linear(self.in_features, self.r, bias=False, device=w.device, dtype=w.dtype)
         self.lora_B = nn.Linear(self.r, self.out_features, bias=False, device=w.device, dtype=w.dtype)
         nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
@@ -197,14 +195,10 @@ class SymLoraLayer(AdapterLayer):
 
     def __init__(self, base_layer: nn.Module, config: AdapterConfig) -> None:
         super().__init__(base_layer, config)
-        blocks = symmetric_blocks(self.in_features, self.out_features)
-        if blocks is None:
-            raise ValueError(
-                f"SymLoRA needs a square layer or one whose sides are whole multiples; "
-                f"got in={self.in_features}, out={self.out_features}"
-            )
-        self.layout, self.k, self.n = blocks
-        w = base_layer.weight
+        blocks = self.block_layout  # raises ValueError for a shape without square blocks
+        self.layout, self.k, self.n = blocks.layout, blocks.k, blocks.n
+        self.k_in, self.k_out = blocks.k_in, blocks.k_out
+        w = self.base_layer.weight
         self.lora_Q = nn.Parameter(torch.empty(self.n, self.k * self.r, device=w.device, dtype=w.dtype))
         self.lora_lambda = nn.Parameter(torch.zeros(self.k * self.r, device=w.device, dtype=w.dtype))
         self.reset_q(config.symlora_init, config.init_scale)
@@ -225,26 +219,26 @@ class SymLoraLayer(AdapterLayer):
         """Q as (n, k, r): a view, block b is ``[:, b, :]``."""
         return self.lora_Q.view(self.n, self.k, self.r)
 
+    def lambda_blocks(self) -> Tensor:
+        """Λ as (k, r): a view, block b is ``[b]`` (scaling not included)."""
+        return self.lora_lambda.view(self.k, self.r)
+
     def delta(self, x: Tensor) -> Tensor:
-        return symlora_delta(x, self.lora_Q, self.lora_lambda * self.scaling, self.layout, self.k)
+        return symlora_delta(x, self.lora_Q, self.lora_lambda * self.scaling, self.k_in, self.k_out)
 
     def fused_linear(self, x: Tensor) -> Tensor:
         base = self.base_layer
         return fast.symlora_linear(
-            x, base.weight, base.bias, self.lora_Q, self.lora_lambda, self.layout, self.k, self.scaling
+            x, base.weight, base.bias, self.lora_Q, self.lora_lambda, self.k_in, self.k_out, self.scaling
         )
 
     def block_deltas(self) -> Tensor:
         """The k symmetric blocks s·Q_b·diag(Λ_b)·Q_bᵀ, shape (k, n, n)."""
         q = self.q_blocks()
-        lam = (self.lora_lambda * self.scaling).view(self.k, self.r)
-        return torch.einsum("nbr,br,mbr->bnm", q, lam, q)
+        return torch.einsum("nbr,br,mbr->bnm", q, self.lambda_blocks() * self.scaling, q)
 
     def delta_weight(self) -> Tensor:
-        blocks = self.block_deltas()
-        if self.layout == "side":
-            return blocks.permute(1, 0, 2).reshape(self.n, self.k * self.n)
-        return blocks.reshape(self.k * self.n, self.n)
+        return self.block_layout.join(self.block_deltas())
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", layout={self.layout}, blocks={self.k}"
@@ -252,11 +246,3 @@ class SymLoraLayer(AdapterLayer):
 
 ADAPTERS: dict[str, type[AdapterLayer]] = {"lora": LoraLayer, "symlora": SymLoraLayer}
 
-
-def reference_symlora_delta(x: Tensor, q: Tensor, lam: Tensor, layout: str, k: int, scaling: float) -> Tensor:
-    """The textbook formula x·ΔWᵀ with ΔW built explicitly — the test oracle for the fast path."""
-    n, kr = q.shape
-    r = kr // k
-    blocks = [q[:, b * r:(b + 1) * r] @ torch.diag(lam[b * r:(b + 1) * r]) @ q[:, b * r:(b + 1) * r].T for b in range(k)]
-    dw = torch.cat(blocks, dim=1 if layout == "side" else 0) * scaling
-    return F.linear(x, dw)

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from .blocks import BlockLayout
 from .config import AdapterConfig
-from .layers import ADAPTERS, AdapterLayer, layer_shape, symmetric_blocks
+from .layers import ADAPTERS, AdapterLayer, layer_shape
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +39,8 @@ def _is_inside_adapter(name: str, adapter_names: set[str]) -> bool:
     return any(name.startswith(a + ".") for a in adapter_names)
 
 
-def _fits(method: str, shape: tuple[int, int]) -> bool:
-    return method == "lora" or symmetric_blocks(*shape) is not None
+def _fits(method: str, shape: tuple[int, int] | None) -> bool:
+    return shape is not None and (method == "lora" or BlockLayout(*shape).symmetric)
 
 
 def _output_layer_names(model: nn.Module) -> set[str]:
@@ -119,7 +120,7 @@ def resolve_targets(model: nn.Module, config: AdapterConfig) -> list[str]:
                          f"{candidates_hint(eligible_modules(model, config.method), spec, config.method)}")
     for name in chosen:
         shape = layer_shape(model.get_submodule(name))
-        if not _fits(config.method, shape):
+        if shape is not None and not _fits(config.method, shape):
             raise ValueError(
                 f"layer {name!r} has shape in={shape[0]}, out={shape[1]}: SymLoRA needs a square "
                 f"layer or sides that are whole multiples of each other (use method='lora' for it)"

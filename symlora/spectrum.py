@@ -31,7 +31,7 @@ def symlora_eigenvalues(layer: SymLoraLayer) -> Tensor:
     """Eigenvalues of each block's ΔW (scaling included), shape (k, r), sorted by
     decreasing magnitude within a block."""
     q = layer.q_blocks().double().permute(1, 0, 2)  # (k, n, r)
-    lam = (layer.lora_lambda.double() * layer.scaling).view(layer.k, layer.r)
+    lam = layer.lambda_blocks().double() * layer.scaling  # (k, r)
     _, rr = torch.linalg.qr(q)  # (k, min(n, r), r)
     core = rr @ torch.diag_embed(lam) @ rr.transpose(-1, -2)
     eig = torch.linalg.eigvalsh((core + core.transpose(-1, -2)) / 2)

@@ -17,7 +17,7 @@ import torch
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 from app.learn import calculator, toy_delta_w  # noqa: E402
-from app.params import estimate, kind_of, kinds_for, layer_kinds  # noqa: E402
+from app.params import equal_budget_rank, estimate, formula_text, kind_of, kinds_for, layer_kinds  # noqa: E402
 from app.runner import Job, Tracker  # noqa: E402
 from app.sessions import Runs  # noqa: E402
 from app.settings import Settings  # noqa: E402
@@ -61,6 +61,30 @@ def test_symlora_needs_about_half_of_lora_on_square_layers(make_vit):
     sym = estimate(model, "symlora", 4, ["attn.proj"])
     lora = estimate(model, "lora", 4, ["attn.proj"])
     assert sym.adapter == 2 * (16 * 4 + 4) and lora.adapter == 2 * (2 * 16 * 4)
+
+
+@pytest.mark.parametrize("targets", [["attn.qkv", "attn.proj"], ["attn.proj", "mlp.fc2"], "all-linear"])
+def test_compares_equal_budget_rank_is_the_closest_count(make_vit, targets):
+    """The Compare tab's equal-budget SymLoRA rank has the adapter count closest to LoRA's
+    (a search over every rank the app allows, each method on the layers it would adapt)."""
+    model = make_vit(0)
+    for r in (1, 2, 5, 8, 40):
+        n_lora = estimate(model, "lora", r, targets).adapter
+        searched = min(range(1, 65), key=lambda x: abs(estimate(model, "symlora", x, targets).adapter - n_lora))
+        assert equal_budget_rank(model, r, targets, max_rank=64) == searched, r
+
+
+def test_formula_text_shows_each_shapes_count(make_vit):
+    est = estimate(make_vit(0), "symlora", 3, ["attn.qkv", "mlp.fc2"])
+    assert formula_text(est, 3).splitlines() == [
+        "- 2 × layer 16→48: 3 blocks × (n·r + r) = 3·(16·3 + 3) = 153",
+        "- 2 × layer 64→16: 4 blocks × (n·r + r) = 4·(16·3 + 3) = 204",
+    ]
+    lora = estimate(make_vit(0), "lora", 3, ["attn.proj", "attn.qkv"])
+    assert formula_text(lora, 3).splitlines() == [
+        "- 2 × layer 16→48: r·(in + out) = 3·(16 + 48) = 192",
+        "- 2 × layer 16→16: 2·n·r = 2·16·3 = 96",
+    ]
 
 
 def test_layer_kinds_group_blocks_and_flag_what_symlora_can_adapt(make_vit):

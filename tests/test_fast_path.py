@@ -14,7 +14,7 @@ from torch import nn
 
 from symlora import AdapterConfig, LoraLayer, SymLoraLayer
 from symlora.fast import fast_path_options
-from symlora.layers import reference_symlora_delta
+from oracles import reference_symlora_delta
 
 LAYOUTS = {"square": (6, 6), "stacked": (4, 12), "side": (12, 4)}  # (in, out)
 VARIANTS = [dict(fold="always"), dict(fold="never")]  # fold: W + ΔW in one GEMM (fp32/fp64); never: added apart
@@ -228,3 +228,62 @@ def test_fold_only_pays_for_many_rows(monkeypatch):
         assert bool(calls) == folds
         y_ref, _, _ = reference(layer, x)
         torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_threads_keep_their_own_fast_path_choice():
+    """Two training threads with different settings, both inside their ``with`` block at
+    once: each layer call sees its own thread's choice, and neither leaks into the other
+    or outlives its block (the app trains in threads while a benchmark may switch)."""
+    import threading
+
+    from symlora import fast
+
+    layer = make("symlora", "stacked")
+    x = torch.randn(5, layer.in_features, dtype=torch.float64)
+    y_ref = reference(layer, x)[0].detach()
+    inside = threading.Barrier(2, timeout=30)
+    seen: dict[str, tuple] = {}
+
+    def train(name, **options):
+        with fast_path_options(**options):
+            inside.wait()  # both threads now hold their own setting
+            fused = layer.uses_fused_path()
+            with torch.no_grad():
+                y = layer(x)
+            seen[name] = (fused, fast.current_options(), y)
+            inside.wait()  # neither leaves its block before the other has looked
+        seen[name + " after"] = (fast.current_options(),)
+
+    threads = [threading.Thread(target=train, args=("plain",), kwargs=dict(enabled=False)),
+               threading.Thread(target=train, args=("fused",), kwargs=dict(fold="never"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen["plain"][:2] == (False, fast.FastPathOptions(enabled=False))
+    assert seen["fused"][:2] == (True, fast.FastPathOptions(fold="never"))
+    for name in ("plain", "fused"):
+        torch.testing.assert_close(seen[name][2], y_ref, rtol=0, atol=1e-10)
+        assert seen[name + " after"] == (fast.FastPathOptions(),)
+    assert fast.current_options() == fast.FastPathOptions() and layer.uses_fused_path()
+
+    with fast_path_options(enabled=False):  # a thread started inside a block starts from the defaults
+        child: list[bool] = []
+        t = threading.Thread(target=lambda: child.append(layer.uses_fused_path()))
+        t.start()
+        t.join()
+        assert child == [True] and not layer.uses_fused_path()
+
+
+def test_bad_fast_path_options_are_refused_in_one_line():
+    from symlora import fast
+
+    with pytest.raises(AttributeError, match="unknown fast-path option 'fused'"):
+        with fast_path_options(fused=False):
+            pass
+    with pytest.raises(ValueError, match="fold must be"):
+        with fast_path_options(fold="sometimes"):
+            pass
+    with pytest.raises(AttributeError, match="fast_path_options"):
+        fast.OPTIONS  # noqa: B018 — the former global switch says where to go
+    assert fast.current_options() == fast.FastPathOptions()

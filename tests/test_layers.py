@@ -12,7 +12,7 @@ from torch import nn
 
 import symlora
 from symlora import AdapterConfig, LoraLayer, SymLoraLayer
-from symlora.layers import reference_symlora_delta
+from oracles import reference_symlora_delta
 from numerics import assert_within, sum_bound
 
 # (in, out) → layout, k blocks, block size n

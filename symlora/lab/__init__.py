@@ -1,7 +1,7 @@
 """The lab: everything around the adapter library that a live fine-tuning demo needs.
 
-The adapter library (``symlora``: config, layers, fast path, model surgery, io, spectrum,
-optimiser groups) needs only torch, numpy and safetensors.  This subpackage is what the CLI and
+The adapter library (``symlora``: config, block layouts, layers, fast path, model surgery, io,
+spectrum, optimiser groups) needs only torch, numpy and safetensors.  This subpackage is what the CLI and
 the web app build on: a model zoo and offline data sets (``zoo``, ``data``, ``resources``,
 ``prepare``), presets and run settings (``presets``), the training loop and its events
 (``tasks``, ``train``, ``events``, ``memory``), many runs in one step (``stacked``,

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from .. import fast
 from ..layers import AdapterLayer, SymLoraLayer, symlora_delta
 
+
 # --------------------------------------------------------------------------- the optimizer
 class StackedAdamW:
     """AdamW over tensors whose first dimension is the run: K exact AdamW optimizers.
@@ -136,12 +137,12 @@ class StackedAdapter(nn.Module):
         self.store = store
         self.in_features, self.out_features = layer.in_features, layer.out_features
         self.kind = "symlora" if isinstance(layer, SymLoraLayer) else "lora"
-        if self.kind == "symlora":
-            self.layout, self.k = layer.layout, layer.k
+        if isinstance(layer, SymLoraLayer):
+            self.k_in, self.k_out = layer.k_in, layer.k_out
 
     def forward(self, x: Tensor) -> Tensor:
         runs = self.store.count()
-        if runs == 1 and fast.OPTIONS.enabled:  # one run: the single-layer fused node, as train.run
+        if runs == 1 and fast.current_options().enabled:  # one run: the single-layer fused node, as train.run
             return self._one(x)
         y = self.base_layer(x)
         xr = x.reshape(runs, -1, self.in_features)
@@ -149,7 +150,7 @@ class StackedAdapter(nn.Module):
         if self.kind == "symlora":
             q = self.store.get(self.name + ".lora_Q")
             lam = self.store.get(self.name + ".lora_lambda").unsqueeze(1) * s
-            delta = symlora_delta(xr, q, lam, self.layout, self.k)
+            delta = symlora_delta(xr, q, lam, self.k_in, self.k_out)
         else:
             a = self.store.get(self.name + ".lora_A.weight")  # (K, r, in)
             b = self.store.get(self.name + ".lora_B.weight")  # (K, out, r)
@@ -162,7 +163,7 @@ class StackedAdapter(nn.Module):
         if self.kind == "symlora":
             q = self.store.get(self.name + ".lora_Q")[0]
             lam = self.store.get(self.name + ".lora_lambda")[0]
-            y = fast.symlora_linear(x2, base.weight, base.bias, q, lam, self.layout, self.k, s)
+            y = fast.symlora_linear(x2, base.weight, base.bias, q, lam, self.k_in, self.k_out, s)
         else:
             a = self.store.get(self.name + ".lora_A.weight")[0]
             b = self.store.get(self.name + ".lora_B.weight")[0]

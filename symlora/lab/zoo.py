@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import MissingDependencyError, OfflineError, cache_dir, package_dir, require_internet
-from ..layers import layer_shape, symmetric_blocks
+from ..blocks import BlockLayout
+from ..layers import layer_shape
 from .resources import asset_path
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class VisionModel:
         if len(classes) < 2:
             raise ValueError("a classifier head needs at least 2 classes")
         old = self.model.get_submodule(self.head_name)
-        in_features = old.in_features if isinstance(old, nn.Linear) else getattr(self.model, "num_features")
+        in_features = old.in_features if isinstance(old, nn.Linear) else self.model.num_features
         ref = next(self.model.parameters())
         g = torch.Generator().manual_seed(seed)
         bound = in_features ** -0.5
@@ -219,7 +220,7 @@ def fitting_targets(model: nn.Module, suffixes: tuple[str, ...]) -> list[str]:
     out = []
     for name, module in model.named_modules():
         shape = layer_shape(module)
-        if shape is not None and name.split(".")[-1] in suffixes and symmetric_blocks(*shape) is not None:
+        if shape is not None and name.split(".")[-1] in suffixes and BlockLayout(*shape).symmetric:
             out.append(name)
     return out
 
