@@ -425,21 +425,27 @@ def first_steps_table(rows: list[dict[str, Any]], summary: list[dict[str, Any]])
 
 
 def fixes_table(summary: list[dict[str, Any]]) -> str:
-    """Val and test perplexity at each configuration's chosen lr, 12 and 36 steps."""
+    """Val and test perplexity at each configuration's chosen lr (number of lrs tried in
+    brackets), for every step count, with the change against LoRA at the same steps."""
     steps = sorted({s["steps"] for s in summary})
-    head = "| configuration | " + " | ".join(
-        f"{n} steps: lr (val) | val ppl | test ppl | test vs LoRA" for n in steps) + " |"
-    lines = [head, "|---|" + "---|---|---|---|" * len(steps)]
+    head = "| configuration | " + " | ".join(f"{n} steps: lr (of) | val ppl (vs LoRA) | test ppl (vs LoRA)" for n in steps)
+    lines = [head + " |", "|---|" + "---|---|---|" * len(steps)]
+
+    def vs(s: dict[str, Any], key: str) -> str:
+        return f" ({100 * s[key]:+.1f} %)" if key in s else ""
+
     for name in dict.fromkeys(s["variant"] for s in summary):
         cells = []
         for n in steps:
             s = next((x for x in summary if x["variant"] == name and x["steps"] == n), None)
             if s is None:
-                cells.append("— | — | — | —")
+                cells.append("— | — | —")
                 continue
-            edge = " (edge)" if s["best_at_grid_edge"] else ""
-            vs = f"{100 * s['test_vs_lora']:+.1f} %" if "test_vs_lora" in s else "—"
-            cells.append(f"{s['best_lr']:g}{edge} | {s['val_ppl']:.2f} | {s['test_ppl']:.2f} ± {s['test_ppl_std']:.2f} | {vs}")
+            tried = len(s["lr_grid_val_ppl"])
+            edge = ", edge" if s["best_at_grid_edge"] and tried > 1 else ""
+            std = f" ± {s['test_ppl_std']:.2f}" if len(s["seeds"]) > 1 else ""
+            cells.append(f"{s['best_lr']:g} ({tried}{edge}) | {s['val_ppl']:.2f}{vs(s, 'val_vs_lora')} "
+                         f"| {s['test_ppl']:.2f}{std}{vs(s, 'test_vs_lora')}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -478,7 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         parts = [json.loads(Path(f).read_text()) for f in args.report]
         metas = [m for part in parts for m in part["meta"].get("parts", [part["meta"]])]
         meta = {"parts": metas, "command": " ; ".join(m["command"] for m in metas), "hardware": metas[0]["hardware"],
-                "torch": metas[0]["torch"], "wall_s": sum(m.get("wall_s", 0) for m in metas),
+                "torch": metas[0]["torch"], "wall_s": max(m.get("wall_s", 0) for m in metas),  # parts run side by side
                 "complete": all(m.get("complete") for m in metas), "theory_n576": metas[0].get("theory_n576")}
         sys.stdout.write(write(Path(args.out), meta, [r for part in parts for r in part["runs"]], variants))
         return 0
