@@ -63,7 +63,8 @@ from symlora.lab.data import (  # noqa: E402
     load_dataset,
 )
 from symlora.lab.engine import Engine  # noqa: E402
-from symlora.lab.train import RunConfig, pick_device, prepare  # noqa: E402
+from symlora.lab.runconfig import RunConfig  # noqa: E402
+from symlora.lab.train import pick_device, prepare  # noqa: E402
 from symlora.lab.zoo import load_model  # noqa: E402
 
 log = logging.getLogger("claim")
@@ -157,7 +158,7 @@ def carve_validation(splits: Splits, fraction: float = 0.2, seed: int = 0) -> tu
 
 def adapted(base, task_cfg: RunConfig, method: str, r: int, dataset) -> tuple[list[BlockLayout], int]:
     """The layers ``method`` adapts in this task, and the run's trainable count at rank r."""
-    cfg = replace(task_cfg, method=method, r=r).resolved()
+    cfg = task_cfg.replace(method=method, r=r)
     bundle, _, _ = prepare(cfg, base=base, dataset=dataset, device=torch.device("cpu"))
     layouts = [layer.block_layout for _, layer in symlora.adapter_layers(bundle.model)]
     return layouts, symlora.count_parameters(bundle.model).trainable
@@ -202,10 +203,10 @@ class Context:
     metric_name: str = "accuracy"
 
     def config(self, row: Row, lr: float, seed: int) -> RunConfig:
-        return RunConfig(preset=self.task.preset, data=self.task.data, method=row.method, r=row.r, lr=lr,
-                         steps=row.steps, batch_size=self.task.batch_size, seed=seed, device=self.device,
-                         eval_every=row.steps, emit_every=max(1, row.steps), emit_interval_s=1e9,
-                         **self.task.overrides)
+        return RunConfig.from_preset(self.task.preset, data=self.task.data, method=row.method, r=row.r, lr=lr,
+                                     steps=row.steps, batch_size=self.task.batch_size, seed=seed, device=self.device,
+                                     eval_every=row.steps, emit_every=max(1, row.steps), emit_interval_s=1e9,
+                                     **self.task.overrides)
 
 
 class Engines:
@@ -301,8 +302,8 @@ def race(task: Task, ranks: list[int], seeds: int, device: str, scales: list[int
     """The protocol on one task: (every run, one summary per configuration).  ``sweep_seeds``
     (default: ``seeds``) trains fewer seeds per grid point where compute is short."""
     sweep_seeds = min(seeds, sweep_seeds or seeds)
-    probe_cfg = RunConfig(preset=task.preset, data=task.data, batch_size=task.batch_size, device="cpu",
-                          **task.overrides).resolved()
+    probe_cfg = RunConfig.from_preset(task.preset, data=task.data, batch_size=task.batch_size, device="cpu",
+                                      **task.overrides)
     options = dict(model_options or {}).get(probe_cfg.model, {})
     if probe_cfg.image_size:
         options = {"image_size": probe_cfg.image_size} | options
@@ -326,7 +327,7 @@ def race(task: Task, ranks: list[int], seeds: int, device: str, scales: list[int
             if "symlora" in methods:
                 rows.append(Row(task.name, n_steps, f"symlora r={r}", "symlora", r))
                 if budget:
-                    rb, ratio = budget_rank(base, replace(probe_cfg, steps=1), r, tuning[0])
+                    rb, ratio = budget_rank(base, probe_cfg.replace(steps=1), r, tuning[0])
                     log.info("%s: equal budget for LoRA r=%d is SymLoRA r=%d (params ×%.4f)", task.name, r, rb, ratio)
                     if rb != r:
                         rows.append(Row(task.name, n_steps, f"symlora r={rb} (budget of lora r={r})", "symlora", rb))

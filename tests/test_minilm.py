@@ -29,14 +29,15 @@ def test_minilm_learns_topics_through_query_value_adapters(method):
     """30 steps on the CPU: the adapters sit on the 12 square 384×384 projections only, the
     shared base is not modified, and it learns (5 balanced classes: chance is 20 %; both
     methods reach 50–60 % here)."""
-    from symlora.lab.train import RunConfig, train
+    from symlora.lab.runconfig import RunConfig
+    from symlora.lab.train import train
     from symlora.lab.zoo import load_model
 
     base = load_model("minilm-l6")
     query = base.model.encoder.encoder.layer[0].attention.self.query.weight.detach().clone()
     r = 4
-    cfg = RunConfig(preset="digits", model="minilm-l6", data="fortune-topics", target_modules=["query", "value"],
-                    method=method, r=r, lr=1e-3, steps=30, batch_size=16, eval_every=30, device="cpu", seed=0)
+    cfg = RunConfig.from_preset("digits", model="minilm-l6", data="fortune-topics", target_modules=["query", "value"],
+                                method=method, r=r, lr=1e-3, steps=30, batch_size=16, eval_every=30, device="cpu", seed=0)
     result = train(cfg, base=base)
     adapter = {k for k in result.trainable_state if "classifier" not in k}
     layers = {k.split(".lora_")[0] for k in adapter}

@@ -8,59 +8,72 @@ source comment) so that a class sees a clear improvement within seconds:
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
+
+from .runconfig import SETTINGS, RunConfig
 
 DEFAULT_PRESET = "digits"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Preset:
-    """One scenario.  ``target_modules`` None means the model's ``default_targets``;
-    ``image_size`` None means the model's own input size; ``max_tokens`` only matters for
-    text.  Field names match :class:`~symlora.config.AdapterConfig` where they overlap."""
+    """One scenario: what it is (name, task, model, data, description, whether it needs the
+    internet or a GPU) and the run settings it chooses, named as :class:`RunConfig` and
+    :class:`~symlora.config.AdapterConfig` name them (``r=4, steps=60, lr=3e-3``).  The
+    others keep the run's defaults; ``target_modules`` None means the model's
+    ``default_targets``, ``image_size`` None the model's own input size."""
 
     name: str
     task: str  # "vision" or "text"
     model: str  # a key of symlora.lab.zoo.MODELS
     data: str  # a symlora.lab.data.load_dataset name, e.g. "mnist-5k" or "fortunes:startrek"
     description: str
-    needs_internet: bool = False
-    cpu_sized: bool = True  # finishes in about a minute on a 2-core CPU
-    method: str = "symlora"
-    r: int = 8
-    lora_alpha: float = 16.0
-    target_modules: tuple[str, ...] | None = None
-    steps: int = 100
-    lr: float = 5e-3
-    batch_size: int = 64
-    eval_every: int = 25
-    seed: int = 0
-    max_tokens: int = 64
-    image_size: int | None = None
+    needs_internet: bool
+    cpu_sized: bool  # finishes in about a minute on a 2-core CPU
+    run: Mapping[str, Any]  # the run settings this preset chooses
     # Each method's own learning rate where they differ (chosen on validation data by
-    # bench/claim.py); a method not listed trains at ``lr``.
-    method_lr: tuple[tuple[str, float], ...] = ()
+    # bench/claim.py); a method not listed trains at the run's ``lr``.
+    method_lr: Mapping[str, float]
+    _config: RunConfig = field(repr=False, compare=False)
 
-    def __post_init__(self) -> None:  # a dict (as to_dict writes it) or pairs, kept as sorted pairs
-        pairs = self.method_lr.items() if isinstance(self.method_lr, dict) else self.method_lr
-        object.__setattr__(self, "method_lr", tuple(sorted((str(m), float(lr)) for m, lr in pairs)))
+    def __init__(self, name: str, task: str, model: str, data: str, description: str, needs_internet: bool = False,
+                 cpu_sized: bool = True, run: Mapping[str, Any] | None = None,
+                 method_lr: Mapping[str, float] | None = None, **settings: Any) -> None:
+        object.__setattr__(self, "method_lr", MappingProxyType({str(m): float(v) for m, v in (method_lr or {}).items()}))
+        chosen = dict(run or {}) | settings
+        unknown = sorted(set(chosen) - SETTINGS - {"model", "data", "preset"})
+        if unknown:
+            raise TypeError(f"preset {name!r}: unknown setting {unknown[0]!r}")
+        for key, value in dict(name=name, task=task, model=model, data=data, description=description,
+                               needs_internet=needs_internet, cpu_sized=cpu_sized,
+                               run=MappingProxyType(chosen)).items():
+            object.__setattr__(self, key, value)
+        # Built (and validated) once, here: a bad value fails where the preset is declared.
+        object.__setattr__(self, "_config", RunConfig.build(self.settings()))
 
-    def lr_for(self, method: str) -> float:
+    def settings(self, method: str | None = None) -> dict[str, Any]:
+        """The flat settings of this preset's run (what :meth:`RunConfig.build` takes); with
+        ``method``, at that method's learning rate (:meth:`lr_for`)."""
+        flat = {"preset": self.name, "model": self.model, "data": self.data} | dict(self.run)
+        return flat | ({"lr": self.lr_for(method)} if method in self.method_lr else {})
+
+    def lr_for(self, method: str | None) -> float:
         """The learning rate ``method`` trains at in this scenario."""
-        return dict(self.method_lr).get(method, self.lr)
+        return self.method_lr.get(method or "", self.run.get("lr", RunConfig.lr))
+
+    @property
+    def config(self) -> RunConfig:
+        """This preset's run, resolved (``RunConfig.from_preset(name)`` without overrides)."""
+        return self._config
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (``symlora presets --json``)."""
-        d = dataclasses.asdict(self)
-        d["target_modules"] = list(self.target_modules) if self.target_modules is not None else None
-        d["method_lr"] = dict(self.method_lr)
-        return d
-
-    def replace(self, **changes: Any) -> "Preset":
-        """A copy with some fields changed (e.g. ``method="lora"`` for a comparison)."""
-        return dataclasses.replace(self, **changes)
+        """JSON-ready (``symlora presets --json``): the scenario and its resolved run settings."""
+        info = {"name": self.name, "task": self.task, "description": self.description,
+                "needs_internet": self.needs_internet, "cpu_sized": self.cpu_sized}
+        return self.config.settings() | info | {"method_lr": dict(self.method_lr)}
 
 
 PRESETS: dict[str, Preset] = {
@@ -90,7 +103,7 @@ PRESETS: dict[str, Preset] = {
             data="fortunes:startrek",
             description="A small language model picks up the style of Star Trek quotes (\"-- Kirk, stardate ...\")",
             target_modules=("q_proj", "o_proj"),
-            steps=12, lr=2e-2, batch_size=8, eval_every=6, max_tokens=64, method_lr=(("lora", 1e-2),),
+            steps=12, lr=2e-2, batch_size=8, eval_every=6, max_tokens=64, method_lr={"lora": 1e-2},
         ),
         Preset(
             name="efficientnet-digits",
