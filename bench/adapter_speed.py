@@ -51,6 +51,7 @@ import gc
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # layer_overhead (--against)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -175,8 +177,19 @@ def workloads(names: list[str], tiny: bool, batch: int | None) -> list[Workload]
 # -- one configuration -------------------------------------------------------------------------
 
 
-def prepare(method: str, model: nn.Module, targets: str, r: int) -> nn.Module:
-    """Freeze / unfreeze / inject as ``method`` says; returns the model to run."""
+# --against REV: that revision's ``symlora/`` (unpacked as the package ``symlora_ref``); its
+# rows carry the variant name "@REV" and are timed in the same rounds as this checkout's
+REF: dict[str, Any] = {}
+
+
+def package(variant: str) -> Any:
+    """The adapter package a row runs: this checkout's, or the --against revision's."""
+    return REF[variant] if variant.startswith("@") else symlora
+
+
+def prepare(method: str, model: nn.Module, targets: str, r: int, pkg: Any = symlora) -> nn.Module:
+    """Freeze / unfreeze / inject as ``method`` says (with ``pkg``: this checkout's
+    ``symlora`` or a revision's); returns the model to run."""
     if method == "full":
         return model.requires_grad_(True)
     model.requires_grad_(False)
@@ -186,7 +199,7 @@ def prepare(method: str, model: nn.Module, targets: str, r: int) -> nn.Module:
         from peft import LoraConfig, get_peft_model
 
         return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, lora_dropout=0.0))
-    symlora.inject(model, symlora.AdapterConfig(method=method, r=r, lora_alpha=2 * r, target_modules=targets))
+    pkg.inject(model, pkg.AdapterConfig(method=method, r=r, lora_alpha=2 * r, target_modules=targets))
     return model
 
 
@@ -239,7 +252,7 @@ class Trial:
                 symlora.merge(model)
             model.requires_grad_(False).eval()
         else:
-            model = prepare(method, model, work.targets, r).train()
+            model = prepare(method, model, work.targets, r, package(variant)).train()
         self.model = model
         self.adapted = adapted_layers(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -256,7 +269,8 @@ class Trial:
         amp = self.device.type == "cuda"
         if self.cuda_graphs:  # a new step: the graphs' output buffers of the last one may be reused
             torch.compiler.cudagraph_mark_step_begin()
-        with fast_path_options(**self.options), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+        options = package(self.variant).fast.fast_path_options
+        with options(**self.options), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
             if self.phase == "infer":
                 with torch.no_grad():
                     x = self.batch[0].detach()
@@ -544,6 +558,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", nargs="?", const=",".join(VARIANTS), default="",
                    help=f"add eager rows for the fast path's alternatives (comma list of {', '.join(VARIANTS)}; "
                         "all when given without a list)")
+    p.add_argument("--against", default=None, metavar="REV",
+                   help="also time SymLoRA and LoRA from git revision REV's symlora/ (rows with variant @REV), "
+                        "interleaved with this checkout's: an A/B of the core in one process")
     p.add_argument("--compiled-variants", default="", help="like --variants, compiled (each one compile more)")
     p.add_argument("--models-variants", default=None, help="restrict variant rows to these models (comma list)")
     p.add_argument("--no-infer", action="store_true", help="skip the merged-inference rows")
@@ -607,6 +624,15 @@ def main(argv: list[str] | None = None) -> None:
                 for method in VARIANT_METHODS[name]:
                     if method in methods:
                         ranked.append((3, (work, method, name, False, "train")))
+    if args.against:
+        from layer_overhead import unpack_ref
+
+        ref_dir = tempfile.TemporaryDirectory()
+        REF["@" + args.against] = unpack_ref(args.against, Path(ref_dir.name))
+        for work in variant_works:
+            for method in ("lora", "symlora"):
+                if method in methods:
+                    ranked.append((0, (work, method, "@" + args.against, False, "train")))
     if args.compiled_variants and any(compile_modes):
         for work in variant_works:
             for name in args.compiled_variants.split(","):
