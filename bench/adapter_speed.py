@@ -215,7 +215,8 @@ def synchronize(device: torch.device) -> None:
 
 def adapted_layers(model: nn.Module) -> int:
     """How many layers carry an adapter (ours or PEFT's)."""
-    return sum(1 for m in model.modules() if isinstance(m, symlora.AdapterLayer) or hasattr(m, "lora_A")
+    ours = tuple(pkg.AdapterLayer for pkg in (symlora, *REF.values()))
+    return sum(1 for m in model.modules() if isinstance(m, ours) or hasattr(m, "lora_A")
                and isinstance(getattr(m, "lora_A", None), nn.ModuleDict))
 
 
