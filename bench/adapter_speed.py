@@ -38,6 +38,8 @@ per step) and its ratio to the floor's, ``kern/st`` (CUDA kernels per step), ``o
 (aten operators the host dispatched per step: what Python and the autograd engine called)
 and ``Δops/ly`` (operators over the floor's, per adapted layer).  When the GPU busy time
 is well under the step time, the step is bound by the host issuing kernels, not by the GPU.
+``flt/st`` (CPU): minor page faults per timed step, the median — memory the C allocator gave
+back to the OS and had to fault in again, which shows up in process CPU time.
 
 ``--variants`` / ``--compiled-variants`` add rows for the fast path's alternatives
 (``add``: the update added beside x·Wᵀ instead of folded into W; ``plain``: the plain
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import statistics
 import sys
@@ -68,6 +71,8 @@ from torch import nn  # noqa: E402
 import symlora  # noqa: E402
 from symlora.fast import fast_path_options  # noqa: E402
 
+# minor page faults per step (CPU): memory the allocator gave back to the OS and touches again
+resource: Any = importlib.import_module("resource") if sys.platform != "win32" else None
 METHODS = ("floor", "full", "peft-lora", "lora", "symlora")
 # name → fast-path options for the --variants rows (eager, SymLoRA and LoRA)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -239,6 +244,7 @@ class Trial:
         self.options = VARIANTS.get(variant, {})
         self.repeats: list[list[float]] = []  # step times (ms) of each timed repeat
         self.host_times: list[float] = []
+        self.faults: list[int] = []  # minor page faults of each timed CPU step
         self.peak: int | None = None
         self.peak_reserved: int | None = None
         self.gc_collections: int | None = None
@@ -305,6 +311,7 @@ class Trial:
                     peak_mem_bytes=self.peak, peak_reserved_bytes=self.peak_reserved,
                     trainable_params=sum(p.numel() for p in self.params), adapted_layers=self.adapted,
                     host_ms=statistics.median(self.host_times) if self.host_times else None,
+                    minor_faults_per_step=statistics.median(self.faults) if self.faults else None,
                     gc_collections=self.gc_collections, times_ms=[round(t, 3) for t in times],
                     profile=self.profile)
 
@@ -364,9 +371,12 @@ def timed_steps(trial: Trial, steps: int) -> list[float]:
         return [a.elapsed_time(b) for a, b in events]
     times = []
     for _ in range(steps):
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
         t0 = clock()
         trial.step()
         times.append((clock() - t0) * 1e3)
+        if resource:
+            trial.faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
     return times
 
 
@@ -453,7 +463,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     out = []
     head = (f"{'model':<14} {'phase':<5} {'method':<14} {'variant':<8} {'step ms':>8} {'min ms':>7} {'×floor':>7} "
             f"{'×PEFT':>7} {'peak MiB':>9} {'rsv MiB':>8} {'trainable':>11} {'host ms':>7} {'GPU ms':>7} "
-            f"{'GPU×fl':>7} {'kern/st':>7} {'ops/st':>7} {'Δops/ly':>7}")
+            f"{'GPU×fl':>7} {'kern/st':>7} {'ops/st':>7} {'Δops/ly':>7} {'flt/st':>7}")
     for mode in dict.fromkeys(_mode(r) for r in rows):
         group = [r for r in rows if _mode(r) == mode]
         meta = group[0]
@@ -477,7 +487,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{fmt(rsv / 2**20 if rsv and back_to_back else None, '.0f'):>8} {row['trainable_params']:>11,} "
                 f"{fmt(row.get('host_ms'), '.2f'):>7} {fmt(gpu, '.2f'):>7} "
                 f"{fmt(gpu / gpu_floor if gpu and gpu_floor else None, '.3f'):>7} "
-                f"{fmt(_prof(row, 'kernels_per_step'), '.0f'):>7} {fmt(ops, '.0f'):>7} {fmt(per_layer, '.1f'):>7}"
+                f"{fmt(_prof(row, 'kernels_per_step'), '.0f'):>7} {fmt(ops, '.0f'):>7} {fmt(per_layer, '.1f'):>7} "
+                f"{fmt(row.get('minor_faults_per_step'), '.0f'):>7}"
             )
     return "\n".join(out)
 
