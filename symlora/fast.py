@@ -20,9 +20,9 @@ views (no block-diagonal matrix, no Python loop over blocks).
 Two ways to add the update, chosen by the compute dtype (:func:`fast_path_options`):
 
 * **fold** (float32/float64, the CPU's case, when the batch has at least as many rows as
-  the layer has inputs and outputs): W + ΔW is formed once per forward (one small GEMM of
-  inner size R) and kept for the backward, so the output and the input gradient come from
-  the same single GEMM as the frozen layer's.  The adapter then costs only the four thin GEMMs
+  the layer has inputs and outputs): W + ΔW is formed once per forward and once per backward
+  (one small GEMM of inner size R each), so the output and the input gradient come from the
+  same single GEMM as the frozen layer's.  The adapter then costs only the four thin GEMMs
   its gradients need: h = x·D, u = g·U, Dᵀ-side xᵀ·u and U-side gᵀ·h.  With fewer rows
   (generating token by token) writing W + ΔW would cost more than the update itself.
 * **add** (autocast to bf16/fp16, the GPU's case): folding would round ΔW into a bf16
@@ -33,11 +33,9 @@ The backward shares its intermediates: with h = x·D and u = g·U it computes
 M = (xᵀ·u on D's structure) + (gᵀ·h on U's structure) with two thin GEMMs (the second
 accumulating into the first), then dQ = M·diag(Λ) and dΛ from the first term alone
 (dΛ_j = Σ_i Q_ij (xᵀu)_ij — the same number the second term would give, by symmetry).
-Saved for backward: x in the compute dtype, the thin h, the R-column factors, and the
-matrix the input gradient needs: W in the compute dtype (under autocast the frozen layer
-saves its cast W too) or, when folding, the forward's W + ΔW — one out × in matrix per
-adapted layer, no larger than the saved x (``fold="auto"`` folds only with rows ≥ out), where forming it
-again cost a pass over W in every backward.
+Saved for backward: x and W in the compute dtype (under autocast the frozen layer saves
+its cast W too), the thin h and the R-column factors; never ΔW or W + ΔW (a fold is formed
+again in the backward).
 
 The functions below take plain tensors and the block counts of D and U (``k_in`` and
 ``k_out`` of :class:`symlora.blocks.BlockLayout`, read once when a layer is built), so a
@@ -243,26 +241,22 @@ def symlora_factors(q: Tensor, lam: Tensor, scaling: float, dtype: torch.dtype) 
 
 
 def low_rank_linear(x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor, up: Tensor, kd: int, ku: int,
-                    fold: bool, need_h: bool) -> tuple[Tensor, Tensor | None, Tensor]:
-    """y = x·Wᵀ + b + (x·D)·Uᵀ for a 2-D x already in the compute dtype, h = x·D
-    (``None`` when folding and not ``need_h``), and the matrix the input gradient is
-    taken with: W + U·Dᵀ when folding (the backward reuses it), else W in the compute dtype."""
+                  fold: bool, need_h: bool) -> tuple[Tensor, Tensor | None]:
+    """y = x·Wᵀ + b + (x·D)·Uᵀ for a 2-D x already in the compute dtype, and h = x·D
+    (``None`` when folding and not ``need_h``)."""
     dtype = x.dtype
     b = None if bias is None else cast(bias, dtype)
     if fold:
         h = project(x, down, kd) if need_h else None
-        wf = fold_weight(weight, down, kd, up, ku, dtype)
-        return F.linear(x, wf, b), h, wf
+        return F.linear(x, fold_weight(weight, down, kd, up, ku, dtype), b), h
     h = project(x, down, kd)
-    w = cast(weight, dtype)
-    return expand_into(F.linear(x, w, b), h, up, ku), h, w
+    return expand_into(F.linear(x, cast(weight, dtype), b), h, up, ku), h
 
 
 def symlora_grads(xc: Tensor, g: Tensor, h: Tensor, weight: Tensor, down: Tensor, up: Tensor, q: Tensor,
                   lam: Tensor, kd: int, ku: int, fold: bool, need_x: bool, need_adapter: bool
                   ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """(dx, dQ, dΛ) from what :func:`low_rank_linear` used; dx in the compute dtype.
-    ``weight``: the third thing :func:`low_rank_linear` returned (W + ΔW when folding).
 
     With s·u = g·(s·Q) on U's structure: dx = g·W + (s·u)·(Q·diag Λ)ᵀ on D's structure,
     dQ = (xᵀ·s·u [D's structure] + gᵀ·h [U's structure])·diag(Λ), dΛ_j = Σ_i Q_ij (xᵀ·s·u)_ij."""
@@ -270,7 +264,7 @@ def symlora_grads(xc: Tensor, g: Tensor, h: Tensor, weight: Tensor, down: Tensor
     dx = dq = dlam = None
     if need_x:
         if fold:
-            dx = torch.mm(g, weight)
+            dx = torch.mm(g, fold_weight(weight, down, kd, up, ku, g.dtype))
         else:
             assert us is not None
             dx = expand_into(torch.mm(g, cast(weight, g.dtype)), us, up, kd)
@@ -294,8 +288,8 @@ class _SymLoraLinear(torch.autograd.Function):
         down, up = symlora_factors(q, lam, scaling, dtype)
         xc = cast(x, dtype)
         need_adapter = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-        # w: W in the compute dtype (as the frozen layer's own backward saves it), or W + ΔW
-        y, h, w = low_rank_linear(xc, weight, bias, down, up, kd, ku, fold, need_adapter)
+        w = cast(weight, dtype)  # saved in the compute dtype, as the frozen layer's own backward does
+        y, h = low_rank_linear(xc, w, bias, down, up, kd, ku, fold, need_adapter)
         ctx.save_for_backward(xc, h, w, down, up, q, lam)
         ctx.kd, ctx.ku, ctx.fold, ctx.x_dtype = kd, ku, fold, x.dtype
         return y
@@ -347,7 +341,8 @@ class _LoraLinear(torch.autograd.Function):
         fold = _folds(dtype, x.shape[0], x.shape[1], weight.shape[0])
         down, up = lora_factors(a, b, scaling, dtype)
         xc = cast(x, dtype)
-        y, h, w = low_rank_linear(xc, weight, bias, down, up, 1, 1, fold, ctx.needs_input_grad[4])
+        w = cast(weight, dtype)
+        y, h = low_rank_linear(xc, w, bias, down, up, 1, 1, fold, ctx.needs_input_grad[4])
         ctx.save_for_backward(xc, h, w, down, up)
         ctx.fold, ctx.scaling, ctx.x_dtype, ctx.a_dtype, ctx.b_dtype = fold, scaling, x.dtype, a.dtype, b.dtype
         return y
@@ -361,7 +356,7 @@ class _LoraLinear(torch.autograd.Function):
         dx = da = db = None
         if need_x:
             if ctx.fold:
-                dx = torch.mm(g, weight)  # W + ΔW, saved by the forward
+                dx = torch.mm(g, fold_weight(weight, down, 1, up, 1, g.dtype))
             else:
                 assert v is not None
                 dx = expand_into(torch.mm(g, cast(weight, g.dtype)), v, down, 1)
