@@ -107,7 +107,7 @@ def conv1d_to_linear(model: nn.Module) -> nn.Module:
     """Replace transformers' ``Conv1D`` (weight in × out) by an equivalent ``nn.Linear``."""
     from transformers.pytorch_utils import Conv1D
 
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, Conv1D):
                 n_in, n_out = child.weight.shape

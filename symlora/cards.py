@@ -9,7 +9,7 @@ that runs as written.  Pure text: nothing here imports Gradio or touches the net
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from typing import Any
 
 CARD_NAME = "README.md"
@@ -42,13 +42,12 @@ class RunFacts:
     metric_after: float | None = None
     steps: int | None = None
     seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "RunFacts":
-        d = dict(d or {})
-        known = {k: d.pop(k) for k in ("data", "metric_name", "metric_before", "metric_after", "steps", "seed") if k in d}
-        return cls(**known, extra=d)
+        """The facts a card shows, picked out of ``d``; its other keys are not shown."""
+        d = d or {}
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 def base_model_id(name: str) -> str:

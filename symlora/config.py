@@ -14,7 +14,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 Method = Literal["symlora", "lora"]
 METHODS: tuple[str, ...] = ("symlora", "lora")
@@ -52,7 +52,7 @@ def check_number(name: str, value: Any, low: float, high: float, *, low_open: bo
     return _refuse(name, value, f"a finite number in {interval}")
 
 
-def _refuse(name: str, value: Any, allowed: str):
+def _refuse(name: str, value: Any, allowed: str) -> NoReturn:
     shown = repr(value) if isinstance(value, str) else str(value)
     if len(shown) > 40:
         shown = shown[:37] + "…"

@@ -200,6 +200,7 @@ def test_a_second_run_in_the_same_tab_is_refused_with_a_message(served):
     assert demo.lab.runs.active(mine.session_hash) == 0
 
 
+@pytest.mark.slow
 def test_one_address_cannot_fill_the_queue(served):
     """Case 2: 70 joins with fresh session ids from one address used to take 65 of the
     queue's 64 places; now that address gets its cap, and another address still gets in."""

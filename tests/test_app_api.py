@@ -58,6 +58,7 @@ def trained(served, client):
     return updates, time.perf_counter() - t0
 
 
+@pytest.mark.slow
 def test_train_streams_several_updates_and_the_metric_improves(trained):
     updates, wall = trained
     events = [event_of(u) for u in updates if event_of(u)]
@@ -78,6 +79,7 @@ def test_train_streams_several_updates_and_the_metric_improves(trained):
           f"accuracy {result['metric_before']:.3f} -> {result['metric_after']:.3f}")
 
 
+@pytest.mark.slow
 def test_parameter_count_before_training_is_what_the_run_trains(served, trained):
     """The live counter next to the settings shows the engine's exact trainable count."""
     from app.tab_train import param_view
@@ -90,6 +92,7 @@ def test_parameter_count_before_training_is_what_the_run_trains(served, trained)
     assert "n·r + r" in text  # the formula is shown
 
 
+@pytest.mark.slow
 def test_predict_returns_probabilities_that_sum_to_one(client, trained, tmp_path):
     from PIL import Image
 

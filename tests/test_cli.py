@@ -38,6 +38,7 @@ def run_dir(tmp_path_factory):
     return out, [json.loads(line) for line in res.stdout.splitlines()]
 
 
+@pytest.mark.slow
 def test_train_json_streams_events_and_ends_with_a_summary(run_dir):
     out, lines = run_dir
     events, summary = lines[:-1], lines[-1]
@@ -51,6 +52,7 @@ def test_train_json_streams_events_and_ends_with_a_summary(run_dir):
         assert (out / name).is_file(), name
 
 
+@pytest.mark.slow
 def test_predict_and_export_from_a_saved_run(run_dir, tmp_path):
     out, _ = run_dir
     image = sorted((ROOT / "assets" / "examples").glob("*.png"))[0]
@@ -113,6 +115,7 @@ def write_shapes_zip(path: Path, per_class: int = 8) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_train_on_your_own_zip_predicts_and_exports_its_classes(tmp_path):
     shapes = write_shapes_zip(tmp_path / "my-shapes.zip")
     out = tmp_path / "run"

@@ -47,6 +47,7 @@ def test_event_stream_shape_and_cadence(vit):
     assert events[-1].to_dict()["result"]["metric_after"] == result.metric_after
 
 
+@pytest.mark.slow
 def test_loss_drops_and_accuracy_rises(vit):
     result = train(short(steps=40, eval_every=40, batch_size=64), base=vit)
     first, last = result.history[1]["loss"], result.history[-2]["loss"]
@@ -54,6 +55,7 @@ def test_loss_drops_and_accuracy_rises(vit):
     assert result.metric_after > result.metric_before + 0.3
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses_different_seed_differs(vit):
     def losses(seed):
         return [e.loss for e in run(short(seed=seed, emit_every=1, eval_every=100), base=vit) if e.kind == "step"]
@@ -133,6 +135,7 @@ def test_bad_config_values_raise_clear_errors():
         RunConfig(preset="nope").resolved()
 
 
+@pytest.mark.slow
 def test_default_lambda_learning_rate_speeds_up_symlora_start(vit):
     """The default Λ learning rate (×√n, symlora.optim) beats the plain one early on."""
     def acc_after(**kw):

@@ -31,6 +31,7 @@ def vit() -> VisionModel:
     return load_model("fmnist-vit")
 
 
+@pytest.mark.slow
 def test_checkpoint_scores_its_cards_test_accuracy(vit):
     config = json.loads((FMNIST_VIT / "config.json").read_text())
     claimed = config["results"]["test_accuracy"]

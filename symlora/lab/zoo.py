@@ -97,7 +97,7 @@ class VisionModel:
         if len(classes) < 2:
             raise ValueError("a classifier head needs at least 2 classes")
         old = self.model.get_submodule(self.head_name)
-        in_features = old.in_features if isinstance(old, nn.Linear) else getattr(self.model, "num_features")
+        in_features = old.in_features if isinstance(old, nn.Linear) else self.model.num_features
         ref = next(self.model.parameters())
         g = torch.Generator().manual_seed(seed)
         bound = in_features ** -0.5
