@@ -69,7 +69,6 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import symlora  # noqa: E402
-from symlora.fast import fast_path_options  # noqa: E402
 
 # minor page faults per step (CPU): memory the allocator gave back to the OS and touches again
 resource: Any = importlib.import_module("resource") if sys.platform != "win32" else None
