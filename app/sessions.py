@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import atexit
 import copy
 import gc
 import logging
@@ -216,6 +217,20 @@ def engine_for(device: str = "auto") -> Any:
             _ENGINES[key] = Engine(load_base=BASES.model, load_data=BASES.dataset, device=key,
                                    max_runs=max_runs, pause_limit_s=PAUSE_LIMIT_S)
         return _ENGINES[key]
+
+
+def close_engines() -> None:
+    """Stop the process's engines and their runs (each at its next step boundary).  Runs at
+    exit: a run still in its backward when the interpreter shuts down aborts the process
+    ("terminate called without an active exception")."""
+    with _ENGINES_GUARD:
+        engines = list(_ENGINES.values())
+        _ENGINES.clear()
+    for engine in engines:
+        engine.close()
+
+
+atexit.register(close_engines)
 
 
 class Runs:

@@ -202,3 +202,19 @@ def test_adapter_settings_of_the_config_reach_the_layers(vit):
     assert "dropout" in stackable(vit, cfg)
     assert "modules_to_save" in stackable(vit, short(modules_to_save=["norm"]))
     assert stackable(vit, short()) is None
+
+
+def test_a_diverged_adapter_has_no_spectrum_and_breaks_nothing():
+    """A run whose adapter went NaN reports no spectrum instead of raising: on a GPU the
+    eigenvalue solver refuses NaN, and the error would end every run stacked with it."""
+    from torch import nn
+
+    import symlora
+    from symlora.lab.train import _spectrum_lists
+
+    model = nn.Sequential(nn.Linear(8, 8))
+    symlora.inject(model, symlora.AdapterConfig(method="symlora", r=2, target_modules=["0"]))
+    assert _spectrum_lists(model) is not None
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "lambda" in n).fill_(float("nan"))
+    assert _spectrum_lists(model) is None

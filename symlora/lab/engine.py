@@ -310,7 +310,11 @@ class Engine:
         return RunHandle(record, sub, None)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop every run (``stopped`` events) and end the engine's threads."""
+        """Stop every run (``stopped`` events) and end the engine's threads, runs that
+        train alone included: each stops at its next step boundary.  Call it before the
+        process exits — a run still in its backward when the interpreter shuts down aborts
+        the process."""
+        deadline = time.monotonic() + timeout
         with self._lock:
             self._closed = True
             records = list(self._running.values())
@@ -319,7 +323,9 @@ class Engine:
             for sub in record.subscribers:
                 sub.cancelled = True
         for t in self._threads:
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
+        while self._solo and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     def stats(self) -> dict[str, Any]:
         """What the engine holds now (for status pages and benchmarks)."""

@@ -113,8 +113,17 @@ def _state_for_result(model: nn.Module, adapter: AdapterConfig | None) -> dict[s
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
-def _spectrum_lists(model: nn.Module) -> dict[str, list[list[float]]]:
-    return {name: values.tolist() for name, values in spectrum(model).items()}
+def _spectrum_lists(model: nn.Module) -> dict[str, list[list[float]]] | None:
+    """Each adapted layer's spectrum as lists (for events); ``None`` when the adapter holds
+    NaN or inf — a diverged run has no spectrum to show, and the eigenvalue solvers refuse
+    such input on a GPU (which would end every run stacked with this one)."""
+    trained = [p for p in model.parameters() if p.requires_grad]
+    if not all(bool(torch.isfinite(p).all()) for p in trained):
+        return None
+    try:
+        return {name: values.tolist() for name, values in spectrum(model).items()}
+    except torch.linalg.LinAlgError:  # finite but astronomically large: a run diverging
+        return None
 
 
 def prepare(
