@@ -2,6 +2,7 @@
 
     PYTHONPATH=$PWD python bench/cpu_bf16.py --threads 1 2 --repeat 5
     PYTHONPATH=$PWD python bench/cpu_bf16.py --accuracy --seeds 0 1 2     # final accuracy, fp32 vs bf16
+    PYTHONPATH=$PWD python bench/cpu_bf16.py --solo --solo-steps 100 5 --repeat 1         # whole digits runs, app and core
 
 Per case (fp32 / bf16 autocast, alternating so a busy machine slows both alike) it times, in
 process CPU seconds and wall seconds (median over ``--repeat``):
@@ -12,13 +13,15 @@ process CPU seconds and wall seconds (median over ``--repeat``):
 
 bf16 pays only where oneDNN has bf16 kernels (AVX512-BF16 / AMX); elsewhere it is slower.
 ``--accuracy`` trains whole digits runs through ``symlora.lab.train`` in both dtypes and prints
-the final test accuracy per seed.  CPU timings on a shared machine are noisy: read the ratios.
+the final test accuracy per seed.  ``--solo`` times whole digits runs through the app's path and
+the core loop (``bench/solo_profile.py``'s cases), the dtype switched by ``SYMLORA_CPU_DTYPE``.  CPU timings on a shared machine are noisy: read the ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -50,7 +53,11 @@ def timings(threads: int, repeat: int, steps: int) -> dict[str, Any]:
     task.test_x, task.test_y = task.test_x[:n_eval], task.test_y[:n_eval]
     modes = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
+    attention = [m for m in model.modules() if isinstance(getattr(m, "fused_attn", None), bool)]
+
     def step(dtype: torch.dtype) -> None:
+        for m in attention:  # as symlora.lab.precision.prepare_model sets it for each dtype
+            m.fused_attn = dtype == torch.float32
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             loss = task.loss(model, (x, y))
         loss.backward()
@@ -58,8 +65,10 @@ def timings(threads: int, repeat: int, steps: int) -> dict[str, Any]:
         optimizer.zero_grad(set_to_none=True)
 
     def evaluate(dtype: torch.dtype) -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            task.evaluate(model)
+        for m in attention:
+            m.fused_attn = dtype == torch.float32
+        task.dtype = dtype  # the task evaluates under its own autocast
+        task.evaluate(model)
 
     for dtype in modes.values():  # warm-up: oneDNN builds its kernels on first use
         step(dtype)
@@ -84,6 +93,7 @@ def timings(threads: int, repeat: int, steps: int) -> dict[str, Any]:
 
 def accuracy(seeds: list[int], steps: int | None) -> dict[str, Any]:
     """Final test accuracy and loss of digits runs, fp32 and bf16 autocast, per seed."""
+    from symlora.lab import precision
     from symlora.lab.data import load_dataset
     from symlora.lab.train import RunConfig, train
 
@@ -92,13 +102,40 @@ def accuracy(seeds: list[int], steps: int | None) -> dict[str, Any]:
     for seed in seeds:
         for name in ("fp32", "bf16"):
             c = time.process_time()
-            cfg = RunConfig(preset="digits", device="cpu", seed=seed, steps=steps,
-                            extra={"cpu_dtype": "bfloat16" if name == "bf16" else "float32"})
+            os.environ[precision.ENV_CPU_DTYPE] = "bfloat16" if name == "bf16" else "float32"
+            cfg = RunConfig(preset="digits", device="cpu", seed=seed, steps=steps)
             result = train(cfg, dataset=data, keep_model=False)
-            out[f"seed {seed} {name}"] = {"accuracy": result.metric_after, "final_loss": result.final_loss,
+            out[f"seed {seed} {name}"] = {"accuracy": result.metric_after, "final_loss": result.history[-1]["loss"],
                                           "cpu_s": time.process_time() - c}
-            print(f"seed {seed} {name}: accuracy {result.metric_after:.4f}  loss {result.final_loss:.4f}  "
+            print(f"seed {seed} {name}: accuracy {result.metric_after:.4f}  loss {result.history[-1]['loss']:.4f}  "
                   f"cpu {out[f'seed {seed} {name}']['cpu_s']:.1f} s", flush=True)
+    return out
+
+
+def solo(steps: list[int], paths: list[str], repeat: int) -> dict[str, Any]:
+    """Wall and CPU seconds of whole digits runs, float32 against bf16, alternating."""
+    import solo_profile
+    import symlora.lab.train as loop
+    from symlora.lab import precision
+
+    solo_profile.one_run("core", 2, loop, False)  # warm-up
+    out: dict[str, Any] = {}
+    for path in paths:
+        for n in steps:
+            runs: dict[str, list[dict[str, Any]]] = {"float32": [], "bfloat16": []}
+            for _ in range(repeat):
+                for name in runs:
+                    os.environ[precision.ENV_CPU_DTYPE] = name
+                    runs[name].append(solo_profile.one_run(path, n, loop, False))
+            case = {name: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "cpu_s")}
+                    | {"metric_after": rs[0]["metric_after"], "evaluations": rs[0]["evaluations"]}
+                    for name, rs in runs.items()}
+            case["cpu_ratio"] = case["bfloat16"]["cpu_s"] / case["float32"]["cpu_s"]
+            out[f"{path} {n} steps"] = case
+            print(f"{path:4s} {n:4d} steps | " + " | ".join(
+                f"{name}: wall {c['wall_s']:6.2f} s cpu {c['cpu_s']:6.2f} s acc {c['metric_after']:.3f}"
+                for name, c in case.items() if name != "cpu_ratio") + f" | bf16/fp32 cpu {case['cpu_ratio']:.2f}",
+                flush=True)
     return out
 
 
@@ -110,12 +147,20 @@ def main() -> None:
     parser.add_argument("--accuracy", action="store_true", help="whole runs: final accuracy fp32 vs bf16")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--run-steps", type=int, default=None, help="steps of each --accuracy run (preset's: 100)")
+    parser.add_argument("--solo", action="store_true", help="whole digits runs (app and core paths), fp32 vs bf16")
+    parser.add_argument("--paths", nargs="+", default=["app", "core"], choices=["app", "core"])
+    parser.add_argument("--solo-steps", type=int, nargs="+", default=[100, 5])
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, oneDNN {torch.backends.mkldnn.is_available()}, "
           f"capability {torch.backends.cpu.get_cpu_capability()}")
     results: dict[str, Any] = {"torch": torch.__version__}
-    if args.accuracy:
+    if args.solo:
+        torch.set_num_threads(args.threads[0])
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        results["solo"] = solo(args.solo_steps, args.paths, args.repeat)
+    elif args.accuracy:
+        torch.set_num_threads(args.threads[0])
         results["accuracy"] = accuracy(args.seeds, args.run_steps)
     else:
         for threads in args.threads:

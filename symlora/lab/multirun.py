@@ -98,7 +98,8 @@ def layout_key(cfg: RunConfig, bundle: Bundle, classes: list[str] | None, device
     targets = tuple(targets) if isinstance(targets, list) else targets
     size = cfg.image_size or getattr(bundle, "image_size", None)
     return (bundle.name, size, cfg.max_tokens if isinstance(bundle, TextModel) else None, cfg.method,
-            targets, cfg.batch_size, len(classes) if classes else None, device.type, device.index)
+            targets, cfg.batch_size, len(classes) if classes else None, device.type, device.index,
+            precision.compute_dtype(device))
 
 
 def alias_copy(bundle: Bundle) -> Bundle:
