@@ -25,7 +25,7 @@ def assets_dir() -> Path:
     A checkout's own ``assets/`` wins (so the files always match the code that is
     imported); otherwise the installed ``symlora_assets`` package is used.
     """
-    checkout = Path(__file__).resolve().parent.parent / "assets"
+    checkout = Path(__file__).resolve().parents[2] / "assets"  # symlora/lab/resources.py → the repository root
     if (checkout / _MARKER).is_file():
         return checkout
     spec = importlib.util.find_spec(ASSETS_PACKAGE)
