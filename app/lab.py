@@ -11,8 +11,10 @@ import os
 from functools import cached_property
 from typing import Any
 
+from symlora.lab.runconfig import RunConfig
+
 from .sessions import BASES, Runs, TunedModels
-from .settings import Settings
+from .settings import default_config
 from .userdata import UserDataCache
 
 DEFAULT_PRESET = "digits"
@@ -112,8 +114,10 @@ class Lab:
         """Whether a preset runs in about a minute on a small CPU (``Preset.cpu_sized``)."""
         return preset.cpu_sized
 
-    def default_settings(self, preset: str | None = None) -> Settings:
-        return Settings.from_preset(self.preset(preset))
+    def default_config(self, preset: str | None = None) -> RunConfig:
+        """The run ``preset`` (default: the default preset) makes before anyone changes a
+        control: a ``symlora.lab.runconfig.RunConfig``."""
+        return default_config(self.preset(preset).name)
 
     @cached_property
     def models(self) -> dict[str, Any]:
@@ -152,7 +156,3 @@ class Lab:
             return fortune_categories()
         except Exception:  # the Debian package is missing: the preset's own error explains
             return []
-
-    def data_description(self, data: str) -> str:
-        spec = self.datasets.get(data.partition(":")[0])
-        return getattr(spec, "description", "") if spec is not None else ""

@@ -8,8 +8,8 @@ update for a Stop handler that waits on it, its tuned model in the lab's cache a
 button asks the session's run to stop before its next step (and cancels one still waiting
 in the queue).
 
-This is also the one place the tabs turn the Train controls' values into run settings
-(:func:`read_settings`).
+This is also the one place the tabs turn the Train controls' values into a run
+(:func:`read_settings`, through :func:`app.settings.run_config_from_ui`).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from symlora.lab.runconfig import RunConfig
 
 from .errors import page_error, relay_to_page
 from .lab import Lab
 from .runner import Job, Tracker, Update
 from .sessions import TEST_SAMPLE, RunFlag, SavedRun, free_memory
-from .settings import Settings
+from .settings import run_config_from_ui
 
 MAX_RUNS_KEPT = 4  # per session, oldest dropped first
 LATEST = "Latest run"  # the Try tab's choice that follows the newest run
@@ -37,11 +38,11 @@ def session_of(request: gr.Request | None) -> str:
     return (request.session_hash if request is not None else None) or "anonymous"
 
 
-def read_settings(values: Sequence[Any]) -> Settings:
-    """The run settings from the Train controls' values (``TrainUI.controls`` order); a bad
-    value becomes a one-line message in the page."""
+def read_settings(values: Sequence[Any]) -> RunConfig:
+    """The run the Train controls' values ask for (``TrainUI.controls`` order); a bad value
+    becomes a one-line message in the page."""
     try:
-        return Settings.from_values(*values)
+        return run_config_from_ui(*values)
     except (TypeError, ValueError) as err:
         raise page_error(f"Invalid settings: {err}") from err
 
@@ -81,7 +82,7 @@ class RunControl:
         for it shows.  Call it before yielding ``final`` (Stop may be waiting)."""
         self.lab.runs.finish(session, self.kind, flag, final)
 
-    def keep(self, session: str, runs: dict[str, SavedRun], label: str, settings: Settings, result: Any,
+    def keep(self, session: str, runs: dict[str, SavedRun], label: str, settings: RunConfig, result: Any,
              tracker: Tracker, user: Any = None) -> dict[str, SavedRun]:
         """What a finished run leaves behind: its tuned model in the lab's cache (freed with
         the session) and a :class:`SavedRun` in the session's ``runs`` (returned, updated).
@@ -89,9 +90,9 @@ class RunControl:
         saved = SavedRun.from_result(label, settings, result, tracker.curve, tracker.spectra,
                                      data_name=user.name if user else None,
                                      test_sample=user.test_sample(TEST_SAMPLE) if user else None)
-        if getattr(result, "bundle", None) is not None:
-            self.lab.tuned.put(saved.run_id, result.bundle)
-            result.bundle = None  # the result is kept by the page; the model only in the cache
+        if tracker.bundle is not None:
+            self.lab.tuned.put(saved.run_id, tracker.bundle)
+            tracker.bundle = None  # the model only in the cache, freed with the session
         self.lab.runs.remember(session, saved.run_id)
         return add_run(runs, saved)
 

@@ -21,8 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from symlora.lab.runconfig import RunConfig
+
 from .plots import Curve
-from .settings import METHOD_LABELS, Settings
+from .settings import METHOD_LABELS
 
 MIN_UPDATE_S = 0.3  # at most ~3 page updates per second between evaluations
 
@@ -36,6 +38,8 @@ class Tracker:
     curve: Curve = None  # type: ignore[assignment]
     spectra: list[tuple[int, dict[str, list[list[float]]]]] = field(default_factory=list)
     last: Any = None
+    bundle: Any = None  # the tuned model, rebuilt in this process (for Try), once the run is done
+    symmetry: tuple[float, int] | None = None  # a LoRA run's symmetric share (app.analysis.symmetric_share)
     metric_name: str = "accuracy"
     peers: int = 0  # other runs training in the same step (the engine's shared steps)
     shared: str | None = None  # "running" / "finished": an identical run is being replayed
@@ -147,62 +151,43 @@ def metric_text(event: Any) -> str:
     return f" · held-out {name} **{format_metric(name, event.metric)}**"
 
 
-def run_label(settings: Settings, prefix: str = "") -> str:
+def run_label(config: RunConfig, prefix: str = "") -> str:
     """``SymLoRA r=8`` / ``Head only`` — how a run is named in legends and menus."""
-    name = METHOD_LABELS.get(settings.method, settings.method)
-    if settings.is_adapter:
-        name += f" r={settings.r}"
+    name = METHOD_LABELS.get(config.method, config.method)
+    if config.uses_adapter:
+        name += f" r={config.adapter.r}"
     return f"{prefix}{name}"
 
 
-MIN_EVAL_GAP = 5  # steps: one evaluation of the digits test set costs about 8 training steps
-
-
-def eval_every(settings: Settings) -> int:
-    """Evaluate as many times per run as the preset does, whatever the number of steps
-    (the preset's ``eval_every`` is tuned for its own step count) — but never more often
-    than every :data:`MIN_EVAL_GAP` steps: a 5-step run is evaluated before and after
-    only, where every step used to cost a full evaluation (6 evaluations for 5 steps)."""
-    from symlora.lab.presets import get_preset
-
-    try:
-        preset = get_preset(settings.preset)
-        evaluations = max(1, preset.steps // max(1, preset.eval_every or preset.steps))
-    except ValueError:
-        evaluations = 4
-    return max(MIN_EVAL_GAP, settings.steps // evaluations)
-
-
-def stream(settings: Settings, *, stop: Any, label: str, data: Any = None,
+def stream(config: RunConfig, *, stop: Any, label: str, data: Any = None,
            keep_model: bool = True) -> Iterator[tuple[Any, Tracker, bool]]:
-    """Run ``settings`` and yield ``(event, tracker, emit)`` for each engine event.
+    """Run ``config`` and yield ``(event, tracker, emit)`` for each engine event.
 
     ``stop``: the run's :class:`~app.sessions.RunFlag` (Stop / Pause / Step); ``data``:
-    the user's own ``ImageSplits`` / ``TextSplits``, or None for the settings' dataset;
-    ``keep_model``: hand the tuned model back in-process with the final event (for Try
-    and the symmetry note; not across a ZeroGPU process boundary)."""
+    the user's own ``ImageSplits`` / ``TextSplits``, or None for the config's dataset;
+    ``keep_model``: rebuild the tuned model in this process when the run is done, as
+    ``tracker.bundle`` (for Try), with a LoRA run's symmetric share as ``tracker.symmetry``."""
     from .gpu import ZERO_GPU
 
-    tracker = Tracker(label, settings.method)
+    tracker = Tracker(label, config.method)
     if ZERO_GPU:  # the run must happen inside spaces.GPU, in its own process
-        yield from _stream_zero_gpu(settings, tracker, stop, data)
+        yield from _stream_zero_gpu(config, tracker, stop, data)
         return
     from symlora.lab.engine import data_key
 
     from .sessions import engine_for
 
-    config = settings.to_run_config(eval_every=eval_every(settings))
     control = getattr(stop, "state", None)
     handle = engine_for(config.device).submit(config, dataset=data, data_key=data_key(data) if data is not None else None,
                                               control=control)
     tracker.shared, tracker.shared_age_s = handle.shared, handle.age_s
     try:
         for event in handle.events():
-            if event.is_final and event.result is not None:
-                # Only the run's first page rebuilds the tuned model now: thirty pages on a
-                # teacher link each rebuilding (and holding) a copy of an LM cost gigabytes
-                # at once. The others' Try tab rebuilds on demand, within its cache's budget.
-                event = _own_final(event, keep_model and handle.shared is None)
+            if event.is_final and event.result is not None and keep_model and handle.shared is None:
+                # Only the run's first page rebuilds the tuned model: thirty pages on a teacher
+                # link each rebuilding (and holding) a copy of an LM cost gigabytes at once.
+                # The others' Try tab rebuilds on demand, within its cache's budget.
+                _rebuild(tracker, event.result)
             tracker.peers = handle.peers()
             emit = tracker.add(event)
             yield event, tracker, emit
@@ -210,45 +195,43 @@ def stream(settings: Settings, *, stop: Any, label: str, data: Any = None,
         handle.cancel()
 
 
-def _own_final(event: Any, keep_model: bool) -> Any:
-    """A copy of a final event for this page: the result may be shared with other
-    sessions (identical runs), so what the page attaches to it goes on a copy; its
-    weights stay shared, read-only.  With ``keep_model`` the tuned model is rebuilt here
-    (as the Try tab would) and the LoRA symmetry share measured on it."""
+def _rebuild(tracker: Tracker, result: Any) -> None:
+    """The tuned model of a finished run, rebuilt here from its weights (as the Try tab
+    would; the result itself may be shared with other sessions and stays untouched), and
+    the LoRA symmetry share measured on it."""
     import copy
-    import dataclasses
+
+    from symlora.lab.runs import restore_tuned
 
     from .analysis import symmetric_share
     from .sessions import BASES
 
-    result = dataclasses.replace(event.result)
-    result.symmetry = None  # type: ignore[attr-defined]
-    result.bundle = None  # type: ignore[attr-defined]
-    if keep_model and result.trainable_state:
-        from symlora.lab.runs import restore_tuned
-
-        try:
-            bundle = restore_tuned(copy.deepcopy(BASES.model(result.config["model"])), state=result.trainable_state,
-                                   adapter_config=result.adapter_config, classes=result.classes,
-                                   seed=result.config.get("seed", 0))
-            result.bundle = bundle  # type: ignore[attr-defined]
-            if result.method == "lora":
-                result.symmetry = symmetric_share(bundle.model)  # type: ignore[attr-defined]
-        except (ValueError, RuntimeError):
-            pass  # Try rebuilds it on demand and says why it can't
-    return dataclasses.replace(event, result=result)
+    if not result.trainable_state:
+        return
+    try:
+        tracker.bundle = restore_tuned(copy.deepcopy(BASES.model(result.config["model"])), state=result.trainable_state,
+                                       adapter_config=result.adapter_config, classes=result.classes,
+                                       seed=result.config.get("seed", 0))
+        if result.method == "lora":
+            tracker.symmetry = symmetric_share(tracker.bundle.model)
+    except (ValueError, RuntimeError):
+        pass  # Try rebuilds it on demand and says why it can't
 
 
-def _stream_zero_gpu(settings: Settings, tracker: Tracker, stop: Any, data: Any
+def _stream_zero_gpu(config: RunConfig, tracker: Tracker, stop: Any, data: Any
                      ) -> Iterator[tuple[Any, Tracker, bool]]:
-    """One run through :func:`app.gpu.train_stream` (the ``spaces.GPU`` function)."""
-    from .gpu import data_payload, event_from_payload, train_stream
+    """One run through :func:`app.gpu.train_stream` (the ``spaces.GPU`` function, in its own
+    process: the config, data and events cross it as plain data)."""
+    from symlora.lab.events import TrainEvent
 
-    config = settings.to_run_config(eval_every=eval_every(settings)).to_dict()
+    from .gpu import data_payload, train_stream
+
     payload = data_payload(data) if data is not None else None
     control = getattr(stop, "path", None)
-    for item in train_stream(config, payload, control, False):
-        event = event_from_payload(item)
+    for item in train_stream(config.to_dict(), payload, control):
+        event = TrainEvent.from_payload(item["event"])
+        if event.is_final:
+            tracker.symmetry = item.get("symmetry")
         emit = tracker.add(event)
         yield event, tracker, emit
 

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from symlora.lab.runconfig import RunConfig
 
 from .plots import Curve
-from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +301,7 @@ class SavedRun:
     """A finished run as a session keeps it (CPU tensors and small lists only)."""
 
     label: str
-    settings: Settings
+    config: RunConfig
     summary: dict[str, Any]
     curve: Curve
     metric_name: str
@@ -311,23 +311,23 @@ class SavedRun:
     classes: list[str] | None = None
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     weights_kept: bool = True
-    data_name: str | None = None  # the user's own data (its file name), None for the settings' dataset
+    data_name: str | None = None  # the user's own data (its file name), None for the config's dataset
     test_sample: Any = field(default=None, repr=False)  # a few test images of the user's data (ImageDataset)
     failure: str | None = None  # why this run cannot be tried or downloaded (it diverged, failed, or has NaN weights)
 
     @property
     def data_label(self) -> str:
         """What the run trained on, for people: ``your data “shapes.zip”`` or ``mnist-5k``."""
-        return f"your data “{self.data_name}”" if self.data_name else self.settings.data
+        return f"your data “{self.data_name}”" if self.data_name else self.config.data
 
     @classmethod
-    def from_result(cls, label: str, settings: Settings, result: Any, curve: Curve,
+    def from_result(cls, label: str, config: RunConfig, result: Any, curve: Curve,
                     spectra: list[tuple[int, dict[str, list[list[float]]]]], data_name: str | None = None,
                     test_sample: Any = None) -> "SavedRun":
         state = {k: v.detach().to("cpu") for k, v in (result.trainable_state or {}).items()}
         failure = run_failure(result, state)
         kept = failure is None and sum(v.numel() for v in state.values()) <= MAX_KEPT_PARAMS
-        return cls(label=label, settings=settings, summary=result.summary(), curve=curve,
+        return cls(label=label, config=config, summary=result.summary(), curve=curve,
                    metric_name=result.metric_name, spectra=spectra, trainable_state=state if kept else {},
                    adapter_config=result.adapter_config, classes=result.classes, weights_kept=kept,
                    data_name=data_name, test_sample=test_sample, failure=failure)
@@ -361,7 +361,7 @@ def rebuild_tuned(saved: SavedRun, base: Any) -> Any:
     from symlora.lab.runs import restore_tuned
 
     return restore_tuned(copy.deepcopy(base), state=saved.trainable_state, adapter_config=saved.adapter_config,
-                         classes=list(saved.classes) if saved.classes else None, seed=saved.settings.seed)
+                         classes=list(saved.classes) if saved.classes else None, seed=saved.config.seed)
 
 
 class TunedModels:
@@ -394,7 +394,7 @@ class TunedModels:
             if saved.run_id in self._items:
                 self._items.move_to_end(saved.run_id)
                 return self._items[saved.run_id][0]
-        bundle = rebuild_tuned(saved, bases.model(saved.settings.model))
+        bundle = rebuild_tuned(saved, bases.model(saved.config.model))
         self.put(saved.run_id, bundle)
         return bundle
 

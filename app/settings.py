@@ -1,14 +1,18 @@
-"""The values of the Train controls as one object, and how they become an engine run.
+"""The Train controls ↔ one run: the two functions the tabs call.
 
-Every tab, the share link and the API speak :class:`Settings`; only
-:meth:`Settings.to_run_config` knows the engine's :class:`~symlora.lab.train.RunConfig`.
+A run is a :class:`~symlora.lab.runconfig.RunConfig` everywhere (tabs, share links, the
+engine).  The controls show some of its settings (:data:`FIELDS`, in the order a Gradio
+handler gets them); :func:`run_config_from_ui` turns their values into the run — the
+preset's, with what the controls say on top, validated once against the app's bounds
+(:data:`LIMITS`) — and :func:`ui_values_from` gives the controls' values back.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
 from typing import Any
+
+from symlora.config import check_int, check_number
+from symlora.lab.runconfig import RunConfig
 
 METHOD_CHOICES: list[tuple[str, str]] = [
     ("SymLoRA", "symlora"),
@@ -17,94 +21,96 @@ METHOD_CHOICES: list[tuple[str, str]] = [
     ("Full fine-tune", "full"),
 ]
 METHOD_LABELS: dict[str, str] = {value: label for label, value in METHOD_CHOICES}
-ADAPTER_METHODS = ("symlora", "lora")
+ADAPTER_METHODS = ("symlora", "lora")  # the methods that put the run's adapter on
 
-# Bounds the UI (and a share link) may ask for; the engine validates again.
+# Bounds a page (and a share link) may ask for on a public server; narrower than the engine's.
 LIMITS: dict[str, tuple[float, float]] = {
     "r": (1, 64),
     "lora_alpha": (0.5, 256),
+    "lora_dropout": (0.0, 0.9),
     "lr": (1e-6, 1.0),
     "steps": (1, 1000),
     "batch_size": (1, 512),
     "seed": (0, 2**32 - 1),
 }
+# The controls' values, in the order the Train tab's handlers take them.  ``targets`` is the
+# adapter's target_modules as comma-separated text ("" = the model's default layers).
+FIELDS: tuple[str, ...] = ("preset", "model", "data", "method", "r", "lora_alpha", "targets", "lr", "steps",
+                           "batch_size", "seed", "device")
 _WHOLE = {"r", "steps", "batch_size", "seed", "max_tokens", "gen_seed"}  # integers: 3.7 is refused, not truncated
+MIN_EVAL_GAP = 5  # steps: one evaluation of the digits test set costs about 8 training steps
 
 
 def check_value(name: str, value: Any, limits: dict[str, tuple[float, float]] | None = None) -> Any:
-    """``value`` checked against ``limits[name]`` (default :data:`LIMITS`) by the core's own
-    checks (what the CLI uses): a one-line ``ValueError`` naming the setting and its range."""
-    from symlora.config import check_int, check_number
-
+    """One value checked against ``limits[name]`` (default :data:`LIMITS`) by the core's own
+    checks: a one-line ``ValueError`` naming it and its range.  The controls check what a
+    page sends with it (:mod:`app.checks`), share links drop a bad value and keep the rest."""
     low, high = (limits or LIMITS)[name]
     if name in _WHOLE:
         return check_int(name, value, int(low), int(high))
     return check_number(name, value, low, high)
 
 
-@dataclass
-class Settings:
-    """One training setup, exactly as the Train tab shows it."""
+def eval_every(preset: str, steps: int) -> int:
+    """Evaluate as many times per run as the preset does, whatever the number of steps
+    (the preset's cadence is tuned for its own step count) — but never more often than
+    every :data:`MIN_EVAL_GAP` steps: a 5-step run is evaluated before and after only."""
+    from symlora.lab.presets import get_preset
 
-    preset: str = "digits"
-    model: str = ""
-    data: str = ""
-    method: str = "symlora"
-    r: int = 8
-    lora_alpha: float = 16.0
-    targets: list[str] = field(default_factory=list)  # layer-name suffixes; [] = the model's default
-    lr: float = 3e-3
-    steps: int = 60
-    batch_size: int = 64
-    seed: int = 0
-    device: str = "auto"
-
-    @classmethod
-    def from_preset(cls, preset: Any) -> "Settings":
-        """The preset's values (a ``symlora.lab.presets.Preset``); targets as a list when it is one."""
-        targets = preset.target_modules if isinstance(preset.target_modules, (list, tuple)) else []
-        return cls(
-            preset=preset.name, model=preset.model, data=preset.data, method=preset.method,
-            r=int(preset.r), lora_alpha=float(preset.lora_alpha), targets=list(targets),
-            lr=float(preset.lr), steps=int(preset.steps), batch_size=int(preset.batch_size),
-            seed=int(preset.seed),
-        )
-
-    @classmethod
-    def from_values(cls, *values: Any) -> "Settings":
-        """Build from the control values in :data:`FIELDS` order (as a Gradio handler gets them);
-        numbers out of :data:`LIMITS` (or not whole where they must be) raise ``ValueError``."""
-        s = cls(**dict(zip(FIELDS, values)))
-        for name in ("r", "lora_alpha", "lr", "steps", "batch_size", "seed"):  # ValueError: one line, with the range
-            setattr(s, name, check_value(name, getattr(s, name)))
-        if isinstance(s.targets, str):
-            s.targets = [part.strip() for part in s.targets.split(",") if part.strip()]
-        s.targets = list(s.targets or [])
-        return s
-
-    def values(self) -> list[Any]:
-        """Control values in :data:`FIELDS` order."""
-        return [getattr(self, name) for name in FIELDS]
-
-    def replace(self, **changes: Any) -> "Settings":
-        return dataclasses.replace(self, **changes)
-
-    @property
-    def is_adapter(self) -> bool:
-        return self.method in ADAPTER_METHODS
-
-    def to_run_config(self, **overrides: Any):
-        """The engine's ``RunConfig`` for these settings (fields not shown in the UI keep
-        the preset's values, e.g. ``eval_every`` and ``max_tokens``)."""
-        from symlora.lab.train import RunConfig
-
-        values = dict(
-            preset=self.preset, model=self.model or None, data=self.data or None, method=self.method,
-            r=self.r, lora_alpha=self.lora_alpha, target_modules=list(self.targets) or None,
-            lr=self.lr, steps=self.steps, batch_size=self.batch_size, seed=self.seed, device=self.device,
-        )
-        values.update(overrides)
-        return RunConfig(**values)
+    try:
+        chosen = get_preset(preset).config
+        evaluations = max(1, chosen.steps // max(1, chosen.eval_every or chosen.steps))
+    except ValueError:
+        evaluations = 4
+    return max(MIN_EVAL_GAP, steps // evaluations)
 
 
-FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Settings))
+def app_config(preset: str, **overrides: Any) -> RunConfig:
+    """The run a page makes: ``preset``'s, with ``overrides`` (setting names, e.g. ``r=4``)
+    checked against :data:`LIMITS` and the evaluation cadence of :func:`eval_every`."""
+    from symlora.lab.presets import get_preset
+
+    steps = overrides.get("steps", get_preset(preset).config.steps)
+    if "steps" in overrides:
+        steps = check_value("steps", steps)
+    return RunConfig.from_preset(preset, limits=LIMITS, **{"eval_every": eval_every(preset, steps)} | overrides)
+
+
+def default_config(preset: str) -> RunConfig:
+    """What the controls show for ``preset`` before anyone touches them."""
+    return app_config(preset)
+
+
+def _targets(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        value = value.split(",")
+    names = [str(part).strip() for part in (value or []) if str(part).strip()]
+    return names or None
+
+
+def run_config_from_ui(*values: Any, **more: Any) -> RunConfig:
+    """The run the controls ask for: their values in :data:`FIELDS` order (as a Gradio
+    handler gets them; ``more``: settings without a control, e.g. ``lora_dropout``).
+    Empty model / data / targets mean the preset's; a value out of :data:`LIMITS` (or not
+    whole where it must be) raises a one-line ``ValueError``."""
+    if len(values) != len(FIELDS):
+        raise TypeError(f"run_config_from_ui takes {len(FIELDS)} control values ({', '.join(FIELDS)}), got {len(values)}")
+    shown = dict(zip(FIELDS, values))
+    preset = shown.pop("preset")
+    overrides = {name: value for name, value in shown.items() if name not in ("model", "data", "targets")}
+    overrides |= {name: shown[name] for name in ("model", "data") if shown[name]}
+    if _targets(shown["targets"]):  # none ticked: the preset's layers (as before), else the model's default
+        overrides["target_modules"] = _targets(shown["targets"])
+    return app_config(preset, **overrides | more)
+
+
+def ui_values_from(config: RunConfig) -> dict[str, Any]:
+    """The controls' values for ``config``, by :data:`FIELDS` name (in that order): the
+    inverse of :func:`run_config_from_ui` (``targets`` as a list of layer names)."""
+    targets = config.adapter.target_modules
+    return {"preset": config.preset, "model": config.model, "data": config.data, "method": config.method,
+            "r": config.adapter.r, "lora_alpha": config.adapter.lora_alpha,
+            "targets": [targets] if isinstance(targets, str) else list(targets or []),
+            "lr": config.lr, "steps": config.steps, "batch_size": config.batch_size, "seed": config.seed,
+            "device": config.device}
+

@@ -4,8 +4,10 @@
      &targets=qkv,proj&lr=0.003&steps=60&batch=64&seed=0&device=auto
      &lesson=1&panels=train,try,learn&presets=digits,fortunes
 
-Parsing never fails: unknown keys are ignored and a value that does not parse (or is out
-of range) is dropped with a note, so a mangled link still opens the app.
+A link names a :class:`~symlora.lab.runconfig.RunConfig` by its settings (``dropout`` only
+when the run has adapter dropout).  Parsing never fails: unknown keys are ignored and a
+value that does not parse (or is out of range) is dropped with a note, so a mangled link
+still opens the app.
 """
 
 from __future__ import annotations
@@ -17,17 +19,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .settings import METHOD_LABELS, Settings, check_value
+from symlora.lab.runconfig import RunConfig
+
+from .settings import METHOD_LABELS, app_config, check_value
 
 PANELS: tuple[str, ...] = ("train", "compare", "try", "learn")
-# query key → Settings field
+# query key → the run setting it carries
 KEYS: dict[str, str] = {
     "preset": "preset", "model": "model", "data": "data", "method": "method", "r": "r",
-    "alpha": "lora_alpha", "targets": "targets", "lr": "lr", "steps": "steps",
-    "batch": "batch_size", "seed": "seed", "device": "device",
+    "alpha": "lora_alpha", "targets": "target_modules", "lr": "lr", "steps": "steps",
+    "batch": "batch_size", "seed": "seed", "device": "device", "dropout": "lora_dropout",
 }
-_INTS = {"r", "steps", "batch_size", "seed"}
-_FLOATS = {"lora_alpha", "lr"}
+_NUMBERS = {"r", "lora_alpha", "lora_dropout", "lr", "steps", "batch_size", "seed"}
 _TRUE = {"1", "true", "yes", "on"}
 
 
@@ -43,16 +46,17 @@ class Lesson:
 
 @dataclass
 class Shared:
-    """A parsed link: the settings it names (only those present), the lesson, and notes
-    about values that were dropped."""
+    """A parsed link: the settings it names (only those present, by their run names), the
+    lesson, and notes about values that were dropped."""
 
     values: dict[str, Any]
     lesson: Lesson
     problems: list[str]
 
-    def apply(self, settings: Settings) -> Settings:
-        """``settings`` with this link's values on top."""
-        return settings.replace(**self.values)
+    def config(self, preset: str) -> RunConfig:
+        """The link's run: ``preset``'s, with the link's values on top (see
+        :func:`app.settings.app_config`)."""
+        return app_config(preset, **{k: v for k, v in self.values.items() if k != "preset"})
 
 
 def _number(text: str) -> float:
@@ -84,9 +88,13 @@ def _csv(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def to_query(settings: Settings, lesson: Lesson | None = None) -> str:
-    """The query string (with the leading ``?``) that reproduces ``settings``."""
-    params: list[tuple[str, str]] = [(key, _fmt(getattr(settings, name))) for key, name in KEYS.items()]
+def to_query(config: RunConfig, lesson: Lesson | None = None) -> str:
+    """The query string (with the leading ``?``) that reproduces ``config``."""
+    settings = config.settings()
+    params = [(key, "" if settings[name] is None else _fmt(settings[name])) for key, name in KEYS.items()
+              if key != "dropout"]
+    if config.adapter.lora_dropout:
+        params.append(("dropout", _fmt(config.adapter.lora_dropout)))
     if lesson is not None and lesson.enabled:
         params.append(("lesson", "1"))
         panels = [p for p in PANELS if p in lesson.panels] or ["train"]
@@ -108,10 +116,12 @@ def parse_query(params: Mapping[str, str] | str) -> Shared:
             continue
         raw = str(raw).strip()
         try:
-            if name in _INTS or name in _FLOATS:
+            if name in _NUMBERS:
                 value: Any = check_value(name, _number(raw))
-            elif name == "targets":
+            elif name == "target_modules":
                 value = _csv(raw)
+                if not value:  # empty: the preset's layers
+                    continue
             else:
                 if not raw:
                     raise ValueError(raw)

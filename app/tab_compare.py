@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
+from symlora.lab.runconfig import RunConfig
 
 from . import plots
 from .lab import Lab
 from .params import equal_budget_rank, estimate
 from .run_control import RunControl, read_settings, run_choices
 from .runner import Update, format_metric, run_label, status_line, stream
-from .settings import LIMITS, Settings
+from .settings import LIMITS
 from .tab_train import target_choices
 
 INTRO = ("### LoRA vs SymLoRA, fairly\n"
@@ -80,12 +81,13 @@ def build(lab: Lab) -> CompareUI:
                      memory=memory, table=table, conclusion=conclusion)
 
 
-def plan(lab: Lab, settings: Settings, budget: str, include_head: bool) -> tuple[list[Settings], str]:
+def plan(lab: Lab, settings: RunConfig, budget: str, include_head: bool) -> tuple[list[RunConfig], str]:
     """The runs to make and a sentence on how they were made comparable."""
     bundle = lab.bases.model(settings.model)
     head = getattr(bundle, "head_name", None)
     symmetric = {v for _, v in target_choices(lab, settings.model, "symlora")}
-    wanted = list(settings.targets) or []
+    chosen = settings.adapter.target_modules
+    wanted = [chosen] if isinstance(chosen, str) else list(chosen or [])
     targets = [k for k in wanted if k in symmetric]
     note = ""
     if wanted and len(targets) < len(wanted):
@@ -93,19 +95,19 @@ def plan(lab: Lab, settings: Settings, budget: str, include_head: bool) -> tuple
     if wanted and not targets:
         targets = []  # fall back to the model's defaults
     spec = targets or bundle.default_targets
-    lora = settings.replace(method="lora", targets=targets)
-    sym = settings.replace(method="symlora", targets=targets)
-    n_lora = estimate(bundle.model, "lora", lora.r, spec).adapter
-    how = f"Both at rank r = {settings.r}."
+    lora = settings.replace(method="lora", target_modules=targets or None)
+    sym = settings.replace(method="symlora", target_modules=targets or None)
+    n_lora = estimate(bundle.model, "lora", lora.adapter.r, spec).adapter
+    how = f"Both at rank r = {settings.adapter.r}."
     if budget == "budget":
-        best = equal_budget_rank(bundle.model, lora.r, spec, max_rank=int(LIMITS["r"][1]))
+        best = equal_budget_rank(bundle.model, lora.adapter.r, spec, max_rank=int(LIMITS["r"][1]))
         sym = sym.replace(r=best)
         n_sym = estimate(bundle.model, "symlora", best, spec).adapter
-        how = (f"Equal budget: LoRA r = {lora.r} has {n_lora:,} adapter weights; SymLoRA r = {best} has "
+        how = (f"Equal budget: LoRA r = {lora.adapter.r} has {n_lora:,} adapter weights; SymLoRA r = {best} has "
                f"{n_sym:,}.")
     runs = [lora, sym]
     if include_head and head:
-        runs.append(settings.replace(method="head-only", targets=[]))
+        runs.append(settings.replace(method="head-only", target_modules=None))
     return runs, how + note
 
 
@@ -118,13 +120,13 @@ def tensors_only(memory: dict[str, int]) -> dict[str, int]:
     return {k: v for k, v in memory.items() if k != "other"}
 
 
-def summary_rows(results: list[tuple[Settings, Any]]) -> list[list[Any]]:
+def summary_rows(results: list[tuple[RunConfig, Any]]) -> list[list[Any]]:
     lora = next((res.trainable_params for s, res in results if s.method == "lora"), None)
     rows = []
     for s, res in results:
         name = res.metric_name
         rows.append([
-            run_label(s).split(" r=")[0], s.r if s.is_adapter else "–", f"{res.trainable_params:,}",
+            run_label(s).split(" r=")[0], s.adapter.r if s.uses_adapter else "–", f"{res.trainable_params:,}",
             f"{res.trainable_params / lora:.0%}" if lora else "–",
             format_metric(name, res.metric_before), format_metric(name, res.metric_after),
             f"{res.step_ms:.0f}" if res.step_ms else "–", f"{tensor_bytes(res.memory.to_dict()) / 2**20:.1f}",
@@ -133,7 +135,7 @@ def summary_rows(results: list[tuple[Settings, Any]]) -> list[list[Any]]:
     return rows
 
 
-def conclusion(results: list[tuple[Settings, Any]]) -> str:
+def conclusion(results: list[tuple[RunConfig, Any]]) -> str:
     """Two sentences on the outcome, worded by the actual gap (no cheerleading)."""
     by = {s.method: res for s, res in results}
     if "lora" not in by or "symlora" not in by:
@@ -165,7 +167,7 @@ class Board:
     and the run going now."""
 
     def __init__(self) -> None:
-        self.done: list[tuple[Settings, Any]] = []
+        self.done: list[tuple[RunConfig, Any]] = []
         self.curves: list[plots.Curve] = []
         self.memory: list[tuple[str, dict]] = []
         self.metric_name = "accuracy"
@@ -177,13 +179,13 @@ class Board:
         return (plots.curves_figure(curves, self.metric_name, revision="compare"),
                 plots.memory_figure(rows, revision="compare-mem"))
 
-    def add(self, settings: Settings, result: Any, tracker: Any, label: str) -> None:
+    def add(self, settings: RunConfig, result: Any, tracker: Any, label: str) -> None:
         self.done.append((settings, result))
         self.curves.append(tracker.curve)
         self.memory.append((label, tensors_only(result.memory.to_dict())))
 
 
-def compare_updates(lab: Lab, control: RunControl, settings: Settings, budget: str, include_head: bool, runs: dict,
+def compare_updates(lab: Lab, control: RunControl, settings: RunConfig, budget: str, include_head: bool, runs: dict,
                     session: str, flag: Any, zip_path: Any = None, text: str = "") -> Iterator[Update]:
     """The comparison as page updates (in the Job's worker thread): the planned runs one
     after another, then the table and the conclusion."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from symlora.lab.runconfig import RunConfig
 
 from . import collect, plots
 from .analysis import symmetry_note
@@ -26,7 +27,7 @@ from .live_view import LiveView, curves_view, spectrum_view
 from .params import estimate, formula_text, kinds_for, layer_kinds
 from .run_control import RunControl, read_settings, run_choices, session_of
 from .runner import Update, run_label, status_line, stream
-from .settings import FIELDS, LIMITS, METHOD_CHOICES, METHOD_LABELS, Settings
+from .settings import ADAPTER_METHODS, FIELDS, LIMITS, METHOD_CHOICES, METHOD_LABELS, ui_values_from
 from .userdata import file_path, read_text_file
 
 EXPLAIN_CURVES = ("**What you are looking at:** the loss (left) is how wrong the model is on the batch it "
@@ -141,7 +142,7 @@ class TrainUI:
 def build(lab: Lab) -> TrainUI:
     """Lay out the Train tab (call inside ``gr.Tab``): the preset and your own data on top,
     the settings and run buttons on the left, the plots on the right, the share box below."""
-    s = lab.default_settings()
+    s = ui_values_from(lab.default_config())  # what the controls show first
     lesson_banner = gr.Markdown(visible=False, elem_id="lesson-banner")
     preset = build_preset(lab, s)
     own = build_own_data(lab, s)
@@ -151,7 +152,7 @@ def build(lab: Lab) -> TrainUI:
             run = build_run_control(lab)
         with gr.Column(scale=7, min_width=420):
             shown = build_plots(s)
-    spectra_state = gr.State({"method": s.method, "spectra": []})
+    spectra_state = gr.State({"method": s["method"], "spectra": []})
     share = build_share(lab)
     ui = TrainUI(lesson_banner=lesson_banner, **preset, **own, **settings, **run, **shown,
                  spectra_state=spectra_state, **share)
@@ -159,19 +160,19 @@ def build(lab: Lab) -> TrainUI:
     return ui
 
 
-def build_preset(lab: Lab, s: Settings) -> dict[str, Any]:
+def build_preset(lab: Lab, s: dict[str, Any]) -> dict[str, Any]:
     """Step 1: the preset radio and its description."""
-    preset = gr.Radio(lab.preset_choices(), value=s.preset, label="1 · Pick an experiment (preset)",
+    preset = gr.Radio(lab.preset_choices(), value=s["preset"], label="1 · Pick an experiment (preset)",
                       info="A ready-made setup: a pretrained model, new data to teach it, and settings that work. "
                            "Then press Start.", elem_id="preset")
-    preset_info = gr.Markdown(preset_description(lab, lab.preset(s.preset)), elem_id="preset-info")
+    preset_info = gr.Markdown(preset_description(lab, lab.preset(s["preset"])), elem_id="preset-info")
     return dict(preset=preset, preset_info=preset_info)
 
 
-def build_own_data(lab: Lab, s: Settings) -> dict[str, Any]:
+def build_own_data(lab: Lab, s: dict[str, Any]) -> dict[str, Any]:
     """The "Use your own data" accordion: a zip of images (or examples collected in the
     browser) for an image model, text for a language model; the note on what a run uses."""
-    vision = lab.model_task(s.model) == "vision"
+    vision = lab.model_task(s["model"]) == "vision"
     limits = lab.user_data.limits
     with gr.Accordion("Use your own data (optional)", open=False, elem_id="own-data") as own_data:
         with gr.Column(visible=vision) as own_images:
@@ -198,42 +199,42 @@ def build_own_data(lab: Lab, s: Settings) -> dict[str, Any]:
                 data_txt=data_txt, data_note=data_note, user_state=user_state, collect=collected)
 
 
-def build_settings(lab: Lab, s: Settings) -> dict[str, Any]:
+def build_settings(lab: Lab, s: dict[str, Any]) -> dict[str, Any]:
     """Step 2: method, rank, steps and seed; the advanced settings; the parameter counter."""
-    method = gr.Radio(METHOD_CHOICES, value=s.method, label="2 · Method",
+    method = gr.Radio(METHOD_CHOICES, value=s["method"], label="2 · Method",
                       info="SymLoRA: ΔW = s·Q·diag(Λ)·Qᵀ (about half of LoRA's weights). LoRA: ΔW = s·B·A. "
                            "Head only: train just the last layer. Full: train every weight.",
                       elem_id="method")
-    r = gr.Slider(1, int(LIMITS["r"][1]), value=s.r, step=1, label="Rank r",
+    r = gr.Slider(1, int(LIMITS["r"][1]), value=s["r"], step=1, label="Rank r",
                   info="How many directions each adapter may change. More = more weights.", elem_id="rank",
-                  visible=s.is_adapter)
-    steps = gr.Slider(1, int(LIMITS["steps"][1]), value=s.steps, step=1, label="Steps",
+                  visible=s["method"] in ADAPTER_METHODS)
+    steps = gr.Slider(1, int(LIMITS["steps"][1]), value=s["steps"], step=1, label="Steps",
                       info="How many batches to learn from. Each step is one small update.", elem_id="steps")
     with gr.Row(equal_height=True):
-        seed = gr.Number(value=s.seed, precision=0, minimum=0, maximum=LIMITS["seed"][1], label="Seed",
+        seed = gr.Number(value=s["seed"], precision=0, minimum=0, maximum=LIMITS["seed"][1], label="Seed",
                          info="Same seed + same settings → the same curves on this machine.",
                          elem_id="seed", scale=3)
         dice = gr.Button("New seed", size="sm", scale=1, elem_id="dice")
     with gr.Accordion("Advanced settings", open=False, elem_id="advanced") as advanced:
-        model = gr.Dropdown(list(lab.models), value=s.model, label="Pretrained model",
+        model = gr.Dropdown(list(lab.models), value=s["model"], label="Pretrained model",
                             info="The network we start from; its weights stay frozen (except with Full).",
                             elem_id="model")
-        data = gr.Dropdown(lab.data_choices(s.model), value=s.data, label="Data",
+        data = gr.Dropdown(lab.data_choices(s["model"]), value=s["data"], label="Data",
                            info="What the model learns now (a new task it was not trained on).",
                            elem_id="data", allow_custom_value=True)
-        lora_alpha = gr.Number(value=s.lora_alpha, minimum=LIMITS["lora_alpha"][0], label="lora_alpha (α)",
+        lora_alpha = gr.Number(value=s["lora_alpha"], minimum=LIMITS["lora_alpha"][0], label="lora_alpha (α)",
                                info="The update is scaled by s = α / r, so changing r keeps its size similar.",
-                               elem_id="alpha", visible=s.is_adapter)
+                               elem_id="alpha", visible=s["method"] in ADAPTER_METHODS)
         targets = gr.CheckboxGroup([], value=[], label="Target layers",
                                    info="Which layers get an adapter (× how many, in→out shape). SymLoRA lists "
                                         "only square layers or whole multiples (split into square blocks).",
-                                   elem_id="targets", visible=s.is_adapter)
-        targets_text = gr.Textbox(",".join(s.targets), visible=False, label="targets",
+                                   elem_id="targets", visible=s["method"] in ADAPTER_METHODS)
+        targets_text = gr.Textbox(",".join(s["targets"]), visible=False, label="targets",
                                   info="Comma-separated layer kinds (e.g. attn.qkv,attn.proj); empty = the model's default.")
-        lr = gr.Number(value=s.lr, minimum=LIMITS["lr"][0], maximum=LIMITS["lr"][1], label="Learning rate",
+        lr = gr.Number(value=s["lr"], minimum=LIMITS["lr"][0], maximum=LIMITS["lr"][1], label="Learning rate",
                        info="Step size of AdamW (warm-up, then cosine decay). Too big → the loss explodes.",
                        elem_id="lr")
-        batch_size = gr.Number(value=s.batch_size, precision=0, minimum=1, maximum=LIMITS["batch_size"][1],
+        batch_size = gr.Number(value=s["batch_size"], precision=0, minimum=1, maximum=LIMITS["batch_size"][1],
                                label="Batch size", info="Examples per step: bigger is smoother but slower.",
                                elem_id="batch")
         device = gr.Dropdown(lab.device_choices, value="auto", label="Device",
@@ -259,14 +260,14 @@ def build_run_control(lab: Lab) -> dict[str, Any]:
     return dict(start=start, stop=stop, pause=pause, step=step, reset=reset, status=status)
 
 
-def build_plots(s: Settings) -> dict[str, Any]:
+def build_plots(s: dict[str, Any]) -> dict[str, Any]:
     """The run's plots, each with what it shows: curves, memory, the spectrum of ΔW over
     time; the raw event."""
     curves = gr.Plot(plots.curves_figure([]), label="Loss and metric", show_label=False, elem_id="curves")
     gr.Markdown(EXPLAIN_CURVES)
     memory = gr.Plot(plots.memory_figure([]), label="Memory breakdown", show_label=False, elem_id="memory")
     gr.Markdown(EXPLAIN_MEMORY)
-    spectrum = gr.Plot(plots.spectrum_figure(None, s.method), label="Spectrum of ΔW", show_label=False, elem_id="spectrum")
+    spectrum = gr.Plot(plots.spectrum_figure(None, s["method"]), label="Spectrum of ΔW", show_label=False, elem_id="spectrum")
     spec_slider = gr.Slider(0, 1, value=0, step=1, label="Training time (evaluation point)",
                             info="Which moment of the run the spectrum shows (0 = before training).",
                             interactive=False, elem_id="spec-slider")
@@ -304,7 +305,7 @@ def build_share(lab: Lab) -> dict[str, Any]:
 def preset_description(lab: Lab, preset: Any) -> str:
     net = " · ⚠ needs internet" if preset.needs_internet else ""
     return (f"**{preset.name}** — {preset.description}  \n"
-            f"<small>model `{preset.model}` · data `{preset.data}` · {preset.steps} steps{net}</small>")
+            f"<small>model `{preset.model}` · data `{preset.data}` · {preset.config.steps} steps{net}</small>")
 
 
 FIRST_LOAD = {"text": "the first time takes 5–25 s: the model is read and, once per machine, converted",
@@ -526,17 +527,18 @@ def preset_outputs(t: TrainUI) -> list[Any]:
 def preset_values(lab: Lab, t: TrainUI, name: str) -> dict[Any, Any]:
     """The preset's values for :func:`preset_outputs`."""
     p = lab.preset(name)
-    s = Settings.from_preset(p)
+    config = lab.default_config(p.name)
+    s, adapter = ui_values_from(config), config.uses_adapter
     try:
-        tgt = target_update(lab, s.model, s.method, p.target_modules)
+        tgt = target_update(lab, s["model"], s["method"], config.adapter.target_modules)
     except Exception as err:  # noqa: BLE001 — e.g. an online-only model offline
         gr.Warning(readable(err))
-        tgt = gr.update(choices=[], value=[], visible=s.is_adapter)
+        tgt = gr.update(choices=[], value=[], visible=adapter)
     return {
-        t.preset_info: preset_description(lab, p), t.model: s.model,
-        t.data: gr.update(choices=lab.data_choices(s.model), value=s.data), t.method: s.method,
-        t.r: gr.update(value=s.r, visible=s.is_adapter), t.lora_alpha: gr.update(value=s.lora_alpha, visible=s.is_adapter),
-        t.targets: tgt, t.lr: s.lr, t.steps: s.steps, t.batch_size: s.batch_size, t.seed: s.seed,
+        t.preset_info: preset_description(lab, p), t.model: s["model"],
+        t.data: gr.update(choices=lab.data_choices(s["model"]), value=s["data"]), t.method: s["method"],
+        t.r: gr.update(value=s["r"], visible=adapter), t.lora_alpha: gr.update(value=s["lora_alpha"], visible=adapter),
+        t.targets: tgt, t.lr: s["lr"], t.steps: s["steps"], t.batch_size: s["batch_size"], t.seed: s["seed"],
     }
 
 
@@ -641,7 +643,7 @@ def wire_pause(t: TrainUI, control: RunControl) -> None:
     t.start.click(lambda: PAUSE_LABEL, None, t.pause, **CONTROL)
 
 
-def train_updates(lab: Lab, control: RunControl, settings: Settings, runs: dict, session: str, flag: Any,
+def train_updates(lab: Lab, control: RunControl, settings: RunConfig, runs: dict, session: str, flag: Any,
                   zip_path: Any = None, text: str = "") -> Iterator[Update]:
     """The run as page updates (in the Job's worker thread): status, curves, memory,
     spectrum and its slider, spectrum note, raw event, spectra state; the last one also the
@@ -669,7 +671,7 @@ def train_updates(lab: Lab, control: RunControl, settings: Settings, runs: dict,
             yield Update(shown + (gr.skip(), raw, state, gr.skip(), gr.skip()))
             continue
         result = event.result
-        note = symmetry_note(getattr(result, "bundle", None), settings.method, getattr(result, "symmetry", None))
+        note = symmetry_note(tracker.bundle, settings.method, tracker.symmetry)
         runs = control.keep(session, runs, label, settings, result, tracker, user)
         final = shown + (EXPLAIN_SPECTRUM + "\n\n" + note, raw, state, runs, run_choices(runs))
         control.finished(session, flag, final)  # before yielding: Stop may be waiting
@@ -696,7 +698,7 @@ def wire_reset(lab: Lab, t: TrainUI, wired: Wired) -> None:
     def reset(preset, request: gr.Request):
         lab.runs.stop(session_of(request))
         out = preset_values(lab, t, preset)
-        s = lab.default_settings(preset)
+        s = lab.default_config(preset)
         out.update({
             t.status: "Settings reset to the preset. Press **Start** to train.",
             t.curves: plots.curves_figure([]), t.memory: plots.memory_figure([]),

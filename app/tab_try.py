@@ -221,7 +221,7 @@ def test_images(lab: Lab, saved: SavedRun) -> Any:
     images when it trained on them, else its dataset's test split."""
     if saved.test_sample is not None:
         return saved.test_sample
-    return lab.bases.dataset(saved.settings.data, saved.settings.seed).test
+    return lab.bases.dataset(saved.config.data, saved.config.seed).test
 
 
 def dark_data(lab: Lab, saved: SavedRun) -> bool:
@@ -249,20 +249,20 @@ def download_name(saved: SavedRun) -> str:
     ``digits-symlora-r8`` for a preset, ``my-letters-lora-r4`` for ``my-letters.zip``."""
     import re
 
-    s = saved.settings
+    s = saved.config
     data = s.preset
     if saved.data_name:
         data = re.sub(r"[^a-z0-9]+", "-", Path(saved.data_name).stem.lower()).strip("-")[:40] or "my-data"
-    rank = f"-r{s.r}" if s.is_adapter else ""
+    rank = f"-r{s.adapter.r}" if s.uses_adapter else ""
     return f"{data}-{s.method}{rank}"
 
 
 def card_context(lab: Lab, saved: SavedRun) -> dict[str, Any]:
     """What a download's model card says about the run: data, metrics, settings."""
     s = saved.summary
-    return {"data": saved.data_label, "preset": saved.settings.preset, "metric_name": s.get("metric_name"),
+    return {"data": saved.data_label, "preset": saved.config.preset, "metric_name": s.get("metric_name"),
             "metric_before": s.get("metric_before"), "metric_after": s.get("metric_after"),
-            "steps": s.get("steps_done"), "seed": saved.settings.seed, "lr": saved.settings.lr}
+            "steps": s.get("steps_done"), "seed": saved.config.seed, "lr": saved.config.lr}
 
 
 # --------------------------------------------------------------------------- wiring
@@ -297,7 +297,7 @@ def wire_images(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> None
         if image is None:
             return None, None, None, "Draw, upload or sample an image first."
         saved = pick_run(runs, run)
-        model_name = saved.settings.model if saved else model
+        model_name = saved.config.model if saved else model
         try:
             base = lab.bases.model(model_name)
             if not hasattr(base, "labels"):
@@ -354,7 +354,7 @@ def wire_text(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> None:
 
         saved = pick_run(runs, choice)
         try:
-            base = lab.bases.model(saved.settings.model if saved else model)
+            base = lab.bases.model(saved.config.model if saved else model)
             if not hasattr(base, "tokenizer"):
                 raise page_error("This run classifies images: use the image tools.")
             kw = dict(max_new_tokens=int(max_tokens), temperature=float(temperature), seed=int(seed))
@@ -402,7 +402,7 @@ def wire_downloads(lab: Lab, t: TryUI, runs_state: Any) -> None:
         if saved is None:
             raise page_error("Train a model first.")
         try:
-            base = lab.bases.model(saved.settings.model)
+            base = lab.bases.model(saved.config.model)
             tuned = lab.tuned.get(saved, lab.bases)
             if hasattr(tuned, "preprocess"):
                 inputs = tuned.preprocess(test_images(lab, saved).images[:32]).cpu()
@@ -422,7 +422,7 @@ def wire_run_choice(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> 
 
     def on_run(choice: str, runs: dict, model: str):
         saved = pick_run(runs, choice)
-        name = saved.settings.model if saved else model
+        name = saved.config.model if saved else model
         is_text = lab.model_task(name) == "text"
         sketch, gallery = gr.skip(), gr.skip()
         if not is_text:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import gradio as gr
+from symlora.lab.runconfig import RunConfig
 
 from . import checks, fair, tab_compare, tab_learn, tab_train, tab_try
 from .errors import readable
 from .lab import Lab
 from .sessions import free_memory
-from .settings import Settings
+from .settings import run_config_from_ui, ui_values_from
 from .share import PANELS, Lesson, parse_query, restrict, shown, to_query
 
 HEADER = """# SymLoRA Lab
@@ -111,7 +112,7 @@ def wire_share(lab: Lab, t: tab_train.TrainUI) -> None:
 
     def make_query(*args):
         n = len(t.controls)
-        settings = Settings.from_values(*args[:n])
+        settings = run_config_from_ui(*args[:n])
         lesson_on, panels, presets = args[n:]
         return to_query(settings, Lesson(bool(lesson_on), list(panels or PANELS), list(presets or [])))
 
@@ -121,32 +122,37 @@ def wire_share(lab: Lab, t: tab_train.TrainUI) -> None:
         queue=False, show_progress="hidden")
 
 
-def restore(lab: Lab, params: dict[str, str]) -> tuple[Settings, Lesson, list[str]]:
-    """Settings and lesson from a link's query parameters; unknown names fall back to the
-    preset's values, with a note for each."""
+def restore(lab: Lab, params: dict[str, str]) -> tuple[RunConfig, Lesson, list[str]]:
+    """The run and lesson a link's query parameters name; names unknown here fall back to
+    the preset's values, with a note for each."""
     shared = parse_query(params)
     problems = list(shared.problems)
-    name = shared.values.get("preset")
+    values = shared.values
+    name = values.get("preset")
     if name is not None and name not in lab.presets:
         problems.append(f"ignored preset={shown(name)} from the link (no such preset)")
-        shared.values.pop("preset")
+        values.pop("preset")
     if shared.lesson.enabled and shared.lesson.presets:
         allowed = restrict(lab.presets, shared.lesson.presets)
         shared.lesson.presets = [p for p in shared.lesson.presets if p in lab.presets]
-        if shared.values.get("preset") not in allowed:
-            shared.values["preset"] = allowed[0]
-    settings = shared.apply(lab.default_settings(shared.values.get("preset")))
-    fallback = lab.default_settings(settings.preset)
-    if settings.model not in lab.models:
-        problems.append(f"ignored model={shown(settings.model)} from the link (no such model)")
-        settings = settings.replace(model=fallback.model, data=fallback.data)
-    if settings.data not in lab.data_choices(settings.model):
-        problems.append(f"ignored data={shown(settings.data)} from the link (not data for {shown(settings.model)})")
-        settings = settings.replace(data=fallback.data if fallback.model == settings.model else lab.data_choices(settings.model)[0])
-    if settings.device not in {v for _, v in lab.device_choices}:
-        problems.append(f"ignored device={shown(settings.device)} from the link (not available here)")
-        settings = settings.replace(device="auto")
-    return settings, shared.lesson, problems
+        if values.get("preset") not in allowed:
+            values["preset"] = allowed[0]
+    preset = lab.preset(values.get("preset")).name
+    fallback = lab.default_config(preset)
+    model = values.get("model", fallback.model)
+    if model not in lab.models:
+        problems.append(f"ignored model={shown(model)} from the link (no such model)")
+        values.pop("data", None)
+        model = values["model"] = fallback.model
+    data = values.get("data", fallback.data)
+    if data not in lab.data_choices(model):
+        problems.append(f"ignored data={shown(data)} from the link (not data for {shown(model)})")
+        values["data"] = fallback.data if fallback.model == model else lab.data_choices(model)[0]
+    device = values.get("device", fallback.device)
+    if device not in {v for _, v in lab.device_choices}:
+        problems.append(f"ignored device={shown(device)} from the link (not available here)")
+        values["device"] = "auto"
+    return shared.config(preset), shared.lesson, problems
 
 
 def wire_load(demo: gr.Blocks, lab: Lab, t: tab_train.TrainUI, tabs: Any, tab_of: dict[str, Any], wired: Any,
@@ -158,38 +164,39 @@ def wire_load(demo: gr.Blocks, lab: Lab, t: tab_train.TrainUI, tabs: Any, tab_of
     def on_load(request: gr.Request):
         params = dict(request.query_params) if request is not None else {}
         try:
-            settings, lesson, problems = restore(lab, params)
-            targets = tab_train.target_update(lab, settings.model, settings.method,
-                                              settings.targets or lab.preset(settings.preset).target_modules)
+            config, lesson, problems = restore(lab, params)
+            settings = ui_values_from(config)
+            targets = tab_train.target_update(lab, config.model, config.method, config.adapter.target_modules)
             kept = targets.get("value") or [] if isinstance(targets, dict) else []
-            ignored = [x for x in settings.targets if x not in kept] if settings.is_adapter else []
+            ignored = [x for x in settings["targets"] if x not in kept] if config.uses_adapter else []
             if ignored:
                 problems.append(f"ignored targets={shown(','.join(ignored))} from the link (not layers "
-                                f"{shown(settings.model)} can adapt with {settings.method})")
+                                f"{shown(config.model)} can adapt with {config.method})")
         except Exception as err:  # noqa: BLE001 — a broken link must still open the app
             gr.Warning(f"Could not restore the link: {readable(err)}")
-            settings, lesson, problems = lab.default_settings(), Lesson(), []
+            config, lesson, problems = lab.default_config(), Lesson(), []
+            settings = ui_values_from(config)
             targets = gr.update()
-        adapter = settings.is_adapter
+        adapter = config.uses_adapter
         preset_choices = lab.preset_choices(lesson.presets if lesson.enabled else None)
         panels = lesson.panels if lesson.enabled else list(PANELS)
         banner = ""
         if lesson.enabled:
-            full = to_query(settings)
+            full = to_query(config)
             banner = (f"**Lesson mode** — your teacher picked these settings; advanced settings are hidden. "
                       f"[Open the full lab]({full})")
         status = "Press **Start** to fine-tune the pretrained model. " + lab.device_note()
         if problems:
             status = "**Note:** " + "; ".join(problems) + ".\n\n" + status
         values = {
-            t.preset: gr.update(choices=preset_choices, value=settings.preset), t.model: settings.model,
-            t.data: gr.update(choices=lab.data_choices(settings.model), value=settings.data),
-            t.method: settings.method, t.r: gr.update(value=settings.r, visible=adapter),
-            t.lora_alpha: gr.update(value=settings.lora_alpha, visible=adapter), t.targets: targets,
+            t.preset: gr.update(choices=preset_choices, value=settings["preset"]), t.model: settings["model"],
+            t.data: gr.update(choices=lab.data_choices(settings["model"]), value=settings["data"]),
+            t.method: settings["method"], t.r: gr.update(value=settings["r"], visible=adapter),
+            t.lora_alpha: gr.update(value=settings["lora_alpha"], visible=adapter), t.targets: targets,
             t.targets_text: ",".join(targets.get("value") or []) if isinstance(targets, dict) else gr.skip(),
-            t.lr: settings.lr, t.steps: settings.steps, t.batch_size: settings.batch_size, t.seed: settings.seed,
-            t.device: settings.device,
-            t.preset_info: tab_train.preset_description(lab, lab.preset(settings.preset)),
+            t.lr: settings["lr"], t.steps: settings["steps"], t.batch_size: settings["batch_size"], t.seed: settings["seed"],
+            t.device: settings["device"],
+            t.preset_info: tab_train.preset_description(lab, lab.preset(config.preset)),
             t.advanced: gr.update(visible=not lesson.enabled),
             t.lesson_banner: gr.update(value=banner, visible=lesson.enabled),
             t.status: status, t.lesson_on: lesson.enabled, t.lesson_panels: panels,

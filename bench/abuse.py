@@ -62,10 +62,10 @@ def queue_joins(demo, url: str, joins: int) -> None:
     from app.settings import FIELDS  # noqa: F401 — the same /train arguments as the page
 
     fn_index = next(i for i, fn in demo.fns.items() if fn.api_name == "train")
-    s = demo.lab.default_settings()
-    values = s.values()
-    values[6] = ",".join(s.targets)
-    values[8] = 1000  # steps
+    from app.settings import ui_values_from
+
+    s = ui_values_from(demo.lab.default_config())
+    values = list((s | {"targets": ",".join(s["targets"]), "steps": 1000}).values())
 
     def join(session: str, local_address: str | None = None) -> httpx.Response:
         transport = httpx.HTTPTransport(local_address=local_address) if local_address else None

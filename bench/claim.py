@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import symlora  # noqa: E402
 from symlora.blocks import BlockLayout, rank_for_budget, total_params  # noqa: E402
 from symlora.lab.data import FASHION_MNIST_CLASSES, load_dataset  # noqa: E402
-from symlora.lab.train import RunConfig, pick_device, prepare, run  # noqa: E402
+from symlora.lab.runconfig import RunConfig  # noqa: E402
+from symlora.lab.train import pick_device, prepare, run  # noqa: E402
 from symlora.lab.zoo import load_model  # noqa: E402
 
 log = logging.getLogger("claim")
@@ -96,7 +97,7 @@ INIT_STUDY = "the Fashion-MNIST ViT → MNIST digits, r = 8, 300 steps: SymLoRA 
 
 def adapted(base, task_cfg: RunConfig, method: str, r: int, dataset) -> tuple[list[BlockLayout], int]:
     """The layers ``method`` adapts in this task, and the run's trainable count at rank r."""
-    cfg = replace(task_cfg, method=method, r=r).resolved()
+    cfg = task_cfg.replace(method=method, r=r)
     bundle, _, _ = prepare(cfg, base=base, dataset=dataset, device=torch.device("cpu"))
     layouts = [layer.block_layout for _, layer in symlora.adapter_layers(bundle.model)]
     return layouts, symlora.count_parameters(bundle.model).trainable
@@ -113,13 +114,10 @@ def budget_rank(base, task_cfg: RunConfig, r: int, dataset) -> tuple[int, float]
     return best, best_count / lora_count
 
 
-def _resolve_negative(cfg: RunConfig, width: int) -> RunConfig:
+def _resolve_negative(knobs: dict[str, Any], width: int) -> dict[str, Any]:
     """Variants give n-dependent knobs as negative exponents of the layer width n."""
-    if cfg.init_scale < 0:
-        cfg = replace(cfg, init_scale=width ** -cfg.init_scale)
-    if cfg.lambda_lr_ratio is not None and cfg.lambda_lr_ratio < 0:
-        cfg = replace(cfg, lambda_lr_ratio=width ** -cfg.lambda_lr_ratio)
-    return cfg
+    return {k: width ** -v if k in ("init_scale", "lambda_lr_ratio") and v is not None and v < 0 else v
+            for k, v in knobs.items()}
 
 
 def one_run(cfg: RunConfig, base, dataset) -> dict[str, Any]:
@@ -138,7 +136,7 @@ def one_run(cfg: RunConfig, base, dataset) -> dict[str, Any]:
                      for name, layer in symlora.adapter_layers(result.bundle.model)
                      if layer.in_features == layer.out_features}
         row["symmetric_fraction"] = fractions
-    del result.bundle
+    result.bundle = None
     return row
 
 
@@ -152,40 +150,39 @@ def grid(task: Task, ranks: list[int], seeds: int, device: str, budget: bool, st
          fmnist_dir: str | None, knobs: dict[str, Any], methods: set[str] | None = None) -> Iterator[dict[str, Any]]:
     """Every run of one task, as it finishes (a configuration that equals an earlier one,
     such as an equal-budget rank that is the equal rank, is reported without rerunning)."""
-    base = load_model(RunConfig(preset=task.preset).resolved().model)
+    base = load_model(RunConfig.from_preset(task.preset).model)
     kwargs = dict(task.data_kwargs)
     if fmnist_dir and task.data.startswith("fmnist"):
         kwargs["data_dir"] = fmnist_dir
-    task_cfg = RunConfig(preset=task.preset, data=task.data, steps=steps or task.steps, lr=task.lr,
-                         batch_size=task.batch_size, device=device, eval_every=max(1, (steps or task.steps) // 6))
-    task_cfg = replace(task_cfg, **knobs)
-    if any(v is not None and v < 0 for v in (task_cfg.init_scale, task_cfg.lambda_lr_ratio)):
-        task_cfg = _resolve_negative(task_cfg, model_width(base))
+    task_cfg = RunConfig.from_preset(task.preset, data=task.data, steps=steps or task.steps, lr=task.lr,
+                                     batch_size=task.batch_size, device=device,
+                                     eval_every=max(1, (steps or task.steps) // 6),
+                                     **_resolve_negative(knobs, model_width(base)))
     wanted = [m for m in task.methods if methods is None or m in methods]
     configs: list[tuple[str, RunConfig]] = []
     for method in wanted:
         if method in ("head-only", "full"):
-            configs.append((method, replace(task_cfg, method=method)))
+            configs.append((method, task_cfg.replace(method=method)))
     probe_data = load_dataset(task.data, seed=0, **kwargs)
     for r in ranks:
         if "lora" in wanted:
-            configs.append((f"lora r={r}", replace(task_cfg, method="lora", r=r)))
+            configs.append((f"lora r={r}", task_cfg.replace(method="lora", r=r)))
         if "symlora" in wanted:
-            configs.append((f"symlora r={r}", replace(task_cfg, method="symlora", r=r)))
+            configs.append((f"symlora r={r}", task_cfg.replace(method="symlora", r=r)))
             if budget:
                 rb, ratio = budget_rank(base, task_cfg, r, probe_data)
                 log.info("%s: equal budget for LoRA r=%d is SymLoRA r=%d (params ×%.4f)", task.name, r, rb, ratio)
-                configs.append((f"symlora r={rb} (budget of lora r={r})", replace(task_cfg, method="symlora", r=rb)))
+                configs.append((f"symlora r={rb} (budget of lora r={r})", task_cfg.replace(method="symlora", r=rb)))
     done: dict[str, dict[str, Any]] = {}
     for label, cfg in configs:
         for seed in range(seeds):
-            seeded = replace(cfg, seed=seed)
+            seeded = cfg.replace(seed=seed)
             key = repr(seeded)
             t0 = time.perf_counter()
             if key not in done:
                 done[key] = one_run(seeded, base, load_dataset(task.data, seed=seed, **kwargs))
             row = done[key] | {"task": task.name, "label": label, "seed": seed,
-                               "r": cfg.r if cfg.method in ("lora", "symlora") else None}
+                               "r": cfg.adapter.r if cfg.uses_adapter else None}
             log.info("%-12s %-38s seed %d: %s %.4f → %.4f (%.1fs)", task.name, label, seed, row["metric_name"],
                      row["metric_before"], row["metric_after"], time.perf_counter() - t0)
             yield row
@@ -198,8 +195,9 @@ def init_study(seeds: int, device: str, steps: int, fmnist_dir: str | None) -> I
     for name, knobs in [("lora", {})] + list(INIT_VARIANTS.items()):
         method = "lora" if name == "lora" else "symlora"
         for seed in range(seeds):
-            cfg = _resolve_negative(RunConfig(preset="digits", method=method, steps=steps, lr=3e-3, batch_size=64,
-                                              r=8, seed=seed, device=device, eval_every=max(1, steps // 12), **knobs), width)
+            cfg = RunConfig.from_preset("digits", method=method, steps=steps, lr=3e-3, batch_size=64, r=8, seed=seed,
+                                        device=device, eval_every=max(1, steps // 12),
+                                        **_resolve_negative(knobs, width))
             row = one_run(cfg, base, load_dataset("mnist-5k", seed=seed))
             log.info("init %-18s seed %d: %.4f", name, seed, row["metric_after"])
             yield row | {"task": "init-study", "label": name, "seed": seed, "r": 8}

@@ -142,16 +142,16 @@ def summary(name: str, times: list[dict[str, float]], wall: float, sampler: GpuS
 
 
 def scenario_configs(kind: str, students: int, steps: int, device: str) -> list[Any]:
-    from symlora.lab.train import RunConfig
+    from symlora.lab.runconfig import RunConfig
 
     base = dict(preset="digits", steps=steps, device=device)
     if kind == "teacher":
-        return [RunConfig(**base, seed=0) for _ in range(students)]
+        return [RunConfig.from_preset(**base, seed=0) for _ in range(students)]
     if kind == "own_seeds":
-        return [RunConfig(**base, seed=100 + i) for i in range(students)]
+        return [RunConfig.from_preset(**base, seed=100 + i) for i in range(students)]
     layouts = [("symlora", 4), ("symlora", 8), ("symlora", 16), ("lora", 4), ("lora", 8), ("lora", 16)]
-    return [RunConfig(**base, seed=200 + i, method=layouts[i % len(layouts)][0], r=layouts[i % len(layouts)][1])
-            for i in range(students)]
+    return [RunConfig.from_preset(**base, seed=200 + i, method=layouts[i % len(layouts)][0],
+                                  r=layouts[i % len(layouts)][1]) for i in range(students)]
 
 
 def crowd_on_engine(engine: Any, configs: list[Any]) -> tuple[list[dict[str, float]], float, list[Any]]:
@@ -189,7 +189,7 @@ def crowd_one_at_a_time(configs: list[Any], base: Any, load_data: Any, students:
         t = time.perf_counter()
         first = first_step = None
         final = None
-        for event in run(cfg, base=base, dataset=load_data(cfg.resolved().data, cfg.resolved().seed), keep_model=False):
+        for event in run(cfg, base=base, dataset=load_data(cfg.data, cfg.seed), keep_model=False):
             now = time.perf_counter() - t
             first = first if first is not None else now
             if first_step is None and event.kind in ("step", "eval"):
@@ -246,16 +246,16 @@ def engine_level(args: argparse.Namespace) -> dict[str, Any]:
                       stack=None if args.stack == "auto" else args.stack == "on", max_runs=args.max_runs)
 
     # warm-up (CUDA context, kernels, the data of every scenario) — not measured
-    from symlora.lab.train import RunConfig, run
+    from symlora.lab.runconfig import RunConfig
+    from symlora.lab.train import run
 
     for kind in ("teacher", "own_seeds", "mixed"):
         for cfg in scenario_configs(kind, args.students, args.steps, args.device):
-            r = cfg.resolved()
-            load_data(r.data, r.seed)
-    list(run(RunConfig(preset="digits", steps=5, device=args.device), base=base, dataset=load_data("mnist-5k", 0),
-             keep_model=False))
+            load_data(cfg.data, cfg.seed)
+    list(run(RunConfig.from_preset("digits", steps=5, device=args.device), base=base,
+             dataset=load_data("mnist-5k", 0), keep_model=False))
     eng = new_engine()
-    list(eng.submit(RunConfig(preset="digits", steps=5, device=args.device, seed=999)).events())
+    list(eng.submit(RunConfig.from_preset("digits", steps=5, device=args.device, seed=999)).events())
     eng.close()
 
     rows = []
@@ -366,13 +366,11 @@ class AppServer:
 
 def _train_args(steps: int, seed: int = 0, method: str = "symlora", r: int = 8, preset: str = "digits") -> list[Any]:
     """``/train``'s positional values for a run of ``preset`` (its other settings as the preset has them)."""
-    from app.settings import Settings
-    from symlora.lab.presets import get_preset
+    from app.settings import app_config, ui_values_from
 
-    s = Settings.from_preset(get_preset(preset)).replace(steps=steps, seed=seed, method=method, r=r)
-    values = s.values()
-    values[6] = ",".join(s.targets)
-    return values
+    values = ui_values_from(app_config(preset, steps=steps, seed=seed, method=method, r=r))
+    values["targets"] = ",".join(values["targets"])
+    return list(values.values())
 
 
 def _event(update: Any) -> dict[str, Any]:

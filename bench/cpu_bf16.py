@@ -43,7 +43,7 @@ def timings(threads: int, repeat: int, steps: int) -> dict[str, Any]:
     from symlora.lab.train import RunConfig, make_optimizer, prepare
 
     torch.set_num_threads(threads)
-    cfg = RunConfig(preset="digits", device="cpu").resolved()
+    cfg = RunConfig.from_preset("digits", device="cpu")
     data = load_dataset(cfg.data, seed=0)
     bundle, task, _ = prepare(cfg, dataset=data, device=torch.device("cpu"))
     model = bundle.model
@@ -103,7 +103,7 @@ def accuracy(seeds: list[int], steps: int | None) -> dict[str, Any]:
         for name in ("fp32", "bf16"):
             c = time.process_time()
             os.environ[precision.ENV_CPU_DTYPE] = "bfloat16" if name == "bf16" else "float32"
-            cfg = RunConfig(preset="digits", device="cpu", seed=seed, steps=steps)
+            cfg = RunConfig.from_preset("digits", device="cpu", seed=seed, **({"steps": steps} if steps else {}))
             result = train(cfg, dataset=data, keep_model=False)
             out[f"seed {seed} {name}"] = {"accuracy": result.metric_after, "final_loss": result.history[-1]["loss"],
                                           "cpu_s": time.process_time() - c}

@@ -167,7 +167,7 @@ def main() -> None:
     base = load_model("fmnist-vit")
     rows = []
     for k in args.runs:
-        cfgs = [RunConfig(preset="digits", device=args.device, seed=s, batch_size=args.batch_size).resolved() for s in range(k)]
+        cfgs = [RunConfig.from_preset("digits", device=args.device, seed=s, batch_size=args.batch_size) for s in range(k)]
         row = {"runs": k}
         for way in args.ways:
             g = torch.Generator().manual_seed(0)

@@ -38,9 +38,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def _old_eval_every(settings: Any) -> int:
+def _old_eval_every(steps: int) -> int:
     """The app's cadence before the lean loop: the preset's number of evaluations, every step at worst."""
-    return max(1, settings.steps // 4)
+    return max(1, steps // 4)
 
 
 def one_run(path: str, steps: int, loop: Any, old_cadence: bool) -> dict[str, Any]:
@@ -48,44 +48,42 @@ def one_run(path: str, steps: int, loop: Any, old_cadence: bool) -> dict[str, An
     import app.runner as runner
     import symlora.lab.train as train
     from app.sessions import BASES
-    from app.settings import Settings
+    from app.settings import app_config
     from symlora.lab.presets import get_preset
+    from symlora.lab.runconfig import RunConfig
 
     preset = get_preset("digits")
-    saved = train.run, runner.eval_every
+    saved = train.run
     train.run = loop.run  # app.gpu.train_stream imports it at call time
-    if old_cadence:
-        runner.eval_every = _old_eval_every
     try:
         wall, cpu = time.perf_counter(), time.process_time()
         first, evaluations = None, 0
         if path == "core":
-            cfg = train.RunConfig(preset="digits", steps=steps, eval_every=min(preset.eval_every, steps))
+            cfg = RunConfig.from_preset("digits", steps=steps, eval_every=min(preset.config.eval_every, steps))
             for event in loop.run(cfg, base=BASES.model(preset.model), dataset=BASES.dataset(preset.data, 0)):
                 first = first or time.perf_counter() - wall
                 evaluations += event.kind in ("start", "eval")
                 last = event
         elif old_cadence:  # the app before the engine: one run through app.gpu.train_stream
-            from app.gpu import event_from_payload, train_stream
+            from app.gpu import train_stream
+            from symlora.lab.events import TrainEvent
 
-            settings = Settings.from_preset(preset).replace(steps=steps)
-            tracker = runner.Tracker("bench", settings.method)
-            config = settings.to_run_config(eval_every=_old_eval_every(settings)).to_dict()
-            for item in train_stream(config, None, None, True):
-                event = event_from_payload(item)
+            config = app_config("digits", steps=steps, eval_every=_old_eval_every(steps))
+            tracker = runner.Tracker("bench", config.method)
+            for item in train_stream(config.to_dict(), None, None):
+                event = TrainEvent.from_payload(item["event"])
                 tracker.add(event)
                 first = first or time.perf_counter() - wall
                 evaluations += event.kind in ("start", "eval")
                 last = event
         else:
-            settings = Settings.from_preset(preset).replace(steps=steps)
-            for event, _, _ in runner.stream(settings, stop=None, label="bench"):
+            for event, _, _ in runner.stream(app_config("digits", steps=steps), stop=None, label="bench"):
                 first = first or time.perf_counter() - wall
                 evaluations += event.kind in ("start", "eval")
                 last = event
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     finally:
-        train.run, runner.eval_every = saved
+        train.run = saved
     result = last.result
     return {"wall_s": wall, "cpu_s": cpu, "first_event_s": first, "metric_after": result.metric_after,
             "final_loss": last.loss, "evaluations": evaluations}

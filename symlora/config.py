@@ -12,7 +12,7 @@ import dataclasses
 import json
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -99,7 +99,6 @@ class AdapterConfig:
     symlora_init: str = "gaussian"
     init_scale: float = 1.0
     lambda_lr_ratio: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

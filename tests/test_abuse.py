@@ -39,14 +39,11 @@ def client(served):
 
 def settings_args(demo, **changes):
     """The /train arguments for the default preset with ``changes`` (targets as text)."""
-    s = demo.lab.default_settings()
-    values = s.values()
-    values[6] = ",".join(s.targets)
-    from app.settings import FIELDS
+    from app.settings import ui_values_from
 
-    for name, value in changes.items():
-        values[FIELDS.index(name)] = value
-    return values
+    values = ui_values_from(demo.lab.default_config())
+    values["targets"] = ",".join(values["targets"])
+    return list((values | changes).values())
 
 
 def error_of(call) -> str:
@@ -290,7 +287,7 @@ def test_share_link_values_are_shown_as_text_and_named():
               "r": "3.7", "alpha": "1e300", "targets": "nope"}
     settings, _, problems = restore(lab, params)
     text = "; ".join(problems)
-    assert settings.model in lab.models and settings.device == "auto" and settings.r != 3
+    assert settings.model in lab.models and settings.device == "auto" and settings.adapter.r != 3
     for key in ("model=", "device=", "r=", "alpha="):
         assert f"ignored {key}`" in text, text
     assert "`` [Click here](http://example.invalid) ``" in text or "` [Click here](http://example.invalid) `" in text

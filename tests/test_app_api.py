@@ -35,10 +35,11 @@ def client(served):
 
 def settings_args(demo, **changes):
     """The /train arguments for the default preset with ``changes``."""
-    s = demo.lab.default_settings().replace(**changes)
-    values = s.values()
-    values[6] = ",".join(s.targets)  # targets travel as comma-separated text
-    return values
+    from app.settings import ui_values_from
+
+    values = ui_values_from(demo.lab.default_config()) | changes
+    values["targets"] = ",".join(values["targets"])  # targets travel as comma-separated text
+    return list(values.values())
 
 
 def event_of(update) -> dict:
@@ -85,8 +86,8 @@ def test_parameter_count_before_training_is_what_the_run_trains(served, trained)
     from app.tab_train import param_view
 
     demo, _ = served
-    s = demo.lab.default_settings()
-    text, _ = param_view(demo.lab, s.model, s.data, s.method, s.r, s.targets)
+    s = demo.lab.default_config()
+    text, _ = param_view(demo.lab, s.model, s.data, s.method, s.adapter.r, s.adapter.target_modules)
     start = next(event_of(u) for u in trained[0] if event_of(u).get("kind") == "start")
     assert f"trains **{start['trainable_params']:,}** of {start['total_params']:,}" in text
     assert "n·r + r" in text  # the formula is shown
@@ -119,21 +120,21 @@ def test_engine_errors_come_back_as_readable_messages(served, client):
 
 def test_share_link_round_trip(served, client):
     """A link built by the app restores every control when the app reads it back."""
-    from app.settings import Settings
+    from app.settings import app_config, ui_values_from
     from app.ui import restore
+    from symlora.lab.runconfig import RunConfig
 
     demo, _ = served
-    wanted = demo.lab.default_settings().replace(method="lora", r=5, lora_alpha=10.0, targets=["attn.qkv"],
-                                                 lr=0.002, steps=33, batch_size=32, seed=1234, device="cpu")
-    args = settings_args(demo, **{k: getattr(wanted, k) for k in ("method", "r", "lora_alpha", "targets", "lr",
-                                                                     "steps", "batch_size", "seed", "device")})
+    wanted = app_config("digits", method="lora", r=5, lora_alpha=10.0, target_modules=["attn.qkv"],
+                        lr=0.002, steps=33, batch_size=32, seed=1234, device="cpu")
+    args = settings_args(demo, **ui_values_from(wanted))
     query = client.predict(*args, True, ["train", "try"], ["digits"], api_name="/share_link")
     assert query.startswith("?") and "seed=1234" in query and "lesson=1" in query
     restored, lesson, problems = restore(demo.lab, dict(urllib.parse.parse_qsl(query[1:])))
     assert problems == []
     assert restored == wanted
     assert lesson.enabled and lesson.panels == ["train", "try"] and lesson.presets == ["digits"]
-    assert isinstance(restored, Settings)
+    assert isinstance(restored, RunConfig)
 
 
 def test_stopping_a_session_ends_its_run_within_a_step(served):

@@ -48,9 +48,10 @@ def test_ten_sessions_train_at_once_each_with_its_own_results(tmp_path):
     from PIL import Image
 
     with serve_app() as (demo, url):
-        s = demo.lab.default_settings().replace(steps=STEPS)
-        args = s.values()
-        args[6] = ",".join(s.targets)
+        from app.settings import ui_values_from
+
+        s = ui_values_from(demo.lab.default_config()) | dict(steps=STEPS)
+        args = list((s | {"targets": ",".join(s["targets"])}).values())
         img = np.zeros((28, 28), np.uint8)
         img[6:22, 8:20] = 255
         Image.fromarray(img).save(tmp_path / "x.png")

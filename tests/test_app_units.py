@@ -20,19 +20,46 @@ from app.learn import calculator, toy_delta_w  # noqa: E402
 from app.params import equal_budget_rank, estimate, formula_text, kind_of, kinds_for, layer_kinds  # noqa: E402
 from app.runner import Job, Tracker  # noqa: E402
 from app.sessions import Runs  # noqa: E402
-from app.settings import Settings  # noqa: E402
+from app.settings import app_config, run_config_from_ui, ui_values_from  # noqa: E402
 from app.share import Lesson, parse_query, to_query  # noqa: E402
 
 
 # --------------------------------------------------------------------------- share links
 def test_share_link_round_trips_every_setting():
-    s = Settings(preset="digits", model="fmnist-vit", data="mnist-5k", method="lora", r=5, lora_alpha=12.5,
-                 targets=["attn.qkv", "mlp.fc1"], lr=0.0025, steps=77, batch_size=48, seed=4242, device="cpu")
+    s = app_config("digits", method="lora", r=5, lora_alpha=12.5, target_modules=["attn.qkv", "mlp.fc1"],
+                   lr=0.0025, steps=77, batch_size=48, seed=4242, device="cpu", lora_dropout=0.1)
     query = to_query(s, Lesson(True, ["try", "train"], ["digits"]))
     shared = parse_query(query)
     assert shared.problems == []
-    assert shared.apply(Settings()) == s
+    assert shared.config("digits") == s
     assert shared.lesson == Lesson(True, ["train", "try"], ["digits"])  # panels in page order
+
+
+def test_a_preset_with_overrides_round_trips_through_the_controls_and_a_link():
+    """What the page shows is what runs: config → controls → config, and config → link →
+    config, give back the very same run (so the same run key)."""
+    from app.settings import FIELDS
+    from symlora.lab.engine import run_key
+
+    for preset in ("digits", "fortunes"):
+        config = app_config(preset, method="lora", r=4, lora_alpha=8.0, steps=30, seed=3)
+        again = run_config_from_ui(*ui_values_from(config).values())
+        assert again == config and run_key(again) == run_key(config)
+        assert parse_query(to_query(config)).config(preset) == config
+        assert tuple(ui_values_from(config)) == FIELDS
+
+
+def test_a_bad_control_value_is_refused_once_with_one_line():
+    from app.settings import FIELDS
+
+    values = ui_values_from(app_config("digits"))
+    for name, bad, says in [("r", 3.7, "r must be a whole number from 1 to 64, got 3.7"),
+                            ("steps", 5000, "steps must be a whole number from 1 to 1,000, got 5000"),
+                            ("lr", float("nan"), "lr must be a finite number in [1e-06, 1], got nan")]:
+        with pytest.raises(ValueError) as err:
+            run_config_from_ui(*(values | {name: bad}).values())
+        assert str(err.value) == says and "\n" not in str(err.value)
+    assert len(values) == len(FIELDS)
 
 
 def test_a_mangled_link_still_opens_with_notes():
@@ -225,20 +252,19 @@ def test_command_line_defaults_and_environment(monkeypatch):
 
 
 def test_runs_evaluate_as_often_as_their_preset_whatever_the_length():
-    from app.runner import eval_every
+    from app.settings import eval_every
 
-    s = Settings(preset="digits", steps=100)
-    n = 100 // eval_every(s)
-    assert 20 // eval_every(s.replace(steps=20)) == n and 1000 // eval_every(s.replace(steps=1000)) == n
+    n = 100 // eval_every("digits", 100)
+    assert 20 // eval_every("digits", 20) == n and 1000 // eval_every("digits", 1000) == n
+    assert app_config("digits", steps=20).eval_every == eval_every("digits", 20)
 
 
 def test_short_runs_are_evaluated_before_and_after_only():
     """An evaluation of the test set costs several training steps: a 5-step run must not pay one per step."""
-    from app.runner import MIN_EVAL_GAP, eval_every
+    from app.settings import MIN_EVAL_GAP, eval_every
 
-    s = Settings(preset="digits", steps=5)
-    assert eval_every(s) >= s.steps == MIN_EVAL_GAP
-    assert eval_every(s.replace(steps=12)) >= MIN_EVAL_GAP
+    assert eval_every("digits", 5) >= 5 == MIN_EVAL_GAP
+    assert eval_every("digits", 12) >= MIN_EVAL_GAP
 
 
 def test_a_burst_of_memory_clean_ups_runs_one_now_and_one_after(monkeypatch):
@@ -289,20 +315,19 @@ def test_zero_gpu_keeps_the_per_run_path(monkeypatch):
     """On ZeroGPU a run must happen inside spaces.GPU: stream calls train_stream, not the engine."""
     import app.gpu as gpu
     from app.runner import stream
-    from app.settings import Settings
     from symlora.lab.events import TrainEvent
 
     calls = []
 
-    def fake_train_stream(config, data=None, control=None, keep_model=False):
-        calls.append((config["seed"], control, keep_model))
-        yield gpu.event_payload(TrainEvent("start", 0, total_steps=2, method="symlora", metric=0.1))
+    def fake_train_stream(config, data=None, control=None):
+        calls.append((config["seed"], control))
+        yield {"event": TrainEvent("start", 0, total_steps=2, method="symlora", metric=0.1).to_payload()}
 
     monkeypatch.setattr(gpu, "ZERO_GPU", True)
     monkeypatch.setattr(gpu, "train_stream", fake_train_stream)
     flag = SimpleNamespace(path="/tmp/flag", state=lambda: "run")
-    out = list(stream(Settings(preset="digits", steps=2, seed=7), stop=flag, label="x"))
-    assert calls == [(7, "/tmp/flag", False)] and out[0][0].kind == "start"
+    out = list(stream(app_config("digits", steps=2, seed=7), stop=flag, label="x"))
+    assert calls == [(7, "/tmp/flag")] and out[0][0].kind == "start"
 
 
 # --------------------------------------------------------------------------- issue 16: numbers people read
@@ -338,7 +363,6 @@ def test_the_try_tab_follows_the_style_and_the_name_of_the_users_data():
     import numpy as np
     import torch
 
-    from app.settings import Settings
     from app.tab_try import download_name, is_dark, match_background, sketch_style
 
     ink = torch.full((4, 28, 28), 250, dtype=torch.uint8)
@@ -349,9 +373,7 @@ def test_the_try_tab_follows_the_style_and_the_name_of_the_users_data():
     assert match_background(drawn_on_black, dark=False).mean() == 255  # flipped to the data's paper white
     assert match_background(drawn_on_black, dark=True).mean() == 0
 
-    from symlora.lab.presets import get_preset
-
-    s = Settings.from_preset(get_preset("digits"))
-    saved = SimpleNamespace(settings=s, data_name="My Letters (v2).zip")
-    assert download_name(saved) == f"my-letters-v2-{s.method}-r{s.r}"
-    assert download_name(SimpleNamespace(settings=s, data_name=None)).startswith("digits-")
+    s = app_config("digits")
+    saved = SimpleNamespace(config=s, data_name="My Letters (v2).zip")
+    assert download_name(saved) == f"my-letters-v2-{s.method}-r{s.adapter.r}"
+    assert download_name(SimpleNamespace(config=s, data_name=None)).startswith("digits-")

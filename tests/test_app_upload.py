@@ -73,10 +73,11 @@ def shapes_zip(tmp_path_factory):
 
 
 def train_args(demo, **changes):
-    s = demo.lab.default_settings().replace(**(FAST | changes))
-    values = s.values()
-    values[6] = ",".join(s.targets)
-    return values
+    from app.settings import ui_values_from
+
+    values = ui_values_from(demo.lab.default_config()) | FAST | changes
+    values["targets"] = ",".join(values["targets"])
+    return list(values.values())
 
 
 def event_of(update) -> dict:
@@ -215,25 +216,28 @@ def test_the_gpu_call_takes_and_returns_plain_values_and_rebuilds_the_same_model
     and enough in them to rebuild the tuned model exactly."""
     import torch
 
-    from app.gpu import data_payload, event_from_payload, gpu, train_stream
+    from app.gpu import data_payload, gpu, train_stream
     from app.sessions import RunFlag, SavedRun, rebuild_tuned
+    from symlora.lab.events import TrainEvent
+    from symlora.lab.train import train
 
     lab = served[0].lab
     user = lab.user_data.images(shapes_zip, seed=0)
-    settings = lab.default_settings().replace(steps=2, batch_size=16)
-    args = pickle.loads(pickle.dumps((settings.to_run_config().to_dict(), data_payload(user.splits), RunFlag().path)))
+    config = lab.default_config().replace(steps=2, batch_size=16)
+    args = pickle.loads(pickle.dumps((config.to_dict(), data_payload(user.splits), RunFlag().path)))
     payloads = list(train_stream(*args))
     for p in payloads:
         pickle.dumps(p)  # every streamed item crosses a process boundary
-    final = event_from_payload(payloads[-1])
+    final = TrainEvent.from_payload(payloads[-1]["event"])
     assert final.kind == "done" and final.result.classes == ["circle", "square"]
+    assert final.result.config == config.to_dict()
     assert all(t.device.type == "cpu" for t in final.result.trainable_state.values())
     assert gpu(lambda: 1)() == 1 and gpu(duration=5)(lambda: 2)() == 2  # identity without `spaces`
 
-    kept = event_from_payload(list(train_stream(*args, keep_model=True))[-1])
-    live = kept.result.bundle
-    saved = SavedRun.from_result("x", settings, kept.result, None, [])
-    rebuilt = rebuild_tuned(saved, lab.bases.model(settings.model))
+    # The same run in this process, its model kept, against the model rebuilt from the payload.
+    live = train(config, base=lab.bases.model(config.model), dataset=user.splits, keep_model=True).bundle
+    saved = SavedRun.from_result("x", config, final.result, None, [])
+    rebuilt = rebuild_tuned(saved, lab.bases.model(config.model))
     x = live.preprocess(user.splits.test.images)
     live_model = live.model.cpu()
     noise = rounding_noise(live_model, lambda m, dtype: m(x.to(dtype)))
@@ -275,9 +279,10 @@ def test_one_quote_per_line_trains_the_language_model_through_the_api(served, cl
     """/train with pasted text that has no blank or '%' lines: one piece per line, and the
     status says which splitting was used."""
     demo, _ = served
-    s = demo.lab.default_settings("fortunes").replace(steps=2, batch_size=4)
-    values = s.values()
-    values[6] = ",".join(s.targets)
+    from app.settings import ui_values_from
+
+    values = ui_values_from(demo.lab.default_config("fortunes")) | dict(steps=2, batch_size=4)
+    values = list((values | {"targets": ",".join(values["targets"])}).values())
     text = "\n".join(f"Captain's log {i}: all quiet on deck {i % 4}." for i in range(14))
     updates = list(client.submit(*values, data_text=text, api_name="/train"))
     assert any("12 pieces of text for training / 2 held out" in u[0] and "one piece per line" in u[0]

@@ -56,12 +56,12 @@ def test_sharded_grid_runs_every_configuration_once(claim, tmp_path):
 @pytest.mark.parametrize("r", [2, 8])
 def test_equal_budget_pairing_matches_parameter_counts_within_one_percent(claim, r):
     from symlora.lab.data import load_dataset
-    from symlora.lab.train import RunConfig
+    from symlora.lab.runconfig import RunConfig
     from symlora.lab.zoo import load_model
 
     base = load_model("fmnist-vit")
     data = load_dataset("mnist-5k")
-    cfg = RunConfig(preset="digits", device="cpu")
+    cfg = RunConfig.from_preset("digits", device="cpu")
     rb, ratio = claim.budget_rank(base, cfg, r, data)
     assert abs(ratio - 1) < 0.01
     assert rb > r, "SymLoRA needs a higher rank for the same budget"

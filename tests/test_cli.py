@@ -69,6 +69,24 @@ def test_predict_and_export_from_a_saved_run(run_dir, tmp_path):
     assert cfg["peft_type"] == "LORA"
 
 
+def test_lora_dropout_from_the_command_line_reaches_the_adapter_layers(tmp_path):
+    """``--lora-dropout`` is a run setting like ``--r``: it is saved with the adapter and the
+    layers of the rebuilt model drop out at that rate."""
+    from torch import nn
+
+    from symlora.lab.runs import load_run
+    from symlora.model import adapter_layers
+
+    out = tmp_path / "run"
+    res = symlora("train", "--preset", "digits", "--steps", "2", "--batch-size", "8", "--lora-dropout", "0.25",
+                  "--device", "cpu", "--json", "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "adapter_config.json").read_text())["lora_dropout"] == 0.25
+    assert json.loads((out / "run.json").read_text())["config"]["adapter"]["lora_dropout"] == 0.25
+    layers = [layer for _, layer in adapter_layers(load_run(out).model)]
+    assert layers and all(isinstance(m.lora_dropout, nn.Dropout) and m.lora_dropout.p == 0.25 for m in layers)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -76,6 +94,8 @@ def test_predict_and_export_from_a_saved_run(run_dir, tmp_path):
         (["train", "--preset", "nope"], "unknown preset"),
         (["train", "--method", "dora"], "invalid choice"),
         (["train", "--lr", "abc"], "expected a number"),
+        (["train", "--lora-dropout", "1.5"], "symlora: error: lora_dropout must be in [0, 1), got 1.5\n"),
+        (["train", "--r", "5000"], "symlora: error: r must be a whole number from 1 to 4,096, got 5000\n"),
         (["compare", "--methods", "lora,dora"], "unknown method"),
         (["predict", "--run", "/nonexistent", "--image", "x.png"], "not a run folder"),
     ],

@@ -24,7 +24,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     from symlora.lab.train import RunConfig, train
 
-    result = train(RunConfig(preset="digits", steps=8, batch_size=32, eval_every=8, device="cpu"), keep_model=False)
+    result = train(RunConfig.from_preset("digits", steps=8, batch_size=32, eval_every=8, device="cpu"), keep_model=False)
     save_file({k: v.contiguous() for k, v in result.trainable_state.items()}, f"{out}/rank{rank}.safetensors")
     losses = [h["loss"] for h in result.history if h.get("loss") is not None]
     torch.save({"first": losses[0], "last": losses[-1], "before": result.metric_before, "after": result.metric_after},

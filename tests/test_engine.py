@@ -60,7 +60,7 @@ def splits():
 def cfg(**kw) -> RunConfig:
     values = dict(preset="digits", model="tiny-vit", data="tiny", device="cpu", steps=8, batch_size=8, eval_every=4,
                   lr=5e-3, emit_every=1, emit_interval_s=1e9)
-    return RunConfig(**(values | kw))
+    return RunConfig.from_preset(**(values | kw))
 
 
 def losses(events) -> list[float]:
@@ -130,7 +130,7 @@ def test_runs_of_different_ranks_share_a_group_exactly(base, splits, method):
     """Ranks 2 and 4 in one group (adapters zero-padded to 4): each equals itself alone."""
     configs = [cfg(method=method, seed=0, r=2, steps=6), cfg(method=method, seed=1, r=4, steps=6)]
     events = [[], []]
-    members = [prepare_member(c.resolved(), base, splits, torch.device("cpu"), events[i].append)
+    members = [prepare_member(c, base, splits, torch.device("cpu"), events[i].append)
                for i, c in enumerate(configs)]
     group = Group.for_run(base, members[0], torch.device("cpu"))
     group.join(members[0])
@@ -152,7 +152,7 @@ def test_join_mid_run_and_leave_early(base, splits):
     """Run B joins after A's third step; C leaves after 3 steps: each equals itself alone."""
     configs = {"a": cfg(seed=0), "b": cfg(seed=1), "c": cfg(seed=2, steps=3, eval_every=3)}
     events = {k: [] for k in configs}
-    members = {k: prepare_member(c.resolved(), base, splits, torch.device("cpu"), events[k].append)
+    members = {k: prepare_member(c, base, splits, torch.device("cpu"), events[k].append)
                for k, c in configs.items()}
     group = Group.for_run(base, members["a"], torch.device("cpu"))
     group.join(members["a"])
@@ -293,7 +293,7 @@ def test_evaluations_in_stacked_forwards_agree_with_one_at_a_time(base, splits):
     """What a GPU group does to evaluate many runs at once (checked here on the CPU)."""
     def accuracies(batched: bool) -> list[list[float]]:
         events = [[] for _ in range(3)]
-        members = [prepare_member(cfg(seed=s, steps=4, eval_every=2).resolved(), base, splits, torch.device("cpu"),
+        members = [prepare_member(cfg(seed=s, steps=4, eval_every=2), base, splits, torch.device("cpu"),
                                   events[s].append) for s in range(3)]
         group = Group.for_run(base, members[0], torch.device("cpu"))
         group.batched_eval = batched
@@ -327,7 +327,7 @@ def test_language_model_runs_grouped_equal_alone():
     texts = ["the cat sat on a mat", "a dog ran far", "the dog sat", "a cat ran on the mat", "the mat ran far",
              "a dog sat on a cat", "the cat ran", "a mat sat far"]
     data = TextSplits("tiny-text", texts, texts[:3], "synthetic")
-    configs = [RunConfig(preset="fortunes", model="tiny-llama", data="tiny-text", device="cpu", steps=4,
+    configs = [RunConfig.from_preset("fortunes", model="tiny-llama", data="tiny-text", device="cpu", steps=4,
                          eval_every=2, batch_size=4, max_tokens=8, lr=1e-2, seed=s, emit_every=1,
                          emit_interval_s=1e9) for s in (0, 1)]
     grouped = train_together(configs, lm, datasets=[data, data], device="cpu")

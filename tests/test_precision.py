@@ -65,7 +65,7 @@ def test_fused_attention_is_turned_off_for_bf16_on_the_cpu_only():
 
 
 def test_the_run_key_names_the_dtype(monkeypatch):
-    cfg = RunConfig(preset="digits", device="cpu", steps=5)
+    cfg = RunConfig.from_preset("digits", device="cpu", steps=5)
     monkeypatch.setenv(precision.ENV_CPU_DTYPE, "float32")
     fp32 = run_key(cfg, device="cpu")
     monkeypatch.setenv(precision.ENV_CPU_DTYPE, "bfloat16")
@@ -89,8 +89,8 @@ def test_a_bf16_cpu_run_trains_through_the_fast_paths_bf16_branch(monkeypatch):
     monkeypatch.setattr(fast, "expand_into", counting_expand)
     monkeypatch.setattr(fast, "fold_weight", counting_fold)
     vit = load_model("fmnist-vit")
-    cfg = RunConfig(preset="digits", device="cpu", steps=40, eval_every=40, batch_size=64)
-    bundle, task, _ = prepare(cfg.resolved(), base=vit)
+    cfg = RunConfig.from_preset("digits", device="cpu", steps=40, eval_every=40, batch_size=64)
+    bundle, task, _ = prepare(cfg, base=vit)
     assert task.dtype == torch.bfloat16
     assert not any(getattr(m, "fused_attn", False) for m in bundle.model.modules())
     result = train(cfg, base=vit)

@@ -4,6 +4,7 @@ need the internet, and the default classroom preset visibly learns within second
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 import symlora
 from symlora.lab.data import DATASETS, load_dataset
 from symlora.lab.presets import DEFAULT_PRESET, PRESETS, Preset, get_preset, list_presets
+from symlora.lab.runconfig import SETTINGS, RunConfig
 from symlora.lab.zoo import MODELS, load_model
 
 
@@ -20,7 +22,8 @@ def test_presets_name_registered_models_and_data_of_the_same_task():
         model, data = MODELS[p.model], DATASETS[p.data.partition(":")[0]]
         assert p.task == model.task == data.task, p.name
         assert p.needs_internet == (model.needs_internet or data.needs_internet), p.name
-        assert p.method in ("lora", "symlora") and p.steps > 0 and p.eval_every <= p.steps
+        c = p.config
+        assert c.method in ("lora", "symlora") and c.steps > 0 and c.eval_every <= c.steps
         assert p.description
 
 
@@ -43,30 +46,40 @@ def test_presets_serialise_to_json_with_the_cli_fields():
     for p in list_presets():
         d = json.loads(json.dumps(p.to_dict()))
         assert {"name", "task", "model", "data", "needs_internet", "description"} <= set(d)
-        assert Preset(**{**d, "target_modules": tuple(d["target_modules"]) if d["target_modules"] else None}) == p
-    assert get_preset("digits").replace(method="lora").method == "lora"
+        assert RunConfig.build({k: v for k, v in d.items() if k in SETTINGS}) == p.config  # the same run
+    lora = RunConfig.from_preset("digits", method="lora")
+    assert lora.method == lora.adapter.method == "lora" and lora.adapter.r == get_preset("digits").config.adapter.r
+
+
+def test_a_preset_names_its_settings_as_the_run_and_the_adapter_do():
+    """A preset is declared once, with the names RunConfig and AdapterConfig use; a typo or a
+    bad value fails where the preset is written, not when a class presses Start."""
+    with pytest.raises(TypeError, match="unknown setting 'rank'"):
+        Preset("x", "vision", "fmnist-vit", "mnist-5k", "typo", rank=4)
+    with pytest.raises(ValueError, match="lora_dropout"):
+        Preset("x", "vision", "fmnist-vit", "mnist-5k", "bad value", lora_dropout=2.0)
+    p = Preset("x", "vision", "fmnist-vit", "mnist-5k", "fine", r=4, lora_dropout=0.1, steps=40)
+    assert (p.config.adapter.r, p.config.adapter.lora_dropout, p.config.steps, p.config.eval_every) == (4, 0.1, 40, 10)
 
 
 def test_offline_vision_presets_resolve_on_their_models():
     p = get_preset("digits")
     vm = load_model(p.model)
-    vm.reset_head(load_dataset(p.data).classes, seed=p.seed)
+    vm.reset_head(load_dataset(p.data).classes, seed=p.config.seed)
     for method in ("lora", "symlora"):
         model = load_model(p.model).model
-        symlora.inject(model, symlora.AdapterConfig(method=method, r=p.r, lora_alpha=p.lora_alpha,
-                                                    target_modules=list(p.target_modules), modules_to_save=["head"]))
+        symlora.inject(model, RunConfig.from_preset(p.name, method=method).adapter)
 
 
 def test_digits_preset_learns_digits_within_a_few_dozen_steps():
     """A quarter of the preset's steps with its settings lifts a fresh head from chance
     (10 %) to well above it — the classroom's "it learns" moment."""
     torch.manual_seed(0)
-    p = get_preset("digits")
+    p = get_preset("digits").config
     data = load_dataset(p.data, seed=p.seed)
     vm = load_model(p.model)
     vm.reset_head(data.classes, seed=p.seed)
-    symlora.inject(vm.model, symlora.AdapterConfig(method=p.method, r=p.r, lora_alpha=p.lora_alpha,
-                                                   target_modules=list(p.target_modules), modules_to_save=[vm.head_name]))
+    symlora.inject(vm.model, replace(p.adapter, modules_to_save=[vm.head_name]))
     x, y = vm.preprocess(data.train.images), data.train.labels
     opt = torch.optim.AdamW([q for q in vm.model.parameters() if q.requires_grad], lr=p.lr)
     g = torch.Generator().manual_seed(p.seed)

@@ -102,10 +102,10 @@ def test_bad_settings_are_refused_with_one_line():
     import gradio as gr
 
     from app.run_control import read_settings
-    from app.settings import Settings
+    from app.settings import app_config, ui_values_from
 
-    values = Settings(model="fmnist-vit", data="mnist-5k").values()
-    assert read_settings(values).steps == Settings().steps
+    values = list(ui_values_from(app_config("digits")).values())
+    assert read_settings(values) == app_config("digits")
     values[8] = 3.5  # steps
     with pytest.raises(gr.Error) as info:
         read_settings(values)
@@ -124,9 +124,10 @@ def test_compare_runs_lora_then_symlora_and_keeps_both_runs(served):
     gradio_client = pytest.importorskip("gradio_client")
     demo, url = served
     client = gradio_client.Client(url, verbose=False)
-    s = demo.lab.default_settings().replace(steps=2)
-    values = s.values()
-    values[6] = ",".join(s.targets)
+    from app.settings import ui_values_from
+
+    s = ui_values_from(demo.lab.default_config()) | dict(steps=2)
+    values = list((s | {"targets": ",".join(s["targets"])}).values())
     updates = list(client.submit(*values, "rank", False, None, "", api_name="/compare"))
     status, _, _, table, conclusion, try_run = updates[-1]
     assert status.startswith("✓ **Comparison finished.**"), status

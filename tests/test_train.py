@@ -19,7 +19,7 @@ def vit():
 
 
 def short(**kw) -> RunConfig:
-    return RunConfig(preset="digits", device="cpu", **({"steps": 12, "eval_every": 6, "batch_size": 32} | kw))
+    return RunConfig.from_preset("digits", device="cpu", **({"steps": 12, "eval_every": 6, "batch_size": 32} | kw))
 
 
 def test_event_stream_shape_and_cadence(vit):
@@ -121,18 +121,22 @@ def test_a_diverging_run_ends_with_an_error_event(vit, monkeypatch):
 
 def test_an_absurd_learning_rate_is_refused_before_training():
     with pytest.raises(ValueError, match=r"lr must be a finite number in \(0, 1e\+06\], got 1e\+30"):
-        RunConfig(lr=1e30).resolved()
+        RunConfig.from_preset("digits", lr=1e30)
 
 
 def test_bad_config_values_raise_clear_errors():
     with pytest.raises(ValueError, match="method"):
-        RunConfig(method="dora").resolved()
+        RunConfig.from_preset("digits", method="dora")
     with pytest.raises(ValueError, match="steps"):
-        RunConfig(steps=0).resolved()
+        RunConfig.from_preset("digits", steps=0)
     with pytest.raises(ValueError, match="lr"):
-        RunConfig(lr=float("nan")).resolved()
+        RunConfig.from_preset("digits", lr=float("nan"))
     with pytest.raises(ValueError, match="preset"):
-        RunConfig(preset="nope").resolved()
+        RunConfig.from_preset("nope")
+    with pytest.raises(ValueError, match="unknown setting 'rank'"):
+        RunConfig.from_preset("digits", rank=4)
+    with pytest.raises(ValueError, match=r"^r must be a whole number from 1 to 4,096, got 3.7$"):
+        RunConfig.from_preset("digits", r=3.7)
 
 
 @pytest.mark.slow
@@ -176,3 +180,25 @@ def test_memory_measured_once_and_spectra_only_at_evaluations(vit):
     assert memory.activations > 0 and memory.trainable > 0 and memory.grads == memory.trainable
     assert memory.optimizer >= 2 * memory.trainable
     assert all(e.memory == memory for e in steps), "the first step's breakdown is shown throughout"
+
+
+def test_adapter_settings_of_the_config_reach_the_layers(vit):
+    """lora_dropout and modules_to_save, set on the run, are what the model gets (they used
+    to be unreachable from a run); such a run trains alone in the engine, where dropout
+    masks and whole trained modules cannot be shared with other runs."""
+    from torch import nn
+
+    from symlora.lab.multirun import stackable
+    from symlora.lab.train import prepare
+    from symlora.model import adapter_layers
+
+    cfg = short(lora_dropout=0.2, modules_to_save=["norm"])
+    bundle, _, adapter = prepare(cfg, base=vit)
+    layers = [layer for _, layer in adapter_layers(bundle.model)]
+    assert layers and all(isinstance(m.lora_dropout, nn.Dropout) and m.lora_dropout.p == 0.2 for m in layers)
+    assert adapter.modules_to_save == ["norm", bundle.head_name]
+    assert all(p.requires_grad for p in bundle.model.get_submodule("norm").parameters())
+    assert cfg.adapter.modules_to_save == ["norm"], "the config itself is not changed by the run"
+    assert "dropout" in stackable(vit, cfg)
+    assert "modules_to_save" in stackable(vit, short(modules_to_save=["norm"]))
+    assert stackable(vit, short()) is None

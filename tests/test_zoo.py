@@ -151,14 +151,14 @@ def test_a_shared_base_is_trained_at_the_run_image_size(tmp_path):
 
     _fake_efficientnet_weights(tmp_path / "w.pth")
     base = load_model("efficientnet-lite0", weights=tmp_path / "w.pth")
-    cfg = RunConfig(preset="efficientnet-digits", data="mnist-5k", image_size=64, device="cpu").resolved()
+    cfg = RunConfig.from_preset("efficientnet-digits", data="mnist-5k", image_size=64, device="cpu")
     digits = data.ImageSplits("d", *(data.ImageDataset(torch.zeros(4, 28, 28, 1, dtype=torch.uint8), torch.arange(4) % 2, ["0", "1"]),) * 2, "")
     bundle, _, _ = prepare(cfg, base=base, dataset=digits)
     assert bundle.preprocess(torch.zeros(1, 28, 28, dtype=torch.uint8)).shape == (1, 3, 64, 64)
     assert base.image_size == 224
     vit = load_model("fmnist-vit")
     with pytest.raises(ValueError, match="fmnist-vit.*only"):
-        prepare(RunConfig(preset="digits", image_size=64, device="cpu").resolved(), base=vit, dataset=digits)
+        prepare(RunConfig.from_preset("digits", image_size=64, device="cpu"), base=vit, dataset=digits)
 
 
 def test_efficientnet_rejects_weights_that_do_not_fit(tmp_path):

@@ -54,6 +54,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--r", type=_positive_int, help="adapter rank (preset default)")
     p.add_argument("--lora-alpha", type=_positive_float, help="scaling numerator: ΔW is multiplied by lora_alpha/r")
     p.add_argument("--target-modules", help="comma-separated module-name suffixes, a regex, or 'all-linear'")
+    p.add_argument("--lora-dropout", type=float, help="dropout on the adapter's input, in [0, 1) (default 0)")
     p.add_argument("--steps", type=_positive_int, help="optimizer steps")
     p.add_argument("--lr", type=_positive_float, help="peak learning rate")
     p.add_argument("--batch-size", type=_positive_int)
@@ -76,7 +77,7 @@ def _own_data(args: argparse.Namespace, seed: int | None = None) -> Any:
     from .uploads import load_images, load_text_file
 
     preset = get_preset(args.preset)
-    seed = (args.seed if args.seed is not None else preset.seed or 0) if seed is None else seed
+    seed = (args.seed if args.seed is not None else preset.config.seed) if seed is None else seed
     if args.data:
         if preset.task != "vision":
             raise ValueError(f"--data takes images, but preset {preset.name!r} trains a language model: "
@@ -89,23 +90,25 @@ def _own_data(args: argparse.Namespace, seed: int | None = None) -> Any:
 
 
 def _run_config(args: argparse.Namespace, method: str | None = None, seed: int | None = None, r: int | None = None):
-    from .train import RunConfig
+    """The run the flags ask for: the preset's, with every flag given on top (validated here,
+    before anything loads: a bad value exits with code 2 and one line)."""
+    from .runconfig import RunConfig
 
     targets = args.target_modules
     if targets and targets != "all-linear" and "," in targets:
         targets = [t.strip() for t in targets.split(",") if t.strip()]
     elif targets and targets != "all-linear" and targets.isidentifier():
         targets = [targets]
-    return RunConfig(
-        preset=args.preset, method=method or getattr(args, "method", None), r=r or args.r,
-        lora_alpha=args.lora_alpha, target_modules=targets, steps=args.steps, lr=args.lr,
-        batch_size=args.batch_size, seed=args.seed if seed is None else seed, device=args.device,
-    )
+    flags = dict(method=method or getattr(args, "method", None), r=r or args.r, lora_alpha=args.lora_alpha,
+                 target_modules=targets or None, lora_dropout=args.lora_dropout, steps=args.steps, lr=args.lr,
+                 batch_size=args.batch_size, seed=args.seed if seed is None else seed)
+    return RunConfig.from_preset(args.preset, device=args.device,
+                                 **{name: value for name, value in flags.items() if value is not None})
 
 
 def cmd_presets(args: argparse.Namespace) -> int:
     rows = [{"name": p.name, "task": p.task, "model": p.model, "data": p.data, "needs_internet": p.needs_internet,
-             "method": p.method, "steps": p.steps, "description": p.description} for p in PRESETS.values()]
+             "method": p.config.method, "steps": p.config.steps, "description": p.description} for p in PRESETS.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -124,7 +127,7 @@ def _train_once(args: argparse.Namespace, config, show_progress: bool, dataset: 
     if show_progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=config.resolved().steps, desc=config.resolved().method, unit="step", file=sys.stderr)
+        bar = tqdm(total=config.steps, desc=config.method, unit="step", file=sys.stderr)
     rank, _ = distributed.rank_and_world()
     for event in run(config, dataset=dataset, keep_model=False):
         if args.json and rank == 0 and not event.is_final:
@@ -144,7 +147,6 @@ def _train_once(args: argparse.Namespace, config, show_progress: bool, dataset: 
 def cmd_train(args: argparse.Namespace) -> int:
     rank, _ = distributed.init_from_env(args.device)
     config = _run_config(args)
-    config.resolved()  # validate before any loading
     dataset = _own_data(args)
     if dataset is not None and rank == 0 and not args.json:
         from .uploads import describe
@@ -191,7 +193,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     bad = [m for m in methods if m not in TRAIN_METHODS]
     if bad:
         args.parser.error(f"unknown method(s) {bad}; choose from {', '.join(TRAIN_METHODS)}")
-    base_r = args.r or get_preset(args.preset).r
+    base_r = args.r or get_preset(args.preset).config.adapter.r
     rows = []
     for method in methods:
         r = 2 * base_r if (args.equal_budget and method == "symlora") else base_r

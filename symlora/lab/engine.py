@@ -1,7 +1,7 @@
 """A whole class trains at once: one scheduler for many runs, identical runs computed once.
 
     engine = Engine(load_base=my_models.get)
-    handle = engine.submit(RunConfig(preset="digits", seed=3), control=lambda: "run")
+    handle = engine.submit(RunConfig.from_preset("digits", seed=3), control=lambda: "run")
     for event in handle.events():          # past events first, then live ones
         print(event.step, event.loss)
     engine.close()
@@ -65,10 +65,9 @@ def run_key(config: RunConfig, *, data_key: str | None = None, device: str | tor
     method, r, lora_alpha, targets, lr, steps, batch, seed, evaluation cadence, …), the
     data's identity (``data_key``, e.g. an upload's content hash, else the dataset's
     name), the device type, the compute dtype and the code version."""
-    cfg = config.resolved()
-    values = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_IN_KEY}
+    values = {k: v for k, v in config.to_dict().items() if k not in _NOT_IN_KEY}
     device_type = torch.device(device).type
-    values["data"] = {"key": data_key} if data_key is not None else {"name": cfg.data}
+    values["data"] = {"key": data_key} if data_key is not None else {"name": config.data}
     values["device_type"] = device_type
     values["dtype"] = precision.dtype_name(precision.compute_dtype(device))
     values["version"] = code_version()
@@ -283,9 +282,9 @@ class Engine:
     # -- the public API --------------------------------------------------------------
     def submit(self, config: RunConfig, *, dataset: ImageSplits | TextSplits | None = None,
                data_key: str | None = None, control: Control | None = None) -> RunHandle:
-        """Queue a run (or subscribe to an identical one); raises ``ValueError`` at once
-        for a bad config.  ``dataset`` without ``data_key`` is never shared."""
-        cfg = config.resolved()
+        """Queue a run (or subscribe to an identical one).  ``dataset`` without ``data_key``
+        is never shared."""
+        cfg = config
         shareable = dataset is None or data_key is not None
         key = run_key(cfg, data_key=data_key, device=self.device)
         if not shareable:

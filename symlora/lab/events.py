@@ -3,6 +3,10 @@
 A run is an iterator of :class:`TrainEvent`.  Every event is self-contained (a UI can
 draw from any single one), JSON-serialisable through :meth:`TrainEvent.to_dict`, and the
 last one (``kind`` in ``done``/``stopped``/``error``) carries the :class:`RunResult`.
+
+Where a run crosses a process boundary (a GPU worker process), :meth:`TrainEvent.to_payload`
+and :meth:`TrainEvent.from_payload` carry an event — the final one with its result's
+weights — as plain data: declared fields only, never a live model.
 """
 
 from __future__ import annotations
@@ -96,6 +100,26 @@ class TrainEvent:
             d["result"] = self.result.summary()
         return d
 
+    def to_payload(self) -> dict[str, Any]:
+        """Plain data for another process (picklable; CPU tensors): :meth:`to_dict`, with the
+        result's weights, adapter config and classes (see :meth:`RunResult.to_payload`)."""
+        d = self.to_dict()
+        if self.result is not None:
+            d["result"] = self.result.to_payload()
+        return d
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> "TrainEvent":
+        """The event :meth:`to_payload` wrote (its declared fields only)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"memory", "result"}
+        raw = payload.get("result")
+        return cls(**{k: v for k, v in payload.items() if k in names}, memory=_memory(payload.get("memory")),
+                   result=RunResult.from_payload(raw) if raw is not None else None)
+
+
+def _memory(d: dict[str, int] | None) -> MemoryBreakdown:
+    return MemoryBreakdown(**{k: v for k, v in (d or {}).items() if k != "total"})
+
 
 @dataclass
 class RunResult:
@@ -103,6 +127,8 @@ class RunResult:
 
     ``trainable_state`` holds CPU tensors only (adapter weights plus any trained head),
     so it can be kept in a web session or written to disk without touching the GPU.
+    ``bundle`` is the tuned model itself, only in the process that trained it and only when
+    asked for (``train.run(keep_model=True)``); it is never serialised.
     """
 
     config: dict[str, Any]
@@ -123,6 +149,7 @@ class RunResult:
     trainable_state: dict[str, Any] = field(default_factory=dict, repr=False)
     adapter_config: dict[str, Any] | None = None
     classes: list[str] | None = None
+    bundle: Any = field(default=None, repr=False, compare=False)
 
     def summary(self) -> dict[str, Any]:
         """The scalar facts of the run (no tensors, no history)."""
@@ -142,3 +169,16 @@ class RunResult:
             "memory": self.memory.to_dict(),
             "config": self.config,
         }
+
+    def to_payload(self) -> dict[str, Any]:
+        """:meth:`summary` plus the weights (CPU tensors), adapter config and classes."""
+        return self.summary() | {
+            "trainable_state": {k: v.detach().to("cpu") for k, v in self.trainable_state.items()},
+            "adapter_config": self.adapter_config, "classes": self.classes,
+        }
+
+    @classmethod
+    def from_payload(cls, raw: dict[str, Any]) -> "RunResult":
+        """The result :meth:`to_payload` wrote (without its history: the events carry it)."""
+        names = {f.name for f in dataclasses.fields(cls)} - {"memory", "history", "bundle"}
+        return cls(**{k: v for k, v in raw.items() if k in names}, memory=_memory(raw.get("memory")), history=[])

@@ -85,6 +85,10 @@ def stackable(bundle: Bundle, cfg: RunConfig) -> str | None:
     """Why the run must train alone (a sentence), or ``None`` when it can share steps."""
     if cfg.method == "full":
         return "full fine-tuning trains the base itself"
+    if cfg.uses_adapter and cfg.adapter.lora_dropout > 0:
+        return "adapter dropout's random masks would depend on the other runs"
+    if cfg.uses_adapter and cfg.adapter.modules_to_save:
+        return "modules_to_save trains whole modules, which the runs of a group share"
     if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in bundle.model.modules()):
         return "the model has BatchNorm layers, whose batch statistics would mix the runs"
     if any(isinstance(m, nn.Dropout) and m.p > 0 for m in bundle.model.modules()):
@@ -94,7 +98,7 @@ def stackable(bundle: Bundle, cfg: RunConfig) -> str | None:
 
 def layout_key(cfg: RunConfig, bundle: Bundle, classes: list[str] | None, device: torch.device) -> tuple:
     """Runs with equal keys can share a group: same base, input shape, trained tensors."""
-    targets = cfg.target_modules or bundle.default_targets
+    targets = (cfg.adapter.target_modules if cfg.uses_adapter else None) or bundle.default_targets
     targets = tuple(targets) if isinstance(targets, list) else targets
     size = cfg.image_size or getattr(bundle, "image_size", None)
     return (bundle.name, size, cfg.max_tokens if isinstance(bundle, TextModel) else None, cfg.method,
@@ -190,7 +194,7 @@ def prepare_member(cfg: RunConfig, base: Bundle, data: ImageSplits | TextSplits 
     if cfg.image_size and isinstance(bundle, VisionModel):
         bundle.image_size = cfg.image_size
     task = make_task(bundle, data, cfg, device)
-    lam_ratio = {f"{name}.lora_lambda": lambda_lr_multiplier(layer, cfg.lambda_lr_ratio)
+    lam_ratio = {f"{name}.lora_lambda": lambda_lr_multiplier(layer, cfg.adapter.lambda_lr_ratio)
                  for name, layer in adapter_layers(bundle.model) if isinstance(layer, SymLoraLayer)}
     member = Member(cfg=cfg, task=task, trainables=trainables, adapter=adapter, emit=emit,
                     scaling=adapter.scaling if adapter else 1.0, counts=count_parameters(bundle.model),
@@ -621,8 +625,7 @@ def train_together(configs: list[RunConfig], base: Bundle, *, datasets: list[Any
     device = pick_device(device) if isinstance(device, str) else device
     events: list[list[TrainEvent]] = [[] for _ in configs]
     members = []
-    for i, config in enumerate(configs):
-        cfg = config.resolved()
+    for i, cfg in enumerate(configs):
         data = datasets[i] if datasets else None
         members.append(prepare_member(cfg, base, data, device, events[i].append))
     group = Group.for_run(base, members[0], device)

@@ -8,47 +8,61 @@ source comment) so that a class sees a clear improvement within seconds:
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
+
+from .runconfig import SETTINGS, RunConfig
 
 DEFAULT_PRESET = "digits"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class Preset:
-    """One scenario.  ``target_modules`` None means the model's ``default_targets``;
-    ``image_size`` None means the model's own input size; ``max_tokens`` only matters for
-    text.  Field names match :class:`~symlora.config.AdapterConfig` where they overlap."""
+    """One scenario: what it is (name, task, model, data, description, whether it needs the
+    internet or a GPU) and the run settings it chooses, named as :class:`RunConfig` and
+    :class:`~symlora.config.AdapterConfig` name them (``r=4, steps=60, lr=3e-3``).  The
+    others keep the run's defaults; ``target_modules`` None means the model's
+    ``default_targets``, ``image_size`` None the model's own input size."""
 
     name: str
     task: str  # "vision" or "text"
     model: str  # a key of symlora.lab.zoo.MODELS
     data: str  # a symlora.lab.data.load_dataset name, e.g. "mnist-5k" or "fortunes:startrek"
     description: str
-    needs_internet: bool = False
-    cpu_sized: bool = True  # finishes in about a minute on a 2-core CPU
-    method: str = "symlora"
-    r: int = 8
-    lora_alpha: float = 16.0
-    target_modules: tuple[str, ...] | None = None
-    steps: int = 100
-    lr: float = 5e-3
-    batch_size: int = 64
-    eval_every: int = 25
-    seed: int = 0
-    max_tokens: int = 64
-    image_size: int | None = None
+    needs_internet: bool
+    cpu_sized: bool  # finishes in about a minute on a 2-core CPU
+    run: Mapping[str, Any]  # the run settings this preset chooses
+    _config: RunConfig = field(repr=False, compare=False)
+
+    def __init__(self, name: str, task: str, model: str, data: str, description: str, needs_internet: bool = False,
+                 cpu_sized: bool = True, run: Mapping[str, Any] | None = None, **settings: Any) -> None:
+        chosen = dict(run or {}) | settings
+        unknown = sorted(set(chosen) - SETTINGS - {"model", "data", "preset"})
+        if unknown:
+            raise TypeError(f"preset {name!r}: unknown setting {unknown[0]!r}")
+        for key, value in dict(name=name, task=task, model=model, data=data, description=description,
+                               needs_internet=needs_internet, cpu_sized=cpu_sized,
+                               run=MappingProxyType(chosen)).items():
+            object.__setattr__(self, key, value)
+        # Built (and validated) once, here: a bad value fails where the preset is declared.
+        object.__setattr__(self, "_config", RunConfig.build(self.settings()))
+
+    def settings(self) -> dict[str, Any]:
+        """The flat settings of this preset's run (what :meth:`RunConfig.build` takes)."""
+        return {"preset": self.name, "model": self.model, "data": self.data} | dict(self.run)
+
+    @property
+    def config(self) -> RunConfig:
+        """This preset's run, resolved (``RunConfig.from_preset(name)`` without overrides)."""
+        return self._config
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready (``symlora presets --json``)."""
-        d = dataclasses.asdict(self)
-        d["target_modules"] = list(self.target_modules) if self.target_modules is not None else None
-        return d
-
-    def replace(self, **changes: Any) -> "Preset":
-        """A copy with some fields changed (e.g. ``method="lora"`` for a comparison)."""
-        return dataclasses.replace(self, **changes)
+        """JSON-ready (``symlora presets --json``): the scenario and its resolved run settings."""
+        info = {"name": self.name, "task": self.task, "description": self.description,
+                "needs_internet": self.needs_internet, "cpu_sized": self.cpu_sized}
+        return self.config.settings() | info
 
 
 PRESETS: dict[str, Preset] = {

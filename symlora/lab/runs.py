@@ -97,6 +97,3 @@ def load_run(directory: str | Path, base: VisionModel | TextModel | None = None)
     return restore_tuned(bundle, state=load_file(str(weights)), adapter_config=info.get("adapter_config"),
                          classes=info.get("classes"), seed=config.get("seed", 0))
 
-
-def adapter_config_of(directory: str | Path) -> AdapterConfig:
-    return AdapterConfig.load(Path(directory) / CONFIG_NAME)

@@ -1,10 +1,10 @@
 """The training engine: one loop for every method, streamed as typed events.
 
-    for event in symlora.lab.train.run(RunConfig(preset="digits", method="symlora")):
+    for event in symlora.lab.train.run(RunConfig.from_preset("digits", method="symlora")):
         print(event.step, event.loss, event.metric)
 
-The story of a run: resolve the config from its preset → load (or copy) the pretrained
-model → put on the method's trainable parts (SymLoRA / LoRA adapters, a head, or
+The story of a run: a resolved config (:mod:`symlora.lab.runconfig`) → load (or copy) the
+pretrained model → put on the method's trainable parts (SymLoRA / LoRA adapters, a head, or
 everything) → draw seeded batches → AdamW steps with warm-up and cosine decay → events
 at a steady cadence, evaluation before, during and after → a :class:`RunResult`.
 
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import gc
 import logging
 import math
@@ -32,114 +31,23 @@ from torch import nn
 from . import distributed
 from . import memory as mem
 from . import precision
-from ..config import MAX_SCALING, R_MAX, AdapterConfig, alpha_limit, check_int, check_number
+from ..config import AdapterConfig
 from .data import ImageSplits, TextSplits, load_dataset
 from .events import LossSmoother, MemoryBreakdown, RunResult, TrainEvent
 from ..io import adapter_state_dict
 from ..model import count_parameters, inject
 from ..optim import param_groups
-from .presets import get_preset
+from .runconfig import LIMITS, TRAIN_METHODS, RunConfig
 from ..spectrum import spectrum
 from .tasks import ImageClassification, LanguageModeling
 from .zoo import TextModel, VisionModel, load_model
 
 log = logging.getLogger(__name__)
 
-TRAIN_METHODS: tuple[str, ...] = ("symlora", "lora", "head-only", "full")
+__all__ = ["LIMITS", "TRAIN_METHODS", "RunConfig", "apply_method", "pick_device", "prepare", "run", "train"]
 # Seeding touches torch's global RNG (head and adapter init); runs in other threads must
 # not interleave with it, or the same seed would not give the same run.
 _SEED_LOCK = threading.Lock()
-
-
-@dataclass
-class RunConfig:
-    """Everything that defines a run.  ``None`` fields take the preset's value."""
-
-    preset: str = "digits"
-    model: str | None = None
-    data: str | None = None
-    method: str | None = None
-    r: int | None = None
-    lora_alpha: float | None = None
-    target_modules: list[str] | str | None = None
-    lr: float | None = None
-    steps: int | None = None
-    batch_size: int | None = None
-    seed: int | None = None
-    eval_every: int | None = None
-    max_tokens: int | None = None
-    image_size: int | None = None
-    eval_size: int | None = None
-    device: str = "auto"
-    use_rslora: bool = False
-    symlora_init: str = "gaussian"
-    init_scale: float = 1.0
-    lambda_lr_ratio: float | None = None  # None: √n per SymLoRA layer (symlora.optim)
-    weight_decay: float = 0.0
-    warmup_frac: float = 0.05
-    emit_every: int = 5
-    emit_interval_s: float = 0.25
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def resolved(self) -> RunConfig:
-        """A copy with every ``None`` filled in from the preset, validated."""
-        preset = get_preset(self.preset)
-        values = dataclasses.asdict(self)
-        for name in ("model", "data", "method", "r", "lora_alpha", "target_modules", "lr", "steps",
-                     "batch_size", "seed", "eval_every", "max_tokens", "image_size"):
-            if values[name] is None:
-                values[name] = getattr(preset, name, None)
-        cfg = RunConfig(**values)
-        if cfg.method not in TRAIN_METHODS:
-            raise ValueError(f"method must be one of {TRAIN_METHODS}, got {cfg.method!r}")
-        cfg.validate()
-        if cfg.eval_every is None:
-            cfg.eval_every = max(1, cfg.steps // 4)
-        return cfg
-
-    def validate(self) -> None:
-        """Check every set field against :data:`LIMITS` (integers stay integers: ``r = 3.7``
-        is refused, not truncated; NaN and inf are refused everywhere).  Raises a one-line
-        ``ValueError`` naming the setting and its allowed range; whole floats become ints."""
-        for name, (low, high) in LIMITS.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if name == "lora_alpha" and isinstance(self.r, int):
-                high = alpha_limit(self.r, self.use_rslora)  # r was checked just before
-            if name in _INT_FIELDS:
-                setattr(self, name, check_int(name, value, int(low), int(high)))
-            else:
-                setattr(self, name, check_number(name, value, low, high, low_open=name in _OPEN_LOW))
-        if self.lambda_lr_ratio is not None:
-            self.lambda_lr_ratio = check_number("lambda_lr_ratio", self.lambda_lr_ratio, 0, 1e6, low_open=True)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-# What a run may ask for (the app narrows these for a public server).  Steps and batch size
-# are bounded so that one config cannot ask for days of work or a batch no device holds.
-LIMITS: dict[str, tuple[float, float]] = {
-    "r": (1, R_MAX),
-    "lora_alpha": (0, MAX_SCALING * R_MAX),  # and at most MAX_SCALING · r: see AdapterConfig
-    "lr": (0, 1e6),  # absurd rates are allowed: they diverge, and the run says so
-    "steps": (1, 1_000_000),
-    "batch_size": (1, 65_536),
-    "seed": (0, 2**32 - 1),
-    "eval_every": (1, 2**31 - 1),
-    "max_tokens": (1, 131_072),
-    "image_size": (8, 4096),
-    "eval_size": (1, 10_000_000),
-    "init_scale": (0, 1e3),
-    "weight_decay": (0, 10.0),
-    "warmup_frac": (0, 1.0),
-    "emit_every": (1, 2**31 - 1),
-    "emit_interval_s": (0, 1e12),  # 1e9: "never by time"
-}
-_INT_FIELDS = {"r", "steps", "batch_size", "seed", "eval_every", "max_tokens", "image_size", "eval_size",
-               "emit_every"}
-_OPEN_LOW = {"lora_alpha", "lr", "init_scale"}
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -160,16 +68,23 @@ def _head_name(bundle: VisionModel | TextModel) -> str | None:
     return getattr(bundle, "head_name", None)
 
 
+def applied_adapter(bundle: VisionModel | TextModel, cfg: RunConfig) -> AdapterConfig:
+    """``cfg.adapter`` as it goes on ``bundle``: the model's default targets where it names
+    none, and the new head (if any) saved with the adapter's own ``modules_to_save``."""
+    head = _head_name(bundle)
+    saved = [*(cfg.adapter.modules_to_save or []), *([head] if head else [])]
+    adapter = copy.copy(cfg.adapter)  # a copy with two fields filled in: the values were validated already
+    adapter.target_modules = cfg.adapter.target_modules or bundle.default_targets
+    adapter.modules_to_save = list(dict.fromkeys(saved)) or None
+    return adapter
+
+
 def apply_method(bundle: VisionModel | TextModel, cfg: RunConfig) -> AdapterConfig | None:
-    """Make the method's parameters trainable on ``bundle.model`` (in place)."""
+    """Make the method's parameters trainable on ``bundle.model`` (in place); returns the
+    adapter put on (None for head-only and full runs)."""
     model, head = bundle.model, _head_name(bundle)
-    if cfg.method in ("symlora", "lora"):
-        targets = cfg.target_modules or bundle.default_targets
-        adapter = AdapterConfig(
-            method=cfg.method, r=cfg.r, lora_alpha=cfg.lora_alpha, target_modules=targets,
-            use_rslora=cfg.use_rslora, modules_to_save=[head] if head else None,
-            symlora_init=cfg.symlora_init, init_scale=cfg.init_scale, lambda_lr_ratio=cfg.lambda_lr_ratio,
-        )
+    if cfg.uses_adapter:
+        adapter = applied_adapter(bundle, cfg)
         inject(model, adapter)
         return adapter
     if cfg.method == "head-only":
@@ -251,7 +166,7 @@ def _should_stop(stop: StopFlag) -> bool:
 def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.AdamW:
     """AdamW over the trainable parameters (Λ with its own learning rate, see :mod:`symlora.optim`);
     each group's peak learning rate is kept as ``group["peak_lr"]`` for :func:`set_lr`."""
-    groups = param_groups(model, cfg.lr, lambda_lr_ratio=cfg.lambda_lr_ratio, weight_decay=cfg.weight_decay)
+    groups = param_groups(model, cfg.lr, lambda_lr_ratio=cfg.adapter.lambda_lr_ratio, weight_decay=cfg.weight_decay)
     optimizer = torch.optim.AdamW(groups)
     for group in optimizer.param_groups:
         group["peak_lr"] = group["lr"]
@@ -267,7 +182,7 @@ def set_lr(optimizer: torch.optim.Optimizer, step: int, cfg: RunConfig) -> None:
 
 def divergence_message(cfg: RunConfig, value: float, step: int) -> str:
     """The error of a run whose loss became ``value`` (nan/inf) at ``step`` (1-based)."""
-    smaller = f" or lora_alpha (now {cfg.lora_alpha:g})" if cfg.method in ("symlora", "lora") else ""
+    smaller = f" or lora_alpha (now {cfg.adapter.lora_alpha:g})" if cfg.uses_adapter else ""
     return (f"the loss became {value} at step {step}: training diverged. "
             f"Try a smaller learning rate (e.g. lr={cfg.lr / 10:g}){smaller}.")
 
@@ -329,14 +244,14 @@ def run(
     run's weights are not for use).
 
     Args:
-        config: the run; ``None`` fields come from its preset.
+        config: the run (resolved: see :class:`~symlora.lab.runconfig.RunConfig`).
         base: an already-loaded pretrained model to copy (saves loading time); untouched.
         dataset: data to use instead of ``config.data`` (an upload, pasted text).
         stop: a ``threading.Event`` or callable; checked before every step.
         keep_model: put the trained bundle on the result as ``result.bundle``
             (for predictions) — pass False to drop it and free memory early.
     """
-    cfg = config.resolved()
+    cfg = config
     device = pick_device(cfg.device)
     t0 = time.perf_counter()
     bundle, task, adapter = prepare(cfg, base, dataset, device)
@@ -390,7 +305,7 @@ def run(
         )
         if keep_model:
             model.eval()
-            result.bundle = bundle  # type: ignore[attr-defined]
+            result.bundle = bundle
         event = TrainEvent(kind, step, elapsed_s=wall, loss=losses.last, smoothed_loss=losses.smoothed,
                            metric=metric_after, memory=memory, message=message, result=result,
                            spectrum=spectra() if kind != "error" else None, **info)
