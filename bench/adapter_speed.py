@@ -38,6 +38,8 @@ per step) and its ratio to the floor's, ``kern/st`` (CUDA kernels per step), ``o
 (aten operators the host dispatched per step: what Python and the autograd engine called)
 and ``Δops/ly`` (operators over the floor's, per adapted layer).  When the GPU busy time
 is well under the step time, the step is bound by the host issuing kernels, not by the GPU.
+``flt/st`` (CPU): minor page faults per timed step, the median — memory the C allocator gave
+back to the OS and had to fault in again, which shows up in process CPU time.
 
 ``--variants`` / ``--compiled-variants`` add rows for the fast path's alternatives
 (``add``: the update added beside x·Wᵀ instead of folded into W; ``plain``: the plain
@@ -48,9 +50,11 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,14 +62,16 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, installed or not
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # layer_overhead (--against)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import symlora  # noqa: E402
-from symlora.fast import fast_path_options  # noqa: E402
 
+# minor page faults per step (CPU): memory the allocator gave back to the OS and touches again
+resource: Any = importlib.import_module("resource") if sys.platform != "win32" else None
 METHODS = ("floor", "full", "peft-lora", "lora", "symlora")
 # name → fast-path options for the --variants rows (eager, SymLoRA and LoRA)
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -175,8 +181,19 @@ def workloads(names: list[str], tiny: bool, batch: int | None) -> list[Workload]
 # -- one configuration -------------------------------------------------------------------------
 
 
-def prepare(method: str, model: nn.Module, targets: str, r: int) -> nn.Module:
-    """Freeze / unfreeze / inject as ``method`` says; returns the model to run."""
+# --against REV: that revision's ``symlora/`` (unpacked as the package ``symlora_ref``); its
+# rows carry the variant name "@REV" and are timed in the same rounds as this checkout's
+REF: dict[str, Any] = {}
+
+
+def package(variant: str) -> Any:
+    """The adapter package a row runs: this checkout's, or the --against revision's."""
+    return REF[variant] if variant.startswith("@") else symlora
+
+
+def prepare(method: str, model: nn.Module, targets: str, r: int, pkg: Any = symlora) -> nn.Module:
+    """Freeze / unfreeze / inject as ``method`` says (with ``pkg``: this checkout's
+    ``symlora`` or a revision's); returns the model to run."""
     if method == "full":
         return model.requires_grad_(True)
     model.requires_grad_(False)
@@ -186,7 +203,7 @@ def prepare(method: str, model: nn.Module, targets: str, r: int) -> nn.Module:
         from peft import LoraConfig, get_peft_model
 
         return get_peft_model(model, LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets, lora_dropout=0.0))
-    symlora.inject(model, symlora.AdapterConfig(method=method, r=r, lora_alpha=2 * r, target_modules=targets))
+    pkg.inject(model, pkg.AdapterConfig(method=method, r=r, lora_alpha=2 * r, target_modules=targets))
     return model
 
 
@@ -202,7 +219,8 @@ def synchronize(device: torch.device) -> None:
 
 def adapted_layers(model: nn.Module) -> int:
     """How many layers carry an adapter (ours or PEFT's)."""
-    return sum(1 for m in model.modules() if isinstance(m, symlora.AdapterLayer) or hasattr(m, "lora_A")
+    ours = tuple(pkg.AdapterLayer for pkg in (symlora, *REF.values()))
+    return sum(1 for m in model.modules() if isinstance(m, ours) or hasattr(m, "lora_A")
                and isinstance(getattr(m, "lora_A", None), nn.ModuleDict))
 
 
@@ -225,6 +243,7 @@ class Trial:
         self.options = VARIANTS.get(variant, {})
         self.repeats: list[list[float]] = []  # step times (ms) of each timed repeat
         self.host_times: list[float] = []
+        self.faults: list[int] = []  # minor page faults of each timed CPU step
         self.peak: int | None = None
         self.peak_reserved: int | None = None
         self.gc_collections: int | None = None
@@ -239,7 +258,7 @@ class Trial:
                 symlora.merge(model)
             model.requires_grad_(False).eval()
         else:
-            model = prepare(method, model, work.targets, r).train()
+            model = prepare(method, model, work.targets, r, package(variant)).train()
         self.model = model
         self.adapted = adapted_layers(model)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -256,7 +275,8 @@ class Trial:
         amp = self.device.type == "cuda"
         if self.cuda_graphs:  # a new step: the graphs' output buffers of the last one may be reused
             torch.compiler.cudagraph_mark_step_begin()
-        with fast_path_options(**self.options), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
+        options = package(self.variant).fast.fast_path_options
+        with options(**self.options), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
             if self.phase == "infer":
                 with torch.no_grad():
                     x = self.batch[0].detach()
@@ -290,6 +310,7 @@ class Trial:
                     peak_mem_bytes=self.peak, peak_reserved_bytes=self.peak_reserved,
                     trainable_params=sum(p.numel() for p in self.params), adapted_layers=self.adapted,
                     host_ms=statistics.median(self.host_times) if self.host_times else None,
+                    minor_faults_per_step=statistics.median(self.faults) if self.faults else None,
                     gc_collections=self.gc_collections, times_ms=[round(t, 3) for t in times],
                     profile=self.profile)
 
@@ -349,9 +370,12 @@ def timed_steps(trial: Trial, steps: int) -> list[float]:
         return [a.elapsed_time(b) for a, b in events]
     times = []
     for _ in range(steps):
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource else 0
         t0 = clock()
         trial.step()
         times.append((clock() - t0) * 1e3)
+        if resource:
+            trial.faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults)
     return times
 
 
@@ -438,7 +462,7 @@ def table(rows: list[dict[str, Any]]) -> str:
     out = []
     head = (f"{'model':<14} {'phase':<5} {'method':<14} {'variant':<8} {'step ms':>8} {'min ms':>7} {'×floor':>7} "
             f"{'×PEFT':>7} {'peak MiB':>9} {'rsv MiB':>8} {'trainable':>11} {'host ms':>7} {'GPU ms':>7} "
-            f"{'GPU×fl':>7} {'kern/st':>7} {'ops/st':>7} {'Δops/ly':>7}")
+            f"{'GPU×fl':>7} {'kern/st':>7} {'ops/st':>7} {'Δops/ly':>7} {'flt/st':>7}")
     for mode in dict.fromkeys(_mode(r) for r in rows):
         group = [r for r in rows if _mode(r) == mode]
         meta = group[0]
@@ -462,7 +486,8 @@ def table(rows: list[dict[str, Any]]) -> str:
                 f"{fmt(rsv / 2**20 if rsv and back_to_back else None, '.0f'):>8} {row['trainable_params']:>11,} "
                 f"{fmt(row.get('host_ms'), '.2f'):>7} {fmt(gpu, '.2f'):>7} "
                 f"{fmt(gpu / gpu_floor if gpu and gpu_floor else None, '.3f'):>7} "
-                f"{fmt(_prof(row, 'kernels_per_step'), '.0f'):>7} {fmt(ops, '.0f'):>7} {fmt(per_layer, '.1f'):>7}"
+                f"{fmt(_prof(row, 'kernels_per_step'), '.0f'):>7} {fmt(ops, '.0f'):>7} {fmt(per_layer, '.1f'):>7} "
+                f"{fmt(row.get('minor_faults_per_step'), '.0f'):>7}"
             )
     return "\n".join(out)
 
@@ -544,6 +569,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--variants", nargs="?", const=",".join(VARIANTS), default="",
                    help=f"add eager rows for the fast path's alternatives (comma list of {', '.join(VARIANTS)}; "
                         "all when given without a list)")
+    p.add_argument("--against", default=None, metavar="REV",
+                   help="also time SymLoRA and LoRA from git revision REV's symlora/ (rows with variant @REV), "
+                        "interleaved with this checkout's: an A/B of the core in one process")
     p.add_argument("--compiled-variants", default="", help="like --variants, compiled (each one compile more)")
     p.add_argument("--models-variants", default=None, help="restrict variant rows to these models (comma list)")
     p.add_argument("--no-infer", action="store_true", help="skip the merged-inference rows")
@@ -607,6 +635,15 @@ def main(argv: list[str] | None = None) -> None:
                 for method in VARIANT_METHODS[name]:
                     if method in methods:
                         ranked.append((3, (work, method, name, False, "train")))
+    if args.against:
+        from layer_overhead import unpack_ref
+
+        ref_dir = tempfile.TemporaryDirectory()
+        REF["@" + args.against] = unpack_ref(args.against, Path(ref_dir.name))
+        for work in variant_works:
+            for method in ("lora", "symlora"):
+                if method in methods:
+                    ranked.append((0, (work, method, "@" + args.against, False, "train")))
     if args.compiled_variants and any(compile_modes):
         for work in variant_works:
             for name in args.compiled_variants.split(","):

@@ -11,6 +11,7 @@ shared machine hits both alike.  Process CPU time, median of the rounds.
 
     python bench/layer_overhead.py                 # against main
     python bench/layer_overhead.py --against HEAD~3 --rounds 80
+    python bench/layer_overhead.py --shapes 192x576,192x192 --rows 1024 --r 8 --modes train   # the CPU ViT's layers
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ def unpack_ref(ref: str, into: Path) -> ModuleType:
     return symlora_ref
 
 
+def parse_shape(text: str) -> tuple[int, int]:
+    """``"192x576"`` → (192, 576)."""
+    try:
+        n_in, n_out = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"bad shape {text!r}: write IN x OUT, e.g. 192x576") from None
+    return n_in, n_out
+
+
 def make(pkg: Any, method: str, shape: tuple[int, int], r: int) -> nn.Module:
     torch.manual_seed(0)
     base = nn.Linear(*shape).requires_grad_(False)
@@ -60,8 +70,14 @@ def make(pkg: Any, method: str, shape: tuple[int, int], r: int) -> nn.Module:
     return cls(base, pkg.AdapterConfig(method=method, r=r))
 
 
+_GRADS: dict[tuple[int, ...], torch.Tensor] = {}
+
+
 def train(layer: nn.Module, x: torch.Tensor) -> None:
-    layer(x).sum().backward()
+    """Forward and backward with a fixed dense output gradient (a ``.sum()`` loss would hand
+    the backward a broadcast one, which its GEMMs copy first)."""
+    y = layer(x)
+    y.backward(_GRADS.setdefault(tuple(y.shape), torch.randn(y.shape)))
 
 
 def infer(layer: nn.Module, x: torch.Tensor) -> None:
@@ -90,15 +106,23 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--calls", type=int, default=200, help="calls per round")
     p.add_argument("--rows", type=int, default=8)
     p.add_argument("--r", type=int, default=4)
+    p.add_argument("--shapes", default=None, help="comma list of IN x OUT SymLoRA layers, e.g. 192x576,192x192 "
+                   "(default: four tiny layers, SymLoRA and LoRA)")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma list of {', '.join(MODES)}")
     args = p.parse_args(argv)
+    shapes = SHAPES if args.shapes is None else [("symlora", parse_shape(s)) for s in args.shapes.split(",")]
+    modes = args.modes.split(",")
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise SystemExit(f"unknown mode {unknown[0]!r}: {', '.join(MODES)}")
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         pkgs = {args.against: unpack_ref(args.against, Path(tmp)), "this checkout": symlora}
         print(f"µs per call, median of {args.rounds} alternating rounds of {args.calls} calls, {args.rows} rows, "
               f"r = {args.r}, process CPU time, 1 thread")
         print(f"{'mode':6s} {'layer':16s} {args.against:>14s} {'this checkout':>14s}  ratio")
-        for mode in MODES:
-            for method, shape in SHAPES:
+        for mode in modes:
+            for method, shape in shapes:
                 layers = {name: make(pkg, method, shape, args.r) for name, pkg in pkgs.items()}
                 x = torch.randn(args.rows, shape[0], requires_grad=True)
                 times: dict[str, list[float]] = {name: [] for name in pkgs}

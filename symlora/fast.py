@@ -46,19 +46,21 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+import typing
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["FastPathOptions", "compute_dtype", "current_options", "fast_path_options", "lora_linear",
+__all__ = ["FastPathOptions", "compute_dtype", "current_options", "fast_path_options", "fused_path_enabled", "lora_linear",
            "symlora_linear"]
 
 Fold = Literal["auto", "always", "never"]
+_R = TypeVar("_R")
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,24 @@ def current_options() -> FastPathOptions:
     return _OPTIONS.get()
 
 
+# What a forward reads of the options.  Dynamo in some torch releases (2.11) cannot trace
+# ``ContextVar.get`` (a fullgraph compile fails), so under torch.compile these two are read once,
+# when the graph is traced, and their values are compiled in: choose the options before compiling.
+def _read_once_when_traced(reader: Callable[[], _R]) -> Callable[[], _R]:
+    return typing.cast(Callable[[], _R], torch.compiler.assume_constant_result(reader))
+
+
+@_read_once_when_traced
+def fused_path_enabled() -> bool:
+    """Whether adapter layers take the fused path here (:attr:`FastPathOptions.enabled`)."""
+    return _OPTIONS.get().enabled
+
+
+@_read_once_when_traced
+def _fold_option() -> str:
+    return _OPTIONS.get().fold
+
+
 @contextlib.contextmanager
 def fast_path_options(**changes: Any) -> Iterator[FastPathOptions]:
     """Change the fast-path options inside a ``with`` block, for this thread / task only.
@@ -131,7 +151,7 @@ def compute_dtype(x: Tensor) -> torch.dtype:
 
 def _folds(dtype: torch.dtype, rows: int, in_features: int, out_features: int) -> bool:
     """Whether to form W + ΔW (see the module docstring and :class:`FastPathOptions`)."""
-    fold = _OPTIONS.get().fold
+    fold = _fold_option()
     if fold == "never" or dtype not in (torch.float32, torch.float64):
         return False
     return fold == "always" or rows >= max(in_features, out_features)

@@ -118,7 +118,7 @@ class AdapterLayer(nn.Module):
         """Whether :meth:`forward` takes the fused path now (see the module docstring)."""
         base = self.base_layer
         return (
-            fast.current_options().enabled
+            fast.fused_path_enabled()
             and not self.is_conv
             and not (self.training and isinstance(self.lora_dropout, nn.Dropout))
             and not base.weight.requires_grad

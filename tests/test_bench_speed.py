@@ -42,3 +42,23 @@ def test_json_has_one_object_per_configuration_with_the_promised_keys(capsys):
     assert train["floor"]["trainable_params"] == 0
     assert train["symlora"]["trainable_params"] < train["lora"]["trainable_params"] == train["peft-lora"]["trainable_params"]
     assert {"base", "symlora-merged"} <= {r["method"] for r in rows if r["phase"] == "infer"}
+
+
+@pytest.mark.slow
+def test_against_a_revision_adds_its_rows_timed_with_this_checkouts(capsys):
+    """``--against REV``: SymLoRA and LoRA from REV's core, in the same run as this checkout's."""
+    spec = importlib.util.spec_from_file_location("adapter_speed", ROOT / "bench" / "adapter_speed.py")
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules["adapter_speed"] = bench
+    spec.loader.exec_module(bench)
+    bench.main(["--tiny", "--device", "cpu", "--steps", "1", "--warmup", "0", "--repeats", "1", "--json",
+                "--models", "vit-b16", "--methods", "floor,symlora", "--no-infer", "--profile", "none",
+                "--against", "HEAD"])
+    out = capsys.readouterr().out
+    rows = {(r["method"], r["variant"]): r for r in json.loads(out[out.index("["):])}
+    assert set(rows) == {("floor", "default"), ("symlora", "default"), ("symlora", "@HEAD")}
+    ref, new = rows["symlora", "@HEAD"], rows["symlora", "default"]
+    assert sys.modules["symlora_ref"].__name__ == "symlora_ref"  # the revision's core, not this one's
+    assert ref["adapted_layers"] == new["adapted_layers"] == 4  # qkv and proj of both blocks
+    assert ref["trainable_params"] == new["trainable_params"]
+    assert ref["ratio_to_floor"] > 0 and ref["timing"] == new["timing"]

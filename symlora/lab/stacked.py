@@ -142,7 +142,7 @@ class StackedAdapter(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         runs = self.store.count()
-        if runs == 1 and fast.current_options().enabled:  # one run: the single-layer fused node, as train.run
+        if runs == 1 and fast.fused_path_enabled():  # one run: the single-layer fused node, as train.run
             return self._one(x)
         y = self.base_layer(x)
         xr = x.reshape(runs, -1, self.in_features)
