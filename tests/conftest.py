@@ -14,6 +14,10 @@ import torch
 # Two threads by default (CI's machine has two cores); SYMLORA_TEST_THREADS=1 runs the
 # suite on other kernels' summation orders — the numeric bounds must hold for both.
 torch.set_num_threads(int(os.environ.get("SYMLORA_TEST_THREADS", "2")))
+# Runs compute in float32 on every machine (a CPU with native bf16 would otherwise train
+# under bf16 autocast: symlora.lab.precision), so the exact comparisons mean the same
+# everywhere; tests/test_precision.py asks for bf16 itself.  Servers the tests start inherit it.
+os.environ.setdefault("SYMLORA_CPU_DTYPE", "float32")
 
 VIT_CLASSES = 5
 LLAMA_VOCAB = 64

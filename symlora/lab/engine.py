@@ -40,6 +40,7 @@ from typing import Any
 
 import torch
 
+from . import precision
 from .data import ImageSplits, TextSplits
 from .events import TrainEvent
 from .multirun import Group, Member, layout_key, prepare_member, stackable
@@ -68,7 +69,7 @@ def run_key(config: RunConfig, *, data_key: str | None = None, device: str | tor
     device_type = torch.device(device).type
     values["data"] = {"key": data_key} if data_key is not None else {"name": config.data}
     values["device_type"] = device_type
-    values["dtype"] = "bfloat16-autocast" if device_type == "cuda" else "float32"
+    values["dtype"] = precision.dtype_name(precision.compute_dtype(device))
     values["version"] = code_version()
     text = json.dumps(values, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]

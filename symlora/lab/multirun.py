@@ -54,6 +54,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import memory as mem
+from . import precision
 from ..config import AdapterConfig
 from .data import ImageSplits, TextSplits, load_dataset
 from .events import MemoryBreakdown, RunResult, TrainEvent
@@ -101,7 +102,8 @@ def layout_key(cfg: RunConfig, bundle: Bundle, classes: list[str] | None, device
     targets = tuple(targets) if isinstance(targets, list) else targets
     size = cfg.image_size or getattr(bundle, "image_size", None)
     return (bundle.name, size, cfg.max_tokens if isinstance(bundle, TextModel) else None, cfg.method,
-            targets, cfg.batch_size, len(classes) if classes else None, device.type, device.index)
+            targets, cfg.batch_size, len(classes) if classes else None, device.type, device.index,
+            precision.compute_dtype(device))
 
 
 def alias_copy(bundle: Bundle) -> Bundle:
@@ -134,10 +136,12 @@ def make_task(bundle: Bundle, data: ImageSplits | TextSplits, cfg: RunConfig, de
     if isinstance(bundle, VisionModel):
         if not isinstance(data, ImageSplits):
             raise ValueError(f"model {bundle.name!r} classifies images but data {getattr(data, 'name', '?')!r} is text")
-        return ImageClassification(bundle, data, device, eval_limit=cfg.eval_size or 2000)
+        return ImageClassification(bundle, data, device, eval_limit=cfg.eval_size or 2000,
+                                   dtype=precision.evaluation_dtype(device))
     if not isinstance(data, TextSplits):
         raise ValueError(f"model {bundle.name!r} is a language model but data {getattr(data, 'name', '?')!r} is images")
-    return LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 64)
+    return LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 64,
+                            dtype=precision.evaluation_dtype(device))
 
 
 # --------------------------------------------------------------------------- one run in a group
@@ -221,6 +225,8 @@ class Group:
                        for local in layer.adapter_parameters()}
         self.head_name = getattr(template, "head_name", None)
         self.store = RunRows()
+        self.dtype = precision.compute_dtype(device)
+        precision.prepare_model(self.model, device, self.dtype)  # before the stacked copy: it shares the modules' flags
         self.stacked = self._stacked_model(self.model)
         self.stacked.train()
         self.optimizer = StackedAdamW()
@@ -234,8 +240,7 @@ class Group:
         self.batched_eval = device.type == "cuda"
         self._steps = 0
         self.frozen_bytes, _ = mem.parameter_bytes(self.model)
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                         else torch.autocast("cpu", enabled=False))
+        self.autocast = precision.autocast(device, self.dtype)
 
     @classmethod
     def for_run(cls, base: Bundle, member: Member, device: torch.device, **kw: Any) -> Group:

@@ -5,7 +5,8 @@
 * :class:`TextClassification`: an encoder with a head on labelled texts, cross-entropy, accuracy.
 
 Both draw batches from a private ``torch.Generator`` so the data order is a function of
-the seed alone: every method of a comparison sees the same batches.
+the seed alone: every method of a comparison sees the same batches.  Both evaluate in the
+run's compute ``dtype`` (:mod:`symlora.lab.precision`: bf16 autocast where it is native).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .data import ImageSplits, TextSplits, TopicSplits
+from .precision import autocast
 from .zoo import EncoderClassifier, TextModel, VisionModel
 
 
@@ -37,9 +39,11 @@ class ImageClassification:
     metric_name = "accuracy"
     unit = "images/s"
 
-    def __init__(self, bundle: VisionModel, data: ImageSplits, device: torch.device, eval_limit: int = 2000) -> None:
+    def __init__(self, bundle: VisionModel, data: ImageSplits, device: torch.device, eval_limit: int = 2000,
+                 dtype: torch.dtype = torch.float32) -> None:
         self.bundle = bundle
         self.device = device
+        self.dtype = dtype
         self.classes = data.train.classes
         self.train_x = bundle.preprocess(data.train.images)
         self.train_y = data.train.labels.long()
@@ -66,9 +70,10 @@ class ImageClassification:
         was_training = model.training
         model.eval()
         correct = 0
-        for i in range(0, len(self.test_y), batch_size):
-            x = self.test_x[i:i + batch_size].to(self.device)
-            correct += int((model(x).argmax(-1).cpu() == self.test_y[i:i + batch_size]).sum())
+        with autocast(self.device, self.dtype):
+            for i in range(0, len(self.test_y), batch_size):
+                x = self.test_x[i:i + batch_size].to(self.device)
+                correct += int((model(x).argmax(-1).cpu() == self.test_y[i:i + batch_size]).sum())
         model.train(was_training)
         return correct / len(self.test_y)
 
@@ -79,11 +84,13 @@ class LanguageModeling:
     metric_name = "perplexity"
     unit = "tokens/s"
 
-    def __init__(self, bundle: TextModel, data: TextSplits, device: torch.device, max_tokens: int = 64, eval_limit: int = 64) -> None:
+    def __init__(self, bundle: TextModel, data: TextSplits, device: torch.device, max_tokens: int = 64, eval_limit: int = 64,
+                 dtype: torch.dtype = torch.float32) -> None:
         if not data.train or not data.test:
             raise ValueError("the text data needs at least one training and one held-out text")
         self.bundle = bundle
         self.device = device
+        self.dtype = dtype
         self.classes = None
         self.train = self._encode(data.train, max_tokens)
         self.test = self._encode(data.test[:eval_limit], max_tokens)
@@ -118,7 +125,8 @@ class LanguageModeling:
         n = len(self.test["input_ids"])
         for i in range(0, n, batch_size):
             batch = {k: v[i:i + batch_size].to(self.device) for k, v in self.test.items()}
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            with autocast(self.device, self.dtype):
+                logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
             labels = batch["labels"][:, 1:]
             nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100, reduction="sum")
             total_nll += float(nll)

@@ -30,6 +30,7 @@ from torch import nn
 
 from . import distributed
 from . import memory as mem
+from . import precision
 from ..config import AdapterConfig
 from .data import ImageSplits, TextSplits, TopicSplits, load_dataset
 from .events import LossSmoother, MemoryBreakdown, RunResult, TrainEvent
@@ -149,7 +150,8 @@ def prepare(
             if not isinstance(data, ImageSplits):
                 raise ValueError(f"model {bundle.name!r} classifies images but data {getattr(data, 'name', '?')!r} is text")
             bundle.reset_head(data.train.classes, seed=cfg.seed)
-            task = ImageClassification(bundle, data, device, eval_limit=cfg.eval_size or 2000)
+            task = ImageClassification(bundle, data, device, eval_limit=cfg.eval_size or 2000,
+                                       dtype=precision.evaluation_dtype(device))
         elif isinstance(bundle, EncoderClassifier):
             if not isinstance(data, TopicSplits):
                 raise ValueError(f"model {bundle.name!r} classifies texts but data {getattr(data, 'name', '?')!r} is not labelled texts")
@@ -158,9 +160,11 @@ def prepare(
         else:
             if not isinstance(data, TextSplits):
                 raise ValueError(f"model {bundle.name!r} is a language model but data {getattr(data, 'name', '?')!r} is images")
-            task = LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 64)
+            task = LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 64,
+                                    dtype=precision.evaluation_dtype(device))
         adapter = apply_method(bundle, cfg)
     bundle.model.to(device)
+    precision.prepare_model(bundle.model, device, precision.compute_dtype(device))
     return bundle, task, adapter
 
 
@@ -269,7 +273,7 @@ def run(
     counts = count_parameters(model)
     info = dict(total_steps=cfg.steps, method=cfg.method, metric_name=task.metric_name,
                 throughput_unit=task.unit, trainable_params=counts.trainable, total_params=counts.total)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = precision.autocast(device, precision.compute_dtype(device))  # bf16 on CUDA and native-bf16 CPUs
     spectra = (lambda: _spectrum_lists(model)) if adapter is not None else (lambda: None)
 
     rank, world = distributed.rank_and_world()
