@@ -570,11 +570,18 @@ def wire_presets(lab: Lab, t: TrainUI, wired: Wired) -> None:
 
     wired.after_data(t.model.input(on_model, [t.model, t.method, t.targets], [t.data, t.targets], **LIGHT))
 
-    def on_method(model, method, targets):
+    def on_method(model, method, targets, preset, lr):
+        """Targets and rank follow the method; so does the learning rate while it is one of
+        the preset's own (each method at its best rate), never a rate the user typed."""
         adapter = method in ("symlora", "lora")
-        return target_update(lab, model, method, targets), gr.update(visible=adapter), gr.update(visible=adapter)
+        p = lab.preset(preset)
+        preset_rates = {p.lr_for(m) for m in (*p.method_lr, None)}
+        new_lr = gr.update(value=p.lr_for(method)) if lr in preset_rates else gr.update()
+        return (target_update(lab, model, method, targets), gr.update(visible=adapter), gr.update(visible=adapter),
+                new_lr)
 
-    wired.then_params(t.method.input(on_method, [t.model, t.method, t.targets], [t.targets, t.r, t.lora_alpha], **LIGHT))
+    wired.then_params(t.method.input(on_method, [t.model, t.method, t.targets, t.preset, t.lr],
+                                     [t.targets, t.r, t.lora_alpha, t.lr], **LIGHT))
     for comp in (t.data, t.targets):
         comp.input(wired.update_params, wired.param_inputs, wired.param_outputs, **LIGHT)
     t.targets.change(None, t.targets, t.targets_text, js="(v) => (v || []).join(',')", queue=False,

@@ -121,3 +121,19 @@ def test_compare_uses_both_tuned_rates_unless_the_user_typed_one():
     typed = shown.replace(lr=3e-3)
     lora, sym, note = tuned_rates(typed, typed.replace(method="lora"), typed.replace(method="symlora"))
     assert lora.lr == sym.lr == 3e-3 and note == ""
+
+
+@pytest.mark.slow
+def test_train_tab_method_switch_follows_the_presets_rate_not_a_typed_one():
+    """On a preset with per-method rates (fortunes), switching the method on the Train tab
+    moves the learning rate to that method's best one — unless the user typed their own."""
+    from app.ui import build_demo
+
+    demo = build_demo()
+    on_method = next(f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") == "on_method")
+    preset = get_preset("fortunes")
+    assert preset.lr_for("lora") != preset.lr_for("symlora")
+    moved = on_method(preset.model, "lora", [], "fortunes", preset.lr_for("symlora"))[-1]
+    assert moved["value"] == preset.lr_for("lora")
+    kept = on_method(preset.model, "lora", [], "fortunes", 3.3e-3)[-1]
+    assert "value" not in kept
