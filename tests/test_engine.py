@@ -352,3 +352,24 @@ def test_a_run_stopped_while_it_waits_ends_at_once_with_a_result(base, splits):
         assert list(busy.events())[-1].kind == "stopped"
     finally:
         eng.close()
+
+
+def test_runs_that_train_alone_wait_for_room_too(base, splits):
+    """Runs that cannot share steps (adapter dropout) count against max_runs like stacked
+    ones: with room for one, the second starts only after the first has ended."""
+    eng = Engine(load_base=lambda name: base, device="cpu", max_runs=1, load_data=lambda name, seed: splits)
+    try:
+        long = dict(steps=400, eval_every=400, lora_dropout=0.1)
+        first, second = eng.submit(cfg(seed=0, **long)), eng.submit(cfg(seed=1, **long))
+        events = first.events()
+        next(events)
+        time.sleep(1.0)
+        assert eng.stats()["solo"] == 1, "the second run started beside the first"
+        first.cancel()
+        assert list(events)[-1].kind == "stopped"
+        later = second.events(timeout=60)
+        assert next(e for e in later if e.kind == "step").step >= 1, "the second run starts once there is room"
+        second.cancel()
+        list(later)
+    finally:
+        eng.close()

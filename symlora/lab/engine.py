@@ -405,7 +405,9 @@ class Engine:
             log.info("run %s trains alone: %s", record.key, why)
             thread = threading.Thread(target=self._solo_run, args=(record, base, dataset), daemon=True,
                                       name="symlora-solo-run")
-            with self._lock:
+            with self._lock:  # it counts against max_runs like a stacked run: wait for room
+                while not self._closed and self._training_count() >= self.max_runs:
+                    self._lock.wait(timeout=1.0)
                 self._solo.add(record)
             thread.start()
             return
@@ -443,6 +445,7 @@ class Engine:
         finally:
             with self._lock:
                 self._solo.discard(record)
+                self._lock.notify_all()
 
     # -- the training thread ----------------------------------------------------------
     def _training_count(self) -> int:
