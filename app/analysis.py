@@ -21,7 +21,6 @@ from typing import Any
 import torch
 
 import symlora
-from symlora.layers import SymLoraLayer
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +245,3 @@ def adapter_downloads(tuned: Any, name: str, owner: str = "",
         return str(a), str(b)
     finally:
         shutil.rmtree(out, ignore_errors=True)
-
-
-def is_symlora(model: torch.nn.Module) -> bool:
-    return any(isinstance(layer, SymLoraLayer) for _, layer in symlora.adapter_layers(model))

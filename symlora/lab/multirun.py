@@ -173,7 +173,6 @@ class Member:
     lam_ratio: dict[str, float] = field(default_factory=dict)
     bundle: Any = None  # the run's own model on the CPU, sharing the base's weights
     rank: int = 0  # its adapters' r (0: no adapters)
-    ended: bool = False
 
 
 def prepare_member(cfg: RunConfig, base: Bundle, data: ImageSplits | TextSplits | None, device: torch.device,
@@ -483,7 +482,6 @@ class Group:
         event = self.final_event(row, kind, message)
         member.history.append(event.to_dict() | {"result": None})
         event.result.history = member.history  # type: ignore[union-attr]
-        member.ended = True
         member.emit(event)
 
     # -- one step for the runs at ``rows`` --------------------------------------------

@@ -55,9 +55,6 @@ class StackedAdamW:
                 state[name] = state[name].index_select(0, keep.to(state[name].device))
         self.steps = [self.steps[i] for i in keep.tolist()]
 
-    def state_bytes(self) -> int:
-        return sum(t.numel() * t.element_size() for s in (self.exp_avg, self.exp_avg_sq) for t in s.values())
-
     @torch.no_grad()
     def step(self, params: dict[str, Tensor], rows: list[int], lrs: dict[str, list[float]],
              wds: dict[str, list[float]]) -> None:
