@@ -5,7 +5,7 @@
     with autocast(device, dtype):
         loss = task.loss(model, batch)
 
-Choices (a run's ``dtype`` setting):
+Choices (``compute_dtype``'s ``choice``; the lab's runs use ``"auto"``):
 
 * ``"auto"``: bf16 autocast on CUDA (as always) and on CPUs with native bf16 matrix units
   (AVX512-BF16 or AMX-BF16, through oneDNN), float32 elsewhere.  The process environment
@@ -15,7 +15,8 @@ Choices (a run's ``dtype`` setting):
 * ``"bfloat16"``: bf16 autocast, also on a CPU without native support (slow there).
 
 Why on the CPU: measured on a Xeon with AMX (``bench/cpu_bf16.py``, one thread, CPU time),
-the digits preset's ViT step costs 0.62× float32's and an evaluation pass 0.42× — once the
+the digits preset's ViT step costs 0.62–0.71× float32's and an evaluation pass 0.42–0.59×
+(``bench/results/cpu_bf16_*.json``) — once the
 attention is computed by its plain formula: the CPU's fused (flash) attention kernel runs
 its bf16 backward ~17× slower than float32's, so :func:`prepare_model` turns timm's fused
 attention off for bf16 CPU runs.  Without native bf16, oneDNN emulates it and it is slower
