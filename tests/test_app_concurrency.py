@@ -70,7 +70,7 @@ def test_ten_sessions_train_at_once_each_with_its_own_results(tmp_path):
                 a = list(args)
                 a[10] = seeds[i]
                 ev = events(list(client.submit(*a, api_name="/train")))
-                probs = client.predict(gradio_client.handle_file(str(tmp_path / "x.png")), "Latest run", s.model,
+                probs = client.predict(gradio_client.handle_file(str(tmp_path / "x.png")), "Latest run", s["model"],
                                        api_name="/predict")[2]
                 results[i] = {"events": ev, "probs": probs, "session": client.session_hash}
             except BaseException as err:  # noqa: BLE001 — reported below

@@ -359,7 +359,7 @@ def test_runs_that_train_alone_wait_for_room_too(base, splits):
     ones: with room for one, the second starts only after the first has ended."""
     eng = Engine(load_base=lambda name: base, device="cpu", max_runs=1, load_data=lambda name, seed: splits)
     try:
-        long = dict(steps=400, eval_every=400, lora_dropout=0.1)
+        long = dict(steps=100_000, eval_every=100_000, lora_dropout=0.1)  # both outlast the test
         first, second = eng.submit(cfg(seed=0, **long)), eng.submit(cfg(seed=1, **long))
         events = first.events()
         next(events)
