@@ -95,3 +95,14 @@ def shot(page, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def train_args(demo, preset: str | None = None, **changes) -> list:
+    """The positional ``/train`` (and ``/compare``) settings for ``preset`` (default: the
+    app's) with ``changes``, in the controls' order; targets travel as comma-separated text."""
+    from app.settings import ui_values_from
+
+    values = ui_values_from(demo.lab.default_config(preset)) | changes
+    if not isinstance(values["targets"], str):
+        values["targets"] = ",".join(values["targets"])
+    return list(values.values())

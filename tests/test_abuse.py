@@ -18,7 +18,7 @@ import uuid
 import numpy as np
 import pytest
 
-from app_harness import serve_app
+from app_harness import serve_app, train_args
 
 gradio_client = pytest.importorskip("gradio_client")
 httpx = pytest.importorskip("httpx")
@@ -35,15 +35,6 @@ def served():
 @pytest.fixture(scope="module")
 def client(served):
     return gradio_client.Client(served[1], verbose=False)
-
-
-def settings_args(demo, **changes):
-    """The /train arguments for the default preset with ``changes`` (targets as text)."""
-    from app.settings import ui_values_from
-
-    values = ui_values_from(demo.lab.default_config())
-    values["targets"] = ",".join(values["targets"])
-    return list((values | changes).values())
 
 
 def error_of(call) -> str:
@@ -74,7 +65,7 @@ def one_line_naming(message: str, setting: str) -> bool:
 def test_fractional_rank_is_refused_not_truncated(served, client):
     """Case 6: r = 3.7 used to train r = 3 silently."""
     demo, _ = served
-    message = error_of(lambda: client.predict(*settings_args(demo, r=3.7, steps=2), api_name="/train"))
+    message = error_of(lambda: client.predict(*train_args(demo, r=3.7, steps=2), api_name="/train"))
     assert one_line_naming(message, "r must be a whole number from 1 to 64"), message
     assert "3.7" in message
 
@@ -90,7 +81,7 @@ def test_nan_inf_and_absurd_numbers_get_a_one_line_message(served, setting, valu
     """Case 5: alpha=Infinity gave "_LinAlgError: linalg.eigh …", alpha=1e300 trained to a
     NaN loss, NaN seed / batch size failed with no message."""
     demo, url = served
-    message = raw_call(url, "train", settings_args(demo, steps=2, **{setting: value}) + [None, "", None])
+    message = raw_call(url, "train", train_args(demo, steps=2, **{setting: value}) + [None, "", None])
     assert names in message, message
     assert "LinAlgError" not in message and "Traceback" not in message
 
@@ -121,7 +112,7 @@ def test_predict_with_a_file_that_is_not_an_image_says_so(client, tmp_path):
 def test_unknown_target_lists_a_few_candidates(served, client):
     """Case 5: an unknown target listed ~48 module paths in one line."""
     demo, _ = served
-    message = error_of(lambda: client.predict(*settings_args(demo, steps=2, targets="attn.qvk"), api_name="/train"))
+    message = error_of(lambda: client.predict(*train_args(demo, steps=2, targets="attn.qvk"), api_name="/train"))
     assert "not found" in message and "attn.qkv" in message, message
     assert "blocks.0." not in message and "blocks.5." not in message, message  # kinds, not 48 paths
     listed = message.split(": ", 2)[-1]
@@ -157,7 +148,7 @@ def _train_fn_index(demo) -> int:
 
 
 def _join(url: str, demo, session: str, steps: int, local_address: str | None = None) -> httpx.Response:
-    body = {"data": settings_args(demo, steps=steps) + [None, "", None], "fn_index": _train_fn_index(demo),
+    body = {"data": train_args(demo, steps=steps) + [None, "", None], "fn_index": _train_fn_index(demo),
             "session_hash": session, "event_data": None, "trigger_id": None}
     transport = httpx.HTTPTransport(local_address=local_address) if local_address else None
     with httpx.Client(transport=transport, timeout=30) as http:
@@ -181,7 +172,7 @@ def test_a_second_run_in_the_same_tab_is_refused_with_a_message(served):
     (not queued behind the first, not silently replacing it)."""
     demo, url = served
     mine = gradio_client.Client(url, verbose=False)
-    job = mine.submit(*settings_args(demo, steps=1000), api_name="/train")
+    job = mine.submit(*train_args(demo, steps=1000), api_name="/train")
     try:
         _wait_until_training(demo, mine.session_hash)
         second = _join(url, demo, mine.session_hash, 2)  # what a second Start (or script call) sends
@@ -310,7 +301,7 @@ def test_a_diverged_run_is_never_served(served, monkeypatch):
     c = gradio_client.Client(url, verbose=False)
     # full fine-tuning trains through symlora.lab.train.run (the patched loss); a seed of its own
     # keeps the run from being answered by an identical finished run
-    final = c.predict(*settings_args(demo, steps=3, method="full", seed=4242), api_name="/train")
+    final = c.predict(*train_args(demo, steps=3, method="full", seed=4242), api_name="/train")
     monkeypatch.undo()
     assert "Error" in final[0] and "diverged" in final[0], final[0]
     image = np.zeros((28, 28, 3), np.uint8)

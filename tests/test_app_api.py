@@ -14,7 +14,7 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from app_harness import serve_app
+from app_harness import serve_app, train_args
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -33,15 +33,6 @@ def client(served):
     return gradio_client.Client(served[1], verbose=False)
 
 
-def settings_args(demo, **changes):
-    """The /train arguments for the default preset with ``changes``."""
-    from app.settings import ui_values_from
-
-    values = ui_values_from(demo.lab.default_config()) | changes
-    values["targets"] = ",".join(values["targets"])  # targets travel as comma-separated text
-    return list(values.values())
-
-
 def event_of(update) -> dict:
     """The raw engine event of an update ({} for updates that carry none, e.g. "Preparing…")."""
     raw = update[6]
@@ -54,7 +45,7 @@ def trained(served, client):
     """The streamed updates of one short default run (shared by the tests below)."""
     demo, _ = served
     t0 = time.perf_counter()
-    job = client.submit(*settings_args(demo, steps=STEPS), api_name="/train")
+    job = client.submit(*train_args(demo, steps=STEPS), api_name="/train")
     updates = list(job)
     return updates, time.perf_counter() - t0
 
@@ -113,7 +104,7 @@ def test_predict_returns_probabilities_that_sum_to_one(client, trained, tmp_path
 def test_engine_errors_come_back_as_readable_messages(served, client):
     demo, _ = served
     with pytest.raises(Exception) as info:
-        client.predict(*settings_args(demo, steps=5, targets=["no_such_layer"]), api_name="/train")
+        client.predict(*train_args(demo, steps=5, targets=["no_such_layer"]), api_name="/train")
     message = str(info.value)
     assert "not found" in message and "attn.qkv" in message, message  # the core names the eligible layers
 
@@ -127,7 +118,7 @@ def test_share_link_round_trip(served, client):
     demo, _ = served
     wanted = app_config("digits", method="lora", r=5, lora_alpha=10.0, target_modules=["attn.qkv"],
                         lr=0.002, steps=33, batch_size=32, seed=1234, device="cpu")
-    args = settings_args(demo, **ui_values_from(wanted))
+    args = train_args(demo, **ui_values_from(wanted))
     query = client.predict(*args, True, ["train", "try"], ["digits"], api_name="/share_link")
     assert query.startswith("?") and "seed=1234" in query and "lesson=1" in query
     restored, lesson, problems = restore(demo.lab, dict(urllib.parse.parse_qsl(query[1:])))
@@ -142,7 +133,7 @@ def test_stopping_a_session_ends_its_run_within_a_step(served):
     demo, url = served
     other = gradio_client.Client(url, verbose=False)
     # a seed of its own: identical settings run elsewhere in this process would be shared
-    job = other.submit(*settings_args(demo, steps=1000, seed=int(time.time_ns() % 2**31)), api_name="/train")
+    job = other.submit(*train_args(demo, steps=1000, seed=int(time.time_ns() % 2**31)), api_name="/train")
     deadline = time.time() + 60
     while time.time() < deadline:  # wait until it is really training
         outs = job.outputs()

@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from app_harness import serve_app
+from app_harness import serve_app, train_args
 
 gradio_client = pytest.importorskip("gradio_client")
 
@@ -50,8 +50,8 @@ def test_ten_sessions_train_at_once_each_with_its_own_results(tmp_path):
     with serve_app() as (demo, url):
         from app.settings import ui_values_from
 
-        s = ui_values_from(demo.lab.default_config()) | dict(steps=STEPS)
-        args = list((s | {"targets": ",".join(s["targets"])}).values())
+        s = ui_values_from(demo.lab.default_config())
+        args = train_args(demo, steps=STEPS)
         img = np.zeros((28, 28), np.uint8)
         img[6:22, 8:20] = 255
         Image.fromarray(img).save(tmp_path / "x.png")

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app_harness import serve_app
+from app_harness import serve_app, train_args
 from numerics import assert_same_up_to_rounding, rounding_noise
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -72,12 +72,8 @@ def shapes_zip(tmp_path_factory):
     return make_zip(tmp_path_factory.mktemp("upload") / "shapes.zip", shapes_members())
 
 
-def train_args(demo, **changes):
-    from app.settings import ui_values_from
-
-    values = ui_values_from(demo.lab.default_config()) | FAST | changes
-    values["targets"] = ",".join(values["targets"])
-    return list(values.values())
+def fast_train_args(demo, **changes):
+    return train_args(demo, **(FAST | changes))
 
 
 def event_of(update) -> dict:
@@ -94,7 +90,7 @@ def final_event(updates) -> dict:
 
 def test_a_zip_of_two_classes_trains_and_try_answers_with_its_classes(served, client, shapes_zip, tmp_path):
     demo, _ = served
-    updates = list(client.submit(*train_args(demo), data_zip=handle_file(shapes_zip), api_name="/train"))
+    updates = list(client.submit(*fast_train_args(demo), data_zip=handle_file(shapes_zip), api_name="/train"))
     assert any("shapes.zip" in u[0] and "2 classes (circle, square)" in u[0] for u in updates), \
         "the status never named the uploaded data"
     final = final_event(updates)
@@ -146,7 +142,7 @@ def test_bad_uploads_come_back_as_readable_errors_and_the_next_run_works(served,
         assert os.path.getsize(cases[-1][1]) > 10_000 > max(os.path.getsize(p) for _, p, _ in cases[:-1])
         for name, path, words in cases:
             with pytest.raises(Exception) as info:
-                client.predict(*train_args(demo), data_zip=handle_file(path), api_name="/train")
+                client.predict(*fast_train_args(demo), data_zip=handle_file(path), api_name="/train")
             message = str(info.value)
             assert words in message, f"{name}: {message}"
             assert "Traceback" not in message and "Something went wrong" not in message, f"{name}: {message}"
@@ -154,7 +150,7 @@ def test_bad_uploads_come_back_as_readable_errors_and_the_next_run_works(served,
     finally:
         limits.zip_bytes = old
     assert demo.lab.runs.active() == 0
-    final = final_event(list(client.submit(*train_args(demo, steps=2), data_zip=handle_file(shapes_zip),
+    final = final_event(list(client.submit(*fast_train_args(demo, steps=2), data_zip=handle_file(shapes_zip),
                                            api_name="/train")))
     assert final["kind"] == "done" and final["result"]["steps_done"] == 2
 
@@ -279,10 +275,7 @@ def test_one_quote_per_line_trains_the_language_model_through_the_api(served, cl
     """/train with pasted text that has no blank or '%' lines: one piece per line, and the
     status says which splitting was used."""
     demo, _ = served
-    from app.settings import ui_values_from
-
-    values = ui_values_from(demo.lab.default_config("fortunes")) | dict(steps=2, batch_size=4)
-    values = list((values | {"targets": ",".join(values["targets"])}).values())
+    values = train_args(demo, "fortunes", steps=2, batch_size=4)
     text = "\n".join(f"Captain's log {i}: all quiet on deck {i % 4}." for i in range(14))
     updates = list(client.submit(*values, data_text=text, api_name="/train"))
     assert any("12 pieces of text for training / 2 held out" in u[0] and "one piece per line" in u[0]

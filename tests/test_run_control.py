@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app_harness import serve_app
+from app_harness import serve_app, train_args
 
 
 def wait_until(condition, timeout: float = 10.0) -> bool:
@@ -124,10 +124,7 @@ def test_compare_runs_lora_then_symlora_and_keeps_both_runs(served):
     gradio_client = pytest.importorskip("gradio_client")
     demo, url = served
     client = gradio_client.Client(url, verbose=False)
-    from app.settings import ui_values_from
-
-    s = ui_values_from(demo.lab.default_config()) | dict(steps=2)
-    values = list((s | {"targets": ",".join(s["targets"])}).values())
+    values = train_args(demo, steps=2)
     updates = list(client.submit(*values, "rank", False, None, "", api_name="/compare"))
     status, _, _, table, conclusion, try_run = updates[-1]
     assert status.startswith("✓ **Comparison finished.**"), status
