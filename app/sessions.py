@@ -98,9 +98,12 @@ BASES = Bases()  # the process's pretrained models: shared by every demo and by 
 class RunFlag(threading.Event):
     """A run's stop flag, plus pause and single-step, mirrored in files under :attr:`path`.
 
-    The app sets and reads it like a ``threading.Event`` (``set()`` = stop).  The training
-    function only gets :attr:`path` (a string survives pickling into a ZeroGPU worker
-    process) and polls it with :func:`control_check` before every step.
+    The app sets and reads it like a ``threading.Event`` (``set()`` = stop).  In this
+    process the state is read from memory — :meth:`state` runs before every step for every
+    page following the run, and :attr:`paused` at every event of every page (thirty pages on
+    a teacher link made thousands of file checks a second).  The files are for a training
+    function in another process (a ZeroGPU worker), which only gets :attr:`path` (a string
+    survives pickling) and polls it with :func:`control_check` before every step.
     """
 
     ROOT = Path(tempfile.gettempdir()) / "symlora-lab-flags"
@@ -110,12 +113,18 @@ class RunFlag(threading.Event):
         self.path = str(self.ROOT / uuid.uuid4().hex)
         self.closed = False
         self.last_status = ""  # the run's latest status line (shown again when it is paused)
+        self._paused = False
+        self._step_pending = False
+        self._guard = threading.Lock()
 
     def _touch(self, name: str) -> None:
         if self.closed:
             return
-        os.makedirs(self.path, exist_ok=True)
-        Path(self.path, name).touch()
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            Path(self.path, name).touch()
+        except OSError:  # a read-only temp dir: the in-process flag still works
+            log.warning("cannot write the %s file of %s", name, self.path)
 
     def _remove(self, name: str) -> None:
         try:
@@ -125,36 +134,39 @@ class RunFlag(threading.Event):
 
     def set(self) -> None:  # stop
         super().set()
-        try:
-            self._touch("stop")
-        except OSError:  # a read-only temp dir: the in-process flag still works
-            log.warning("cannot write the stop file of %s", self.path)
+        self._touch("stop")
 
     def pause(self) -> None:
+        with self._guard:
+            self._paused = True
         self._touch("pause")
 
     def resume(self) -> None:
+        with self._guard:
+            self._paused, self._step_pending = False, False
         self._remove("pause")
 
     def step(self) -> None:
         """While paused: let exactly one more step run."""
+        with self._guard:
+            self._step_pending = True
         self._touch("step")
 
     @property
     def paused(self) -> bool:
-        return os.path.exists(os.path.join(self.path, "pause")) and not self.is_set()
+        return self._paused and not self.is_set()
 
     def state(self) -> str:
         """``"run"``, ``"pause"`` or ``"stop"``, without waiting: the training engine's
         control (``symlora.lab.engine``).  A Step request lets exactly one step through."""
         if self.is_set():
             return "stop"
-        if not os.path.exists(os.path.join(self.path, "pause")):
-            return "run"
-        try:
-            os.remove(os.path.join(self.path, "step"))
-            return "run"
-        except FileNotFoundError:
+        with self._guard:
+            if not self._paused:
+                return "run"
+            if self._step_pending:
+                self._step_pending = False
+                return "run"
             return "pause"
 
     def close(self) -> None:

@@ -306,6 +306,17 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (Linux; 0 elsewhere): what a
+    scenario costs the server, less sensitive to other processes' load than wall time."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class RssSampler:
     """Samples a process's RSS every ``interval`` s in a thread; ``peak(since)`` for a window."""
 
@@ -421,17 +432,19 @@ def crowd(url: str, arglists: list[list[Any]], sampler: RssSampler) -> dict[str,
         t.start()
     time.sleep(min(30.0, 0.3 * len(threads)))  # let every session connect first (not timed)
     t0 = time.perf_counter()
+    cpu0 = cpu_seconds(sampler.pid)
     start.set()
     for t in threads:
         t.join(timeout=3600)
     wall = time.perf_counter() - t0
-    return summarize(outs, wall) | {"peak_rss_mb": sampler.peak(t0) / 2**20}
+    return summarize(outs, wall) | {"peak_rss_mb": sampler.peak(t0) / 2**20,
+                                    "server_cpu_s": cpu_seconds(sampler.pid) - cpu0}
 
 
 def serial(url: str, arglists: list[list[Any]], sampler: RssSampler) -> dict[str, Any]:
     """The same runs one at a time, one session each (the baseline)."""
     outs: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), cpu_seconds(sampler.pid)
     for args in arglists:
         out: dict[str, Any] = {}
         start = threading.Event()
@@ -439,7 +452,8 @@ def serial(url: str, arglists: list[list[Any]], sampler: RssSampler) -> dict[str
         student(url, args, start, out)
         outs.append(out)
     wall = time.perf_counter() - t0
-    return summarize(outs, wall) | {"peak_rss_mb": sampler.peak(t0) / 2**20}
+    return summarize(outs, wall) | {"peak_rss_mb": sampler.peak(t0) / 2**20,
+                                    "server_cpu_s": cpu_seconds(sampler.pid) - cpu0}
 
 
 def summarize(outs: list[dict[str, Any]], wall: float) -> dict[str, Any]:
@@ -515,6 +529,7 @@ def app_level(args: argparse.Namespace) -> dict[str, Any]:
                      "serial_estimate_s": per_run * len(arglists),
                      "crowd_over_serial": crowd_result["wall_s"] / (per_run * len(arglists)),
                      "crowd_over_solo": crowd_result["wall_s"] / per_run,
+                     "server_cpu_crowd_over_solo": crowd_result["server_cpu_s"] / max(1e-9, one["server_cpu_s"] / max(1, one["runs"])),
                      "rss_above_one_run_mb": crowd_result["peak_rss_mb"] - one["peak_rss_mb"]}
             if today:
                 entry["serial_today"] = serial(today.url, base_lists, today_sampler)
@@ -526,7 +541,9 @@ def app_level(args: argparse.Namespace) -> dict[str, Any]:
             print(f"{name}: {len(arglists)} sessions × {entry['steps']} steps — crowd {crowd_result['wall_s']:.1f} s "
                   f"(first event p95 {crowd_result['first_event_p95_s']}, done p95 {crowd_result['done_p95_s']}), "
                   f"one at a time {per_run:.1f} s/run → serial ≈ {entry['serial_estimate_s']:.1f} s; "
-                  f"crowd/serial {entry['crowd_over_serial']:.2f}; RSS +{entry['rss_above_one_run_mb']:.0f} MB",
+                  f"crowd/serial {entry['crowd_over_serial']:.2f}; crowd/solo {entry['crowd_over_solo']:.2f}; server CPU "
+                  f"{crowd_result['server_cpu_s']:.1f} s against {one['server_cpu_s'] / max(1, one['runs']):.1f} s a solo run "
+                  f"({entry['server_cpu_crowd_over_solo']:.2f}×); RSS +{entry['rss_above_one_run_mb']:.0f} MB; load {os.getloadavg()[0]:.1f}",
                   flush=True)
         if args.soak:
             report["soak"] = soak(server.url, args.soak, args.soak_steps, args.soak_wave, sampler, args.preset)
