@@ -16,7 +16,7 @@ from symlora.lab.runconfig import RunConfig
 from . import checks, fair, tab_compare, tab_learn, tab_train, tab_try
 from .errors import readable
 from .lab import Lab
-from .sessions import free_memory
+from .sessions import free_memory, release_session
 from .settings import run_config_from_ui, ui_values_from
 from .share import PANELS, Lesson, parse_query, restrict, shown, to_query
 
@@ -99,6 +99,7 @@ def build_demo(lab: Lab | None = None) -> gr.Blocks:
             lab.runs.stop(session)
             lab.tuned.drop(lab.runs.forget(session))
             free_memory()
+            release_session(demo, session)  # Gradio's per-session state, after a grace period
 
         demo.unload(on_unload)
     demo.queue(max_size=fair.queue_size(), default_concurrency_limit=4)

@@ -399,6 +399,7 @@ def student(url: str, args: list[Any], start: threading.Event, out: dict[str, An
     """One student: a session that presses Start (when ``start`` is set) and follows the run."""
     from gradio_client import Client
 
+    client = None
     try:
         client = Client(url, verbose=False)
         start.wait()
@@ -421,6 +422,9 @@ def student(url: str, args: list[Any], start: threading.Event, out: dict[str, An
                    status=status[:300])
     except Exception as err:  # noqa: BLE001 — reported in the results
         out["error"] = f"{type(err).__name__}: {err}"
+    finally:
+        if client is not None:
+            client.close()  # the student closes the tab: the server's unload runs for the session
 
 
 def crowd(url: str, arglists: list[list[Any]], sampler: RssSampler) -> dict[str, Any]:
@@ -471,8 +475,11 @@ def summarize(outs: list[dict[str, Any]], wall: float) -> dict[str, Any]:
     }
 
 
-def soak(url: str, runs: int, steps: int, wave: int, sampler: RssSampler, preset: str = "digits") -> dict[str, Any]:
-    """``runs`` short runs with distinct seeds, ``wave`` at a time; the server's RSS after each wave."""
+def soak(url: str, runs: int, steps: int, wave: int, sampler: RssSampler, preset: str = "digits",
+         release_wait_s: float = 0.0) -> dict[str, Any]:
+    """``runs`` short runs with distinct seeds, ``wave`` at a time, each student closing its session at
+    the end; the server's RSS after each wave, then every 10 s for ``release_wait_s`` (the app frees a
+    closed session's state after a grace period: ``app.sessions.release_session``)."""
     rss_after: list[float] = []
     t0 = time.perf_counter()
     done = 0
@@ -483,8 +490,15 @@ def soak(url: str, runs: int, steps: int, wave: int, sampler: RssSampler, preset
         time.sleep(1.0)
         rss_after.append(rss_bytes(sampler.pid) / 2**20)
     tail = rss_after[len(rss_after) // 2:]
-    return {"runs": runs, "done": done, "steps": steps, "wave": wave, "wall_s": time.perf_counter() - t0,
+    wall = time.perf_counter() - t0
+    released = []  # the closed sessions' state is released after the app's grace period
+    for _ in range(int(release_wait_s // 10)):
+        time.sleep(10)
+        released.append(round(rss_bytes(sampler.pid) / 2**20, 1))
+    return {"runs": runs, "done": done, "steps": steps, "wave": wave, "wall_s": wall,
             "rss_after_each_wave_mb": [round(x, 1) for x in rss_after],
+            "release_wait_s": release_wait_s, "rss_every_10_s_after_mb": released,
+            "growth_after_release_mb": released[-1] - rss_after[0] if released and rss_after else None,
             "growth_second_half_mb": (max(tail) - min(tail)) if tail else None,
             "growth_first_to_last_mb": rss_after[-1] - rss_after[0] if rss_after else None}
 
@@ -546,7 +560,8 @@ def app_level(args: argparse.Namespace) -> dict[str, Any]:
                   f"({entry['server_cpu_crowd_over_solo']:.2f}×); RSS +{entry['rss_above_one_run_mb']:.0f} MB; load {os.getloadavg()[0]:.1f}",
                   flush=True)
         if args.soak:
-            report["soak"] = soak(server.url, args.soak, args.soak_steps, args.soak_wave, sampler, args.preset)
+            report["soak"] = soak(server.url, args.soak, args.soak_steps, args.soak_wave, sampler, args.preset,
+                                  args.soak_release_wait)
             print(f"soak: {report['soak']}", flush=True)
         report["warm"] = warm
     finally:
@@ -588,6 +603,8 @@ def main(argv: list[str] | None = None) -> None:
     app.add_argument("--soak", type=int, default=0, help="short runs of the memory soak (0: none)")
     app.add_argument("--soak-steps", type=int, default=2)
     app.add_argument("--soak-wave", type=int, default=10)
+    app.add_argument("--soak-release-wait", type=float, default=80.0,
+                     help="after the soak, seconds of RSS samples (every 10 s) while closed sessions are released")
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
