@@ -373,3 +373,41 @@ def test_runs_that_train_alone_wait_for_room_too(base, splits):
         list(later)
     finally:
         eng.close()
+
+
+def _threads_seen(base, splits, viewers: int) -> set[int]:
+    """The training thread's thread count at each step of a 3-step run followed by ``viewers``
+    subscribers, in an engine that leaves a core to the pages above one viewer."""
+    seen: list[int] = []
+    ready = __import__("threading").Event()
+
+    def control() -> str:
+        if not ready.is_set():
+            return "pause"
+        seen.append(torch.get_num_threads())  # called by the training thread before each step
+        return "run"
+
+    eng = Engine(load_base=lambda name: base, device="cpu", busy_viewers=1, load_data=lambda name, seed: splits)
+    try:
+        handles = [eng.submit(cfg(seed=7, steps=3, eval_every=3), control=control) for _ in range(viewers)]
+        ready.set()
+        for h in handles:
+            list(h.events())
+    finally:
+        eng.close()
+    return set(seen)
+
+
+def test_many_viewers_leave_a_core_to_their_pages_in_bf16_only(base, splits, monkeypatch):
+    """On a CPU, a run followed by many pages trains on one thread fewer (the pages are served
+    on the same cores) — in bf16, whose products give the same bits with any thread count;
+    float32 runs keep the process's setting, so their numbers never depend on the audience."""
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setenv("SYMLORA_CPU_DTYPE", "bfloat16")
+        assert _threads_seen(base, splits, viewers=1) == {2}
+        assert _threads_seen(base, splits, viewers=3) == {1}
+        monkeypatch.setenv("SYMLORA_CPU_DTYPE", "float32")
+        assert _threads_seen(base, splits, viewers=3) == {2}
+    finally:
+        torch.set_num_threads(1)

@@ -23,6 +23,15 @@
 * **Admission.**  On a GPU a run joins when free device memory allows its measured
   footprint (the group's first step is measured); on any device at most ``max_runs`` runs
   train at once, the others wait in order.
+* **Threads on a CPU.**  While more than ``busy_viewers`` subscribers follow runs (a class
+  on a teacher link: their pages are served by the same process on the same cores), the
+  training thread uses one thread fewer than the process's setting, leaving a core to the
+  pages.  Measured on the 2-core machine (``bench/classroom.py``, 30 pages on one link,
+  100-step digits): two OpenMP threads stall whenever a page's work takes one of their
+  cores (they wait for each other at every parallel region), so the shared run trained
+  slower with two threads than with one.  Only where results do not depend on it: bf16
+  runs (oneDNN's products give the same bits with 1 or 2 threads, measured on whole digits
+  runs); float32 ones (MKL) differ in the last bits, so they keep the process's setting.
 """
 
 from __future__ import annotations
@@ -243,12 +252,14 @@ class Engine:
         pause_limit_s: a run paused longer is stopped.
         cache_max_params: a finished run whose weights are larger (full fine-tuning of an
             LM) is not kept for replay.
+        busy_viewers: on a CPU, with more subscribers than this following runs, train on one
+            thread fewer than the process's setting (None: always the process's setting).
     """
 
     def __init__(self, load_base: Callable[[str], Any] | None = None, device: str = "auto", cache_size: int = 64,
                  cache_ttl_s: float = 900.0, max_runs: int = 64, *, load_data: Callable[[str, int], Any] | None = None,
                  stack: bool | None = None, pause_limit_s: float = 300.0, group_idle_s: float = 30.0,
-                 cache_max_params: int = 30_000_000) -> None:
+                 cache_max_params: int = 30_000_000, busy_viewers: int | None = 2) -> None:
         self.device = pick_device(device)
         # Measured (bench/multirun_step.py): on a CPU one concatenated step of K runs costs
         # what K single steps cost, so there each run is its own group (the single-run
@@ -261,6 +272,11 @@ class Engine:
         self.max_runs = max_runs
         self.pause_limit_s = pause_limit_s
         self.group_idle_s = group_idle_s
+        self.busy_viewers = busy_viewers
+        # bf16 products (oneDNN) give the same bits with 1 or 2 threads (measured: a whole
+        # digits run); float32 ones (MKL) differ in the last bits (~1e-7 relative), and a
+        # run's numbers must not depend on how many pages watched it.
+        self._threads_invariant = precision.compute_dtype(self.device) == torch.bfloat16
         self._load_base = load_base
         self._load_data = load_data
         self._bases: dict[str, Any] = {}
@@ -500,8 +516,26 @@ class Engine:
         free, _ = torch.cuda.mem_get_info(self.device)
         return free > 1.5 * slot.footprint + (256 << 20)
 
+    def _viewers(self) -> int:
+        """Subscribers following runs now (call with the lock held)."""
+        return sum(1 for r in self._running.values() if not r.closed for sub in r.subscribers if not sub.cancelled)
+
+    def _set_threads(self, full: int) -> None:
+        """On a CPU: ``full`` threads for the training thread, one fewer while many follow
+        runs (see the module docstring).  Only the calling thread's count changes."""
+        if self.device.type != "cpu" or self.busy_viewers is None or full <= 1 or not self._threads_invariant:
+            return
+        with self._lock:
+            busy = self._viewers() > self.busy_viewers
+        want = full - 1 if busy else full
+        if torch.get_num_threads() != want:
+            torch.set_num_threads(want)
+            log.info("training on %d thread(s): %s", want, "many pages follow runs" if busy else "back to the setting")
+
     def _step_loop(self) -> None:
+        full = torch.get_num_threads()  # the process's setting, as this thread inherited it
         while True:
+            self._set_threads(full)  # back to the setting once the audience has gone
             with self._lock:
                 while not self._closed and not self._waiting and not any(len(s.group) for s in self._slots.values()):
                     self._drop_idle_groups()
@@ -509,11 +543,14 @@ class Engine:
                 closed = self._closed
             if closed:
                 self._stop_all()
+                if torch.get_num_threads() != full:  # (it is also the process's default for new threads)
+                    torch.set_num_threads(full)
                 return
             try:
                 self._admit()
             except Exception:  # noqa: BLE001 — a bug here must not stop every other run
                 log.exception("admitting runs failed")
+            self._set_threads(full)
             stepped = self._step_one_group()
             if not stepped:
                 time.sleep(0.02)  # every run is paused: don't spin
