@@ -211,6 +211,18 @@ _ENGINES: dict[str, Any] = {}
 _ENGINES_GUARD = threading.Lock()
 
 
+BUSY_VIEWERS = 2  # pages following runs above which a CPU run leaves a core to them (symlora.lab.engine)
+
+
+def busy_viewers() -> int | None:
+    """:data:`BUSY_VIEWERS`, or ``SYMLORA_BUSY_VIEWERS`` (a number, or ``off``: always train on
+    the process's thread setting — e.g. to measure what leaving a core to the pages gains)."""
+    value = os.environ.get("SYMLORA_BUSY_VIEWERS", "").strip().lower()
+    if value == "off":
+        return None
+    return int(value) if value.isdigit() else BUSY_VIEWERS
+
+
 def engine_for(device: str = "auto") -> Any:
     """The process's training engine for ``device`` (``symlora.lab.engine.Engine``, made on
     first use): every session's runs go through it, so runs with the same layout share
@@ -227,7 +239,7 @@ def engine_for(device: str = "auto") -> Any:
         if key not in _ENGINES:
             max_runs = 64 if dev.type == "cuda" else heavy_concurrency(dev.type)
             _ENGINES[key] = Engine(load_base=BASES.model, load_data=BASES.dataset, device=key,
-                                   max_runs=max_runs, pause_limit_s=PAUSE_LIMIT_S)
+                                   max_runs=max_runs, pause_limit_s=PAUSE_LIMIT_S, busy_viewers=busy_viewers())
         return _ENGINES[key]
 
 
