@@ -311,6 +311,30 @@ def test_run_flag_state_is_the_engines_non_blocking_control(tmp_path, monkeypatc
     flag.close()
 
 
+def test_a_closed_sessions_state_is_released_after_the_grace_period():
+    """Gradio keeps a closed tab's page state (a copy of the whole page's config, and its
+    State values for an hour); the app releases it — State values through their
+    delete_callback (tuned models dropped) — while an open session keeps everything."""
+    import gradio as gr
+    from gradio.state_holder import StateHolder
+
+    from app.sessions import release_session
+
+    dropped: list = []
+    with gr.Blocks() as demo:
+        runs = gr.State({}, delete_callback=dropped.append)
+    holder = StateHolder()
+    holder.set_blocks(demo)
+    for session in ("closed", "open"):
+        holder[session][runs._id] = {"run": session}
+    holder["closed"].is_closed = True
+    for session in ("closed", "open"):
+        release_session(demo, session, grace_s=0).join(timeout=10)
+    assert "closed" not in holder.session_data and dropped == [{"run": "closed"}]
+    assert holder["open"][runs._id] == {"run": "open"}, "an open session keeps its state"
+    assert release_session(object(), "closed") is None, "no state holder: nothing to do"
+
+
 def test_zero_gpu_keeps_the_per_run_path(monkeypatch):
     """On ZeroGPU a run must happen inside spaces.GPU: stream calls train_stream, not the engine."""
     import app.gpu as gpu
