@@ -266,7 +266,8 @@ def execute(engines: Engines, ctx: Context, todo: list[tuple[Row, float, int, st
         ok = result.status == "done" and value is not None and math.isfinite(value)
         out.append(row_out | {"metric_name": result.metric_name, "metric_before": result.metric_before,
                               "metric": value if ok else None, "status": result.status, "message": result.message,
-                              "trainable_params": result.trainable_params, "step_ms": result.step_ms})
+                              "trainable_params": result.trainable_params, "step_ms": result.step_ms,
+                              "peak_mem_bytes": result.peak_mem_bytes})
         log.info("%-40s lr %-8g seed %d %-10s %s %s", row.key, lr, seed, split, result.metric_name,
                  f"{value:.4f}" if ok else f"{result.status}: {result.message}")
     return out

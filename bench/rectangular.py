@@ -530,7 +530,7 @@ def train_group(task: Task, method: str, r: int, remainder_r: int, steps: int, l
         for key in ("val", "test"):
             correct = torch.zeros(len(runs), device=device)
             n = xs[key].shape[1]
-            chunk = max(1, (4096 if device.type == "cuda" else 256) // len(runs))
+            chunk = max(1, (1024 if device.type == "cuda" else 256) // len(runs))  # images per vmap call: eval memory stays small
             for start in range(0, n, chunk):
                 x = xs[key][run_seed, start:start + chunk]
                 pred = batched_logits(params, buffers, x).argmax(-1)
@@ -656,10 +656,14 @@ def run_shard(args: argparse.Namespace, task_name: str, methods: list[str], devi
         r, rem = ranks[method]
         for steps in step_counts:
             t0 = time.perf_counter()
-            rows += train_group(task, method, r, rem, steps, lrs, seeds, data, base, device, eval_limit=args.eval_limit)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            group = train_group(task, method, r, rem, steps, lrs, seeds, data, base, device, eval_limit=args.eval_limit)
+            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+            rows += [row | {"group_peak_gib": peak} for row in group]
             done(rows)
-            log.info("%s %-9s r=%s steps=%d: %d runs in %.1fs", task_name, method, r if not rem else f"{r}+{rem}",
-                     steps, len(lrs) * len(seeds), time.perf_counter() - t0)
+            log.info("%s %-9s r=%s steps=%d: %d runs in %.1fs%s", task_name, method, r if not rem else f"{r}+{rem}",
+                     steps, len(lrs) * len(seeds), time.perf_counter() - t0, "" if peak is None else f", peak {peak:.1f} GiB")
     return rows
 
 
