@@ -635,6 +635,25 @@ def export_data(path: str, tasks: list[str], seeds: list[int]) -> int:
     return 0
 
 
+def merge(paths: list[str], out: Path) -> int:
+    """One results file from several runs of this script (e.g. one per device call): the runs
+    of a (task, method, steps) group measured in a later file replace an earlier file's."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for part in parts:
+        fresh: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        for row in part["runs"]:
+            fresh.setdefault((row["task"], row["method"], row["steps"]), []).append(row)
+        groups |= fresh
+    metas = [m for part in parts for m in part["meta"].get("parts", [part["meta"]])]
+    # complete: every method seen has every step count seen, on every task seen
+    cells = {(t, m, st) for t in {k[0] for k in groups} for m in {k[1] for k in groups} for st in {k[2] for k in groups}}
+    meta = {"command": " + ".join(m.get("command", "?") for m in metas), "hardware": metas[-1].get("hardware", "?"),
+            "parts": metas, "complete": cells <= set(groups)}
+    write(out, meta, [row for rows in groups.values() for row in rows])
+    return 0
+
+
 def run_shard(args: argparse.Namespace, task_name: str, methods: list[str], device: torch.device,
               done: Callable[[list[dict[str, Any]]], None] = lambda rows: None) -> list[dict[str, Any]]:
     """Every group of one task; ``done`` gets the rows so far after each group."""
@@ -686,8 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-limit", type=int, help="at most this many validation / test images (smoke tests)")
     p.add_argument("--work", help="--jobs: where the shards write their files (default: a temporary folder)")
     p.add_argument("--smoke", action="store_true", help="3 steps, 2 lrs, 1 seed, 64 test images, no long run: a plumbing check")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="combine finished result files into --out, run nothing")
     p.add_argument("--out", default="bench/results/rectangular.json")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     tasks = [t for t in args.tasks.split(",") if t]
     methods = [m for m in args.methods.split(",") if m]
