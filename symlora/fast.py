@@ -235,15 +235,13 @@ def factor_grad_t(a: Tensor, z: Tensor, k: int, into: Tensor | None = None) -> T
     return into
 
 
-def fold_weight(weight: Tensor, down: Tensor, kd: int, up: Tensor, ku: int, dtype: torch.dtype,
-                out: Tensor | None = None) -> Tensor:
+def fold_weight(weight: Tensor, down: Tensor, kd: int, up: Tensor, ku: int, dtype: torch.dtype) -> Tensor:
     """W + U·Dᵀ in ``dtype``, as a matrix to pass to ``F.linear`` (out × in; it may be a
     transposed view).  Only one of D, U may have blocks: the update is then block-diagonal,
-    and each block is U_b·D_bᵀ (one batched product of inner size r).  ``out`` (no blocks
-    only): write W + U·Dᵀ there, e.g. into a column range of a wider matrix."""
+    and each block is U_b·D_bᵀ (one batched product of inner size r)."""
     w = cast(weight, dtype)
     if kd == 1 and ku == 1:
-        return torch.addmm(w, up, down.t()) if out is None else torch.addmm(w, up, down.t(), out=out)
+        return torch.addmm(w, up, down.t())
     if ku > 1:  # stacked: W (k·n × n), block b = rows b·n…
         n = up.shape[0]
         return torch.baddbmm(w.view(ku, n, n), blocks(up, ku), blocks(down, ku, True)).view(ku * n, n)
@@ -275,50 +273,27 @@ def low_rank_linear(x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor
     return expand_into(F.linear(x, cast(weight, dtype), b), h, up, ku), h
 
 
-def grad_and_projection(g: Tensor, weight: Tensor, down: Tensor, up: Tensor, side: Tensor) -> tuple[Tensor, Tensor]:
-    """(g·(W + U·Dᵀ), g·S) for layers without blocks, from one GEMM over g: the product
-    with [W + U·Dᵀ | S] (out × (in + R)), W + U·Dᵀ written straight into its columns
-    (S: s·Q for SymLoRA, s·B for LoRA).  The input gradient is a column view of the
-    (N, in + R) result: its rows are in + R apart, which the layers before it read like
-    any strided tensor."""
-    n_in = weight.shape[1]
-    both = g.new_empty(weight.shape[0], n_in + side.shape[1])
-    fold_weight(weight, down, 1, up, 1, g.dtype, both[:, :n_in])
-    both[:, n_in:].copy_(side)
-    out = torch.mm(g, both)
-    return out[:, :n_in], out[:, n_in:]
-
-
-def _one_gemm(fold: bool, need_x: bool, kd: int, ku: int) -> bool:
-    """Whether the backward gets the input gradient and g·D from :func:`grad_and_projection`
-    (eager mode; under torch.compile the two products stay apart, Inductor plans them)."""
-    return fold and need_x and kd == 1 and ku == 1 and not torch.compiler.is_compiling()
-
-
 def symlora_grads(xc: Tensor, g: Tensor, h: Tensor, weight: Tensor, down: Tensor, up: Tensor, q: Tensor,
                   lam: Tensor, kd: int, ku: int, fold: bool, need_x: bool, need_adapter: bool
                   ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
     """(dx, dQ, dΛ) from what :func:`low_rank_linear` used; dx in the compute dtype.
 
     With s·u = g·(s·Q) on U's structure: dx = g·W + (s·u)·(Q·diag Λ)ᵀ on D's structure,
-    dQ = (xᵀ·s·u [D's structure] + gᵀ·h [U's structure])·diag(Λ), dΛ_j = Σ_i Q_ij (xᵀ·s·u)_ij.
-    The adapter's gradients come first and the input gradient's GEMM last, so the small
-    products run while g is still in cache and dx is fresh for the layer before."""
-    dx = dq = dlam = us = None
-    if need_adapter:
-        if _one_gemm(fold, need_x, kd, ku):
-            dx, us = grad_and_projection(g, weight, down, up, down)
+    dQ = (xᵀ·s·u [D's structure] + gᵀ·h [U's structure])·diag(Λ), dΛ_j = Σ_i Q_ij (xᵀ·s·u)_ij."""
+    us = project(g, down, ku) if need_adapter or (need_x and not fold) else None
+    dx = dq = dlam = None
+    if need_x:
+        if fold:
+            dx = torch.mm(g, fold_weight(weight, down, kd, up, ku, g.dtype))
         else:
-            us = project(g, down, ku)
+            assert us is not None
+            dx = expand_into(torch.mm(g, cast(weight, g.dtype)), us, up, kd)
+    if need_adapter:
+        assert us is not None
         pt = factor_grad_t(xc, us, kd)  # (xᵀ·s·u)ᵀ, laid out like Qᵀ
         dlam = cast((q.t() * pt).sum(1), lam.dtype)
         mt = factor_grad_t(g, h, ku, into=pt)  # += (gᵀ·h)ᵀ
         dq = scaled(mt.t(), lam, q.dtype)
-    if need_x and dx is None:
-        if fold:
-            dx = torch.mm(g, fold_weight(weight, down, kd, up, ku, g.dtype))
-        else:
-            dx = expand_into(torch.mm(g, cast(weight, g.dtype)), project(g, down, ku) if us is None else us, up, kd)
     return dx, dq, dlam
 
 
@@ -397,22 +372,20 @@ class _LoraLinear(torch.autograd.Function):
         xc, h, weight, down, up = ctx.saved_tensors
         need_x, need_a, need_b = ctx.needs_input_grad[0], ctx.needs_input_grad[3], ctx.needs_input_grad[4]
         g = cast(grad_y, xc.dtype)
-        dx = da = db = v = None
-        if need_a:
-            if _one_gemm(ctx.fold, need_x, 1, 1):
-                dx, v = grad_and_projection(g, weight, down, up, up)  # v = g·(s·B) = ∂L/∂h
-            else:
-                v = torch.mm(g, up)
-            da = cast(torch.mm(v.t(), xc), ctx.a_dtype)  # (r × in), A's layout
-        if need_b:
-            db = scaled(torch.mm(h.t(), g).t(), ctx.scaling, ctx.b_dtype)  # s·gᵀ·h, B's layout
-        if need_x and dx is None:
+        v = torch.mm(g, up) if need_x and not ctx.fold or need_a else None  # g·(s·B) = ∂L/∂h
+        dx = da = db = None
+        if need_x:
             if ctx.fold:
                 dx = torch.mm(g, fold_weight(weight, down, 1, up, 1, g.dtype))
             else:
-                dx = expand_into(torch.mm(g, cast(weight, g.dtype)), torch.mm(g, up) if v is None else v, down, 1)
-        if dx is not None:
+                assert v is not None
+                dx = expand_into(torch.mm(g, cast(weight, g.dtype)), v, down, 1)
             dx = cast(dx, ctx.x_dtype)
+        if need_a:
+            assert v is not None
+            da = cast(torch.mm(v.t(), xc), ctx.a_dtype)  # (r × in), A's layout
+        if need_b:
+            db = scaled(torch.mm(h.t(), g).t(), ctx.scaling, ctx.b_dtype)  # s·gᵀ·h, B's layout
         return dx, None, None, da, db, None
 
 
