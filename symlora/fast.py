@@ -235,19 +235,15 @@ def factor_grad_t(a: Tensor, z: Tensor, k: int, into: Tensor | None = None) -> T
     return into
 
 
-def fold_weight(weight: Tensor, down: Tensor, kd: int, up: Tensor, ku: int, dtype: torch.dtype,
-                out: Tensor | None = None) -> Tensor:
+def fold_weight(weight: Tensor, down: Tensor, kd: int, up: Tensor, ku: int, dtype: torch.dtype) -> Tensor:
     """W + U·Dᵀ in ``dtype``, as a matrix to pass to ``F.linear`` (out × in; it may be a
     transposed view).  Only one of D, U may have blocks: the update is then block-diagonal,
     and each block is U_b·D_bᵀ (one batched product of inner size r)."""
     w = cast(weight, dtype)
     if kd == 1 and ku == 1:
-        return torch.addmm(w, up, down.t()) if out is None else torch.addmm(w, up, down.t(), out=out)
+        return torch.addmm(w, up, down.t())
     if ku > 1:  # stacked: W (k·n × n), block b = rows b·n…
         n = up.shape[0]
-        if out is not None:
-            torch.baddbmm(w.view(ku, n, n), blocks(up, ku), blocks(down, ku, True), out=out.view(ku, n, n))
-            return out
         return torch.baddbmm(w.view(ku, n, n), blocks(up, ku), blocks(down, ku, True)).view(ku * n, n)
     # side: W (n × k·n), block b = columns b·n…: build Wᵀ's blocks (k, n, n), hand back the
     # transposed view
@@ -270,13 +266,6 @@ def low_rank_linear(x: Tensor, weight: Tensor, bias: Tensor | None, down: Tensor
     (``None`` when folding and not ``need_h``)."""
     dtype = x.dtype
     b = None if bias is None else cast(bias, dtype)
-    if fold and need_h and kd == 1 and not torch.compiler.is_compiling():
-        n_out, rr = weight.shape[0], down.shape[1]
-        both = x.new_empty(n_out + rr, x.shape[1])
-        fold_weight(weight, down, kd, up, ku, dtype, both[:n_out])
-        both[n_out:].copy_(down.t())
-        out = F.linear(x, both, None if b is None else torch.cat((b, b.new_zeros(rr))))
-        return out[:, :n_out], out[:, n_out:]
     if fold:
         h = project(x, down, kd) if need_h else None
         return F.linear(x, fold_weight(weight, down, kd, up, ku, dtype), b), h
