@@ -14,7 +14,13 @@ the vision preset's ViT, fp32, one thread) with SymLoRA's fused layer doing less
 All rows are timed in alternating rounds in one process (process CPU time, median), so a
 busy shared machine slows them alike; the differences between rows are the parts' costs.
 
+``--layers`` times something else in the same kind of rounds: the forward and the backward
+of each adapted layer (qkv, proj) *inside* the real step, from module and autograd-node
+hooks, for the floor, SymLoRA and LoRA — with ``--against REV`` also for a git revision's
+``symlora/`` (an A/B of one layer's cost where it runs, between the other layers' GEMMs).
+
     python bench/cpu_breakdown.py --rounds 30
+    python bench/cpu_breakdown.py --layers --against main --rounds 24
 """
 
 from __future__ import annotations
@@ -22,7 +28,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +41,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import adapter_speed as bench  # noqa: E402
+from layer_overhead import unpack_ref  # noqa: E402
 from symlora import fast  # noqa: E402
 
 ROWS = ("floor", "symlora", "no-dQ", "no-update", "no-update-no-opt")
@@ -56,12 +65,87 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: Any, down: torch.Tensor,
     return F.linear(x, weight, bias), x.new_empty(x.shape[0], down.shape[1])
 
 
+_VIEWS = ("ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0")
+
+
+def hook_layer_times(model: torch.nn.Module, times: dict[str, list[float]]) -> None:
+    """Append each attention qkv / proj call's forward and backward CPU time (s) to
+    ``times["fwd qkv"]`` … ``times["bwd proj"]``: forward from the module's pre- to its
+    post-hook, backward from the output node's pre-hook to the post-hook of the first
+    node below it that is not a view (the layer's GEMM node or our fused node)."""
+    for name, module in model.named_modules():
+        kind = "qkv" if name.endswith("attn.qkv") else "proj" if name.endswith("attn.proj") else None
+        if kind is None:
+            continue
+        start: dict[str, float] = {}
+
+        def pre(_m: Any, _a: Any, start: dict[str, float] = start) -> None:
+            start["fwd"] = time.process_time()
+
+        def post(_m: Any, _a: Any, out: torch.Tensor, start: dict[str, float] = start, kind: str = kind) -> None:
+            times["fwd " + kind].append(time.process_time() - start["fwd"])
+            node = out.grad_fn
+            if node is None:
+                return
+            node.register_prehook(lambda _g: start.__setitem__("bwd", time.process_time()))
+            while type(node).__name__ in _VIEWS:
+                node = node.next_functions[0][0]
+            node.register_hook(lambda _i, _o: times["bwd " + kind].append(time.process_time() - start["bwd"]))
+
+        module.register_forward_pre_hook(pre)
+        module.register_forward_hook(post)
+
+
+def layers_main(args: argparse.Namespace) -> None:
+    """``--layers``: per-layer forward / backward time inside the step (see the docstring)."""
+    configs = [("floor", "default"), ("symlora", "default"), ("lora", "default")]
+    if args.against:
+        ref_dir = tempfile.TemporaryDirectory()
+        bench.REF["@" + args.against] = unpack_ref(args.against, Path(ref_dir.name))
+        configs += [("symlora", "@" + args.against), ("lora", "@" + args.against)]
+    work = bench.workloads(["vit-fmnist"], False, None)[0]
+    parts = ("fwd qkv", "bwd qkv", "fwd proj", "bwd proj")
+    steps: dict[tuple[str, str], Callable[[], None]] = {}
+    times: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for method, variant in configs:
+        trial = bench.Trial(work, method, variant, False, "train", args.r, torch.device("cpu"))
+        times[method, variant] = {part: [] for part in ("step",) + parts}
+        hook_layer_times(trial.model, times[method, variant])
+        steps[method, variant] = trial.step
+        for _ in range(3):
+            trial.step()
+        for ts in times[method, variant].values():
+            ts.clear()
+    for i in range(args.rounds):
+        for j in range(len(configs)):
+            config = configs[(i + j) % len(configs)]
+            t0 = time.process_time()
+            steps[config]()
+            times[config]["step"].append(time.process_time() - t0)
+    floor = statistics.median(times["floor", "default"]["step"])
+    print(f"{work.name}, r = {args.r} on attention, fp32, 1 thread; median of {args.rounds} alternating rounds, "
+          f"process CPU time; µs per call of one layer inside the step (6 calls of each per step)")
+    print(f"{'':22s} {'step ms':>8s} {'×floor':>7s} " + " ".join(f"{part:>9s}" for part in parts))
+    for config in configs:
+        ts = times[config]
+        step = statistics.median(ts["step"])
+        print(f"{config[0] + ' ' + config[1]:22s} {step * 1e3:8.2f} {step / floor:7.3f} "
+              + " ".join(f"{statistics.median(ts[part]) * 1e6:9.0f}" for part in parts))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--r", type=int, default=8)
+    p.add_argument("--layers", action="store_true", help="per-layer forward / backward time inside the step")
+    p.add_argument("--against", default=None, metavar="REV", help="with --layers: also a git revision's symlora/")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.layers:
+        layers_main(args)
+        return
+    if args.against:
+        raise SystemExit("--against needs --layers")
     fast.symlora_grads, fast.low_rank_linear = grads, linear
     work = bench.workloads(["vit-fmnist"], False, None)[0]
     trials = {row: bench.Trial(work, "floor" if row == "floor" else "symlora", "default", False, "train", args.r,
