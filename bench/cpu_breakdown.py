@@ -19,8 +19,13 @@ of each adapted layer (qkv, proj) *inside* the real step, from module and autogr
 hooks, for the floor, SymLoRA and LoRA — with ``--against REV`` also for a git revision's
 ``symlora/`` (an A/B of one layer's cost where it runs, between the other layers' GEMMs).
 
+``--pieces`` splits SymLoRA's fused node inside the step: the functions of
+:mod:`symlora.fast` it calls are wrapped with timers (per layer and phase), the rest of the
+node (the base GEMM, dΛ, Python) is what its total leaves.
+
     python bench/cpu_breakdown.py --rounds 30
     python bench/cpu_breakdown.py --layers --against main --rounds 24
+    python bench/cpu_breakdown.py --pieces --rounds 20
 """
 
 from __future__ import annotations
@@ -133,16 +138,80 @@ def layers_main(args: argparse.Namespace) -> None:
               + " ".join(f"{statistics.median(ts[part]) * 1e6:9.0f}" for part in parts))
 
 
+def pieces_main(args: argparse.Namespace) -> None:
+    """``--pieces``: SymLoRA's fused node split into the fast-path functions it calls."""
+    work = bench.workloads(["vit-fmnist"], False, None)[0]
+    trial = bench.Trial(work, "symlora", "default", False, "train", args.r, torch.device("cpu"))
+    node = fast._SymLoraLinear
+    times: dict[tuple[str, int, str], list[float]] = {}
+    now: dict[str, Any] = {"phase": "fwd", "out": 0}
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def run(*a: Any, **kw: Any) -> Any:
+            t0 = time.process_time()
+            out = fn(*a, **kw)
+            label = name + (" (accumulating)" if kw.get("into") is not None else "")
+            times.setdefault((now["phase"], now["out"], label), []).append(time.process_time() - t0)
+            return out
+        return run
+
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, *a: Any) -> Any:
+        now.update(phase="fwd", out=int(weight.shape[0]))
+        ctx.bench_out = now["out"]
+        t0 = time.process_time()
+        y = fwd(ctx, x, weight, *a)
+        times.setdefault(("fwd", now["out"], "node in all"), []).append(time.process_time() - t0)
+        return y
+
+    def backward(ctx: Any, g: torch.Tensor) -> Any:
+        now.update(phase="bwd", out=ctx.bench_out)
+        t0 = time.process_time()
+        grads = bwd(ctx, g)
+        times.setdefault(("bwd", now["out"], "node in all"), []).append(time.process_time() - t0)
+        return grads
+
+    fwd, bwd = node.forward, node.backward
+    node.forward, node.backward = staticmethod(forward), staticmethod(backward)  # type: ignore[method-assign,assignment]
+    names = ("symlora_factors", "project", "fold_weight", "factor_grad_t", "scaled")
+    real = {n: getattr(fast, n) for n in names}
+    for n in names:
+        setattr(fast, n, timed(n, real[n]))
+    try:
+        for _ in range(3):
+            trial.step()
+        times.clear()
+        steps = []
+        for _ in range(args.rounds):
+            t0 = time.process_time()
+            trial.step()
+            steps.append(time.process_time() - t0)
+    finally:
+        node.forward, node.backward = staticmethod(fwd), staticmethod(bwd)  # type: ignore[method-assign,assignment]
+        for n in names:
+            setattr(fast, n, real[n])
+    print(f"{work.name}, SymLoRA r = {args.r} on attention, fp32, 1 thread; step {statistics.median(steps) * 1e3:.2f} ms; "
+          f"µs per call inside the step, median of {args.rounds} steps (6 calls per layer kind and step)")
+    print("out features 576 = qkv, 192 = proj; symlora_factors includes its two scaled calls; the node's rest "
+          "(base GEMM, dΛ, Python) is its total less the calls listed")
+    for key in sorted(times, key=lambda k: (k[0] != "fwd", -k[1], k[2] == "node in all", k[2])):
+        n = len(times[key]) // (6 * args.rounds)
+        print(f"{key[0]} {key[1]:4d} {key[2]:30s} {statistics.median(times[key]) * 1e6:7.0f}" + (f"  (×{n})" if n > 1 else ""))
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=30)
     p.add_argument("--r", type=int, default=8)
     p.add_argument("--layers", action="store_true", help="per-layer forward / backward time inside the step")
     p.add_argument("--against", default=None, metavar="REV", help="with --layers: also a git revision's symlora/")
+    p.add_argument("--pieces", action="store_true", help="SymLoRA's fused node split into its fast-path calls")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     if args.layers:
         layers_main(args)
+        return
+    if args.pieces:
+        pieces_main(args)
         return
     if args.against:
         raise SystemExit("--against needs --layers")
