@@ -104,13 +104,17 @@ def main(argv: list[str] | None = None) -> None:
     except Exception:
         if not stopping.is_set():  # a SIGTERM during start-up makes launch's own checks fail
             raise
-    if stopping.is_set():
-        # Closed by SIGTERM: the server is down and runs live only in memory. Skip the
-        # interpreter's teardown of torch/gradio (measured ~2.5 s) so a stop takes < 1 s.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    if not stopping.is_set():  # Ctrl+C: runs still training stop at their next step, before
+        from .sessions import close_engines  # the interpreter's teardown (which they would abort)
+
+        close_engines()
+        return
+    # Closed by SIGTERM: the server is down and runs live only in memory. Skip the
+    # interpreter's teardown of torch/gradio (measured ~2.5 s) so a stop takes < 1 s.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import math
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -246,6 +247,7 @@ class Job:
     """
 
     _DONE = object()
+    _live: weakref.WeakSet[Job] = weakref.WeakSet()  # the process's workers (see stop_all)
 
     def __init__(self, producer: Iterator[Any], stop: Any, name: str = "symlora-run") -> None:
         self._queue: queue.Queue = queue.Queue()
@@ -254,7 +256,21 @@ class Job:
         # The handler's context (Gradio's request): ``spaces.GPU`` reads it in the worker.
         context = contextvars.copy_context()
         self.thread = threading.Thread(target=context.run, args=(self._work,), name=name, daemon=True)
+        Job._live.add(self)
         self.thread.start()
+
+    @classmethod
+    def stop_all(cls, timeout: float = 10.0) -> None:
+        """Stop every worker still going and wait for them (``timeout`` s in all).  For the
+        server's exit: a worker still in torch's arithmetic when the interpreter ends aborts
+        the process (its last update — the tuned model, the final figures — computes after
+        its run stopped)."""
+        deadline = time.monotonic() + timeout
+        jobs = list(cls._live)
+        for job in jobs:
+            job.stop.set()
+        for job in jobs:
+            job.thread.join(max(0.0, deadline - time.monotonic()))
 
     def _work(self) -> None:
         try:

@@ -240,21 +240,26 @@ def engine_for(device: str = "auto") -> Any:
             max_runs = 64 if dev.type == "cuda" else heavy_concurrency(dev.type)
             _ENGINES[key] = Engine(load_base=BASES.model, load_data=BASES.dataset, device=key,
                                    max_runs=max_runs, pause_limit_s=PAUSE_LIMIT_S, busy_viewers=busy_viewers())
+            # Exit handlers run last-registered first: registered now, after torch and the
+            # model libraries registered theirs, the engines stop before those tear down.
+            atexit.unregister(close_engines)
+            atexit.register(close_engines)
         return _ENGINES[key]
 
 
 def close_engines() -> None:
-    """Stop the process's engines and their runs (each at its next step boundary).  Runs at
-    exit: a run still in its backward when the interpreter shuts down aborts the process
+    """Stop the process's engines and their runs (each at its next step boundary), then the
+    pages' workers.  The server calls it when it stops, and it runs at exit as well: a thread
+    still in torch's arithmetic when the interpreter shuts down aborts the process
     ("terminate called without an active exception")."""
+    from .runner import Job
+
     with _ENGINES_GUARD:
         engines = list(_ENGINES.values())
         _ENGINES.clear()
     for engine in engines:
         engine.close()
-
-
-atexit.register(close_engines)
+    Job.stop_all()  # the pages' workers finish their last update
 
 
 class Runs:

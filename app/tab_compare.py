@@ -117,11 +117,15 @@ def plan(lab: Lab, settings: RunConfig, budget: str, include_head: bool) -> tupl
     n_lora = estimate(bundle.model, "lora", lora.adapter.r, spec).adapter
     how = f"Both at rank r = {settings.adapter.r}."
     if budget == "budget":
-        best = equal_budget_rank(bundle.model, lora.adapter.r, spec, max_rank=int(LIMITS["r"][1]))
+        r_max = int(LIMITS["r"][1])
+        best = equal_budget_rank(bundle.model, lora.adapter.r, spec, max_rank=r_max)
         sym = sym.replace(r=best)
         n_sym = estimate(bundle.model, "symlora", best, spec).adapter
         how = (f"Equal budget: LoRA r = {lora.adapter.r} has {n_lora:,} adapter weights; SymLoRA r = {best} has "
                f"{n_sym:,}.")
+        if best == r_max and n_sym < n_lora:
+            how += (f" SymLoRA's rank stops at the app's limit of {r_max}, so it has fewer weights than LoRA here:"
+                    " lower LoRA's rank for an equal budget.")
     runs = [lora, sym]
     if include_head and head:
         runs.append(settings.replace(method="head-only", target_modules=None))

@@ -266,7 +266,8 @@ def execute(engines: Engines, ctx: Context, todo: list[tuple[Row, float, int, st
         ok = result.status == "done" and value is not None and math.isfinite(value)
         out.append(row_out | {"metric_name": result.metric_name, "metric_before": result.metric_before,
                               "metric": value if ok else None, "status": result.status, "message": result.message,
-                              "trainable_params": result.trainable_params, "step_ms": result.step_ms})
+                              "trainable_params": result.trainable_params, "step_ms": result.step_ms,
+                              "peak_mem_bytes": result.peak_mem_bytes})
         log.info("%-40s lr %-8g seed %d %-10s %s %s", row.key, lr, seed, split, result.metric_name,
                  f"{value:.4f}" if ok else f"{result.status}: {result.message}")
     return out
@@ -298,9 +299,11 @@ def choose_lr(runs: list[dict[str, Any]]) -> tuple[float, dict[float, float | No
 def race(task: Task, ranks: list[int], seeds: int, device: str, scales: list[int], *, lrs: tuple[float, ...] | None = None,
          steps: int | None = None, widen: int = 2, val_fraction: float = 0.2, budget: bool = True,
          methods: tuple[str, ...] = METHODS, data_cache: str | None = None, model_options: dict[str, Any] | None = None,
-         max_runs: int = 256, sweep_seeds: int | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+         max_runs: int = 256, sweep_seeds: int | None = None,
+         budget_only: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The protocol on one task: (every run, one summary per configuration).  ``sweep_seeds``
-    (default: ``seeds``) trains fewer seeds per grid point where compute is short."""
+    (default: ``seeds``) trains fewer seeds per grid point where compute is short;
+    ``budget_only`` keeps SymLoRA's equal-budget rows alone (a process of their own)."""
     sweep_seeds = min(seeds, sweep_seeds or seeds)
     probe_cfg = RunConfig.from_preset(task.preset, data=task.data, batch_size=task.batch_size, device="cpu",
                                       **task.overrides)
@@ -325,8 +328,9 @@ def race(task: Task, ranks: list[int], seeds: int, device: str, scales: list[int
             if "lora" in methods:
                 rows.append(Row(task.name, n_steps, f"lora r={r}", "lora", r))
             if "symlora" in methods:
-                rows.append(Row(task.name, n_steps, f"symlora r={r}", "symlora", r))
-                if budget:
+                if not budget_only:
+                    rows.append(Row(task.name, n_steps, f"symlora r={r}", "symlora", r))
+                if budget or budget_only:
                     rb, ratio = budget_rank(base, probe_cfg.replace(steps=1), r, tuning[0])
                     log.info("%s: equal budget for LoRA r=%d is SymLoRA r=%d (params ×%.4f)", task.name, r, rb, ratio)
                     if rb != r:
@@ -521,10 +525,14 @@ def shard_args(args: argparse.Namespace) -> list[list[str]]:
                         ("--symlora-init", args.symlora_init), ("--init-scale", args.init_scale)):
         if value is not None:
             common += [f"{flag}={value}"]
-    common += ["--no-budget"] if args.no_budget else []
     methods = args.methods.split(",") if args.methods else list(METHODS)
-    return [["--tasks", name, "--scales", scale, "--methods", method] + common
-            for name in filter(None, args.tasks.split(",")) for scale in args.scales.split(",") for method in methods]
+    # SymLoRA's equal-rank and equal-budget rows are processes of their own: equal shares of work
+    variants = {"lora": [[]], "symlora": [["--no-budget"]] + ([] if args.no_budget else [["--budget-only"]])}
+    if args.budget_only:
+        variants["symlora"] = [["--budget-only"]]
+    return [["--tasks", name, "--scales", scale, "--methods", method] + common + extra
+            for name in filter(None, args.tasks.split(",")) for scale in args.scales.split(",") for method in methods
+            for extra in variants[method]]
 
 
 def run_sharded(args: argparse.Namespace, meta: dict[str, Any]) -> int:
@@ -573,6 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-fraction", type=float, default=0.2, help="share of the training data held out for choosing")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-budget", action="store_true", help="skip the equal-budget SymLoRA rows")
+    p.add_argument("--budget-only", action="store_true", help="SymLoRA: only the equal-budget rows")
     p.add_argument("--data-cache", help="a folder of the tasks' data as files (written when missing)")
     p.add_argument("--minilm-dir", help="the all-MiniLM-L6-v2 files, when not from the installed wheel")
     p.add_argument("--symlora-init", choices=["gaussian", "orthogonal"], help="SymLoRA: how Q starts")
@@ -618,7 +627,8 @@ def main(argv: list[str] | None = None) -> int:
                     [int(x) for x in args.scales.split(",") if x], lrs=lrs, steps=args.steps, widen=args.widen,
                     val_fraction=args.val_fraction, budget=not args.no_budget, methods=methods,
                     data_cache=args.data_cache, model_options=options,
-                    max_runs=args.max_runs or (256 if device.startswith("cuda") else 1), sweep_seeds=args.sweep_seeds)
+                    max_runs=args.max_runs or (256 if device.startswith("cuda") else 1), sweep_seeds=args.sweep_seeds,
+                    budget_only=args.budget_only)
         runs += r
         summary += s
         write(Path(args.out), meta | {"wall_s": time.perf_counter() - t0, "complete": False}, runs, summary)

@@ -530,7 +530,7 @@ def train_group(task: Task, method: str, r: int, remainder_r: int, steps: int, l
         for key in ("val", "test"):
             correct = torch.zeros(len(runs), device=device)
             n = xs[key].shape[1]
-            chunk = max(1, (4096 if device.type == "cuda" else 256) // len(runs))
+            chunk = max(1, (1024 if device.type == "cuda" else 256) // len(runs))  # images per vmap call: eval memory stays small
             for start in range(0, n, chunk):
                 x = xs[key][run_seed, start:start + chunk]
                 pred = batched_logits(params, buffers, x).argmax(-1)
@@ -635,6 +635,25 @@ def export_data(path: str, tasks: list[str], seeds: list[int]) -> int:
     return 0
 
 
+def merge(paths: list[str], out: Path) -> int:
+    """One results file from several runs of this script (e.g. one per device call): the runs
+    of a (task, method, steps) group measured in a later file replace an earlier file's."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for part in parts:
+        fresh: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+        for row in part["runs"]:
+            fresh.setdefault((row["task"], row["method"], row["steps"]), []).append(row)
+        groups |= fresh
+    metas = [m for part in parts for m in part["meta"].get("parts", [part["meta"]])]
+    # complete: every method seen has every step count seen, on every task seen
+    cells = {(t, m, st) for t in {k[0] for k in groups} for m in {k[1] for k in groups} for st in {k[2] for k in groups}}
+    meta = {"command": " + ".join(m.get("command", "?") for m in metas), "hardware": metas[-1].get("hardware", "?"),
+            "parts": metas, "complete": cells <= set(groups)}
+    write(out, meta, [row for rows in groups.values() for row in rows])
+    return 0
+
+
 def run_shard(args: argparse.Namespace, task_name: str, methods: list[str], device: torch.device,
               done: Callable[[list[dict[str, Any]]], None] = lambda rows: None) -> list[dict[str, Any]]:
     """Every group of one task; ``done`` gets the rows so far after each group."""
@@ -656,10 +675,14 @@ def run_shard(args: argparse.Namespace, task_name: str, methods: list[str], devi
         r, rem = ranks[method]
         for steps in step_counts:
             t0 = time.perf_counter()
-            rows += train_group(task, method, r, rem, steps, lrs, seeds, data, base, device, eval_limit=args.eval_limit)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            group = train_group(task, method, r, rem, steps, lrs, seeds, data, base, device, eval_limit=args.eval_limit)
+            peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+            rows += [row | {"group_peak_gib": peak} for row in group]
             done(rows)
-            log.info("%s %-9s r=%s steps=%d: %d runs in %.1fs", task_name, method, r if not rem else f"{r}+{rem}",
-                     steps, len(lrs) * len(seeds), time.perf_counter() - t0)
+            log.info("%s %-9s r=%s steps=%d: %d runs in %.1fs%s", task_name, method, r if not rem else f"{r}+{rem}",
+                     steps, len(lrs) * len(seeds), time.perf_counter() - t0, "" if peak is None else f", peak {peak:.1f} GiB")
     return rows
 
 
@@ -682,8 +705,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-limit", type=int, help="at most this many validation / test images (smoke tests)")
     p.add_argument("--work", help="--jobs: where the shards write their files (default: a temporary folder)")
     p.add_argument("--smoke", action="store_true", help="3 steps, 2 lrs, 1 seed, 64 test images, no long run: a plumbing check")
+    p.add_argument("--merge", nargs="+", metavar="JSON", help="combine finished result files into --out, run nothing")
     p.add_argument("--out", default="bench/results/rectangular.json")
     args = p.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, Path(args.out))
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     tasks = [t for t in args.tasks.split(",") if t]
     methods = [m for m in args.methods.split(",") if m]

@@ -61,7 +61,7 @@ log = logging.getLogger("slow_start")
 FORTUNES_FILE = "/usr/share/games/fortunes/startrek"
 LORA_RANK = 8
 CHECKPOINTS = (0, 1, 2, 4, 12, 36)
-DEFAULT_LRS = "5e-4,1e-3,2e-3,4e-3,8e-3,1.6e-2,3.2e-2,6.4e-2"
+DEFAULT_LRS = "5e-4,1e-3,2e-3,4e-3,8e-3,1.6e-2,3.2e-2,6.4e-2,1.28e-1"
 
 
 # --------------------------------------------------------------------------- the configurations
@@ -142,8 +142,8 @@ class OffsetSymLora(SymLoraLayer):
         return False
 
     def delta(self, x: Tensor) -> Tensor:
-        now = symlora_delta(x, self.lora_Q, self.lora_lambda * self.scaling, self.layout, self.k)
-        return now - symlora_delta(x, self.q0, self.lam0 * self.scaling, self.layout, self.k)
+        now = symlora_delta(x, self.lora_Q, self.lora_lambda * self.scaling, self.k_in, self.k_out)
+        return now - symlora_delta(x, self.q0, self.lam0 * self.scaling, self.k_in, self.k_out)
 
     def delta_weight(self) -> Tensor:
         q, lam = self.lora_Q, self.lora_lambda * self.scaling
@@ -161,8 +161,8 @@ class PairedSymLora(SymLoraLayer):
     def delta(self, x: Tensor) -> Tensor:
         h = self.r // 2
         lam = self.lora_lambda * self.scaling
-        a = symlora_delta(x, self.lora_Q[:, :h], lam[:h], "square", 1)
-        return a + symlora_delta(x, self.lora_Q[:, h:], lam[h:], "square", 1)
+        a = symlora_delta(x, self.lora_Q[:, :h], lam[:h], 1, 1)
+        return a + symlora_delta(x, self.lora_Q[:, h:], lam[h:], 1, 1)
 
     def delta_weight(self) -> Tensor:
         q, lam = self.lora_Q, self.lora_lambda * self.scaling
@@ -226,7 +226,11 @@ def delta_stats(model: torch.nn.Module) -> dict[str, float]:
     norms, ranks = [], []
     for _, layer in adapter_layers(model):
         left, right = (t.detach().double() for t in delta_factors(layer))
-        sq = torch.linalg.eigvals((left.T @ left) @ (right.T @ right)).real.clamp_min(0)
+        gram = torch.stack([left.T @ left, right.T @ right]).cpu()  # k×k: the eigenproblem on the host
+        if not bool(torch.isfinite(gram).all()):  # a diverging run (LAPACK would abort the process)
+            norms.append(math.nan)
+            continue
+        sq = torch.linalg.eigvals(gram[0] @ gram[1]).real.clamp_min(0)
         norms.append(float(sq.sum().sqrt()))
         sv = sq.sqrt()
         if float(sv.sum()) > 0:
@@ -295,9 +299,9 @@ def run_job(job: Job) -> dict[str, Any]:
     if time.time() > job.deadline:
         return {"variant": v.name, "lr": job.lr, "steps": job.steps, "seed": job.seed, "skipped": True}
     width = base.model.config.hidden_size
-    cfg = RunConfig(preset="fortunes", method=v.method, r=v.rank, lr=job.lr, steps=job.steps, batch_size=job.batch_size,
-                    seed=job.seed, device=str(device), symlora_init=v.symlora_init,
-                    init_scale=width ** 0.25 if v.init_scale == "n^0.25" else 1.0, warmup_frac=v.warmup_frac).resolved()
+    cfg = RunConfig.from_preset("fortunes", method=v.method, r=v.rank, lora_alpha=16.0, lr=job.lr, steps=job.steps,
+                                batch_size=job.batch_size, seed=job.seed, device=str(device), symlora_init=v.symlora_init,
+                                init_scale=width ** 0.25 if v.init_scale == "n^0.25" else 1.0, warmup_frac=v.warmup_frac)
     data = TextSplits("fortunes:startrek/val", splits["train"], splits["val"], "")
     bundle, task, _ = prepare(cfg, base=base, dataset=data, device=device)
     test_task = LanguageModeling(bundle, TextSplits("test", splits["train"][:1], splits["test"], ""), device,
@@ -362,42 +366,63 @@ def run_job(job: Job) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- choosing and reporting
+def choose(mine: list[dict[str, Any]], seeds: list[int] | None = None) -> dict[str, Any] | None:
+    """The lr with the lowest mean validation perplexity over ``seeds`` (default: every seed
+    these runs have) among the rates run at all of those seeds — a wide grid at one seed can
+    be joined by more seeds on a window around its best, and the choice is then made in the
+    window.  None if no rate has every seed."""
+    by_lr: dict[float, dict[int, dict[str, Any]]] = {}
+    for r in mine:
+        by_lr.setdefault(r["lr"], {})[r["seed"]] = r
+    seeds = sorted({r["seed"] for r in mine}) if seeds is None else seeds
+    window = [lr for lr in sorted(by_lr) if set(seeds) <= set(by_lr[lr])]
+    if not window:
+        return None
+    mean_val = {lr: statistics.fmean(by_lr[lr][s]["val_ppl"] for s in seeds) for lr in window}
+    best = min(mean_val, key=lambda lr: mean_val[lr])
+    grid = {lr: statistics.fmean(r["val_ppl"] for r in d.values()) for lr, d in sorted(by_lr.items())}
+    return {"seeds": seeds, "grid": grid, "window": window, "best": best, "chosen": [by_lr[best][s] for s in seeds]}
+
+
 def summarise(rows: list[dict[str, Any]], variants: list[Variant]) -> list[dict[str, Any]]:
-    """Per configuration and step count: the lr with the lowest mean validation perplexity
-    (over the seeds every lr of that configuration has), and val/test at that lr."""
+    """Per configuration and step count: the chosen lr (:func:`choose`) and val/test there.
+    ``lr_grid_val_ppl`` is the mean over the seeds each rate has.  The change against LoRA
+    is against LoRA chosen on the same seeds (a one-seed row against LoRA's seed 0).  LoRA
+    and the default run at more seeds also get a "seed 0 alone" row, the reference for the
+    one-seed rows."""
     out = []
+    refs = {VARIANTS[0].name, VARIANTS[2].name}
     for v in variants:
         for steps in sorted({r["steps"] for r in rows}):
             mine = [r for r in rows if r["variant"] == v.name and r["steps"] == steps]
-            if not mine:
-                continue
-            by_lr: dict[float, dict[int, dict[str, Any]]] = {}
-            for r in mine:
-                by_lr.setdefault(r["lr"], {})[r["seed"]] = r
-            seeds = sorted(set.intersection(*(set(d) for d in by_lr.values())))
-            if not seeds:
-                continue
-            grid = {lr: statistics.fmean(d[s]["val_ppl"] for s in seeds) for lr, d in sorted(by_lr.items())}
-            best = min(grid, key=lambda lr: grid[lr])
-            chosen = [by_lr[best][s] for s in seeds]
-            out.append({
-                "variant": v.name, "config": asdict(v), "steps": steps, "seeds": seeds, "lr_grid_val_ppl": grid,
-                "best_lr": best, "best_at_grid_edge": best in (min(grid), max(grid)),
-                "val_ppl": statistics.fmean(r["val_ppl"] for r in chosen),
-                "test_ppl": statistics.fmean(r["test_ppl"] for r in chosen),
-                "test_ppl_std": statistics.stdev([r["test_ppl"] for r in chosen]) if len(chosen) > 1 else 0.0,
-                "trainable_params": chosen[0]["trainable_params"],
-                "early": {k: statistics.fmean(r["checkpoints"][k]["val_ppl"] for r in chosen if k in r["checkpoints"])
-                          for k in ("1", "2", "4") if all(k in r["checkpoints"] for r in chosen)},
-                "first_step_norm_per_lr": statistics.fmean(r["checkpoints"]["1"]["dw_layer_norm"] / r["first_lr"]
-                                                           for r in chosen if "1" in r["checkpoints"]),
-            })
-    lora = {s["steps"]: s for s in out if s["variant"] == VARIANTS[0].name}
-    for s in out:
-        ref = lora.get(s["steps"])
-        if ref:
-            s["val_vs_lora"] = s["val_ppl"] / ref["val_ppl"] - 1
-            s["test_vs_lora"] = s["test_ppl"] / ref["test_ppl"] - 1
+            picks = [(v.name, choose(mine))] if mine else []
+            if v.name in refs and picks and len(picks[0][1]["seeds"] if picks[0][1] else []) > 1:
+                picks.append((f"{v.name}, seed 0 alone", choose(mine, [0])))
+            for name, pick in picks:
+                if pick is None:
+                    continue
+                chosen, grid, window, best = pick["chosen"], pick["grid"], pick["window"], pick["best"]
+                entry = {
+                    "variant": name, "config": asdict(v), "steps": steps, "seeds": pick["seeds"], "lr_grid_val_ppl": grid,
+                    "lrs_at_all_seeds": window, "best_lr": best, "best_at_grid_edge": best in (min(grid), max(grid)),
+                    "best_at_window_edge": len(window) < len(grid) and best in (window[0], window[-1]),
+                    "val_ppl": statistics.fmean(r["val_ppl"] for r in chosen),
+                    "val_ppl_std": statistics.stdev([r["val_ppl"] for r in chosen]) if len(chosen) > 1 else 0.0,
+                    "test_ppl": statistics.fmean(r["test_ppl"] for r in chosen),
+                    "test_ppl_std": statistics.stdev([r["test_ppl"] for r in chosen]) if len(chosen) > 1 else 0.0,
+                    "trainable_params": chosen[0]["trainable_params"],
+                    "early": {k: statistics.fmean(r["checkpoints"][k]["val_ppl"] for r in chosen)
+                              for k in ("1", "2", "4") if all(k in r["checkpoints"] for r in chosen)},
+                    "first_step_norm_per_lr": statistics.fmean([r["checkpoints"]["1"]["dw_layer_norm"] / r["first_lr"]
+                                                                for r in chosen if "1" in r["checkpoints"]] or [math.nan]),
+                }
+                lora = choose([r for r in rows if r["variant"] == VARIANTS[0].name and r["steps"] == steps], pick["seeds"])
+                if lora is not None:
+                    ref_val = statistics.fmean(r["val_ppl"] for r in lora["chosen"])
+                    ref_test = statistics.fmean(r["test_ppl"] for r in lora["chosen"])
+                    entry |= {"lora_ref_lr": lora["best"], "val_vs_lora": entry["val_ppl"] / ref_val - 1,
+                              "test_vs_lora": entry["test_ppl"] / ref_test - 1}
+                out.append(entry)
     return out
 
 
@@ -441,10 +466,13 @@ def fixes_table(summary: list[dict[str, Any]]) -> str:
             if s is None:
                 cells.append("— | — | —")
                 continue
-            tried = len(s["lr_grid_val_ppl"])
+            tried, window, k = len(s["lr_grid_val_ppl"]), len(s.get("lrs_at_all_seeds", s["lr_grid_val_ppl"])), len(s["seeds"])
             edge = ", edge" if s["best_at_grid_edge"] and tried > 1 else ""
-            std = f" ± {s['test_ppl_std']:.2f}" if len(s["seeds"]) > 1 else ""
-            cells.append(f"{s['best_lr']:g} ({tried}{edge}) | {s['val_ppl']:.2f}{vs(s, 'val_vs_lora')} "
+            of = f"{tried}{edge} × 1 seed" if k == 1 else (f"{window} × {k} seeds" if window == tried
+                                                          else f"{tried}{edge} × 1 seed, {window} × {k} seeds")
+            vstd = f" ± {s['val_ppl_std']:.2f}" if k > 1 else ""
+            std = f" ± {s['test_ppl_std']:.2f}" if k > 1 else ""
+            cells.append(f"{s['best_lr']:g} ({of}) | {s['val_ppl']:.2f}{vstd}{vs(s, 'val_vs_lora')} "
                          f"| {s['test_ppl']:.2f}{std}{vs(s, 'test_vs_lora')}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -470,6 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lrs", default=DEFAULT_LRS, help="comma-separated learning-rate grid")
     p.add_argument("--steps", default="12,36", help="comma-separated step counts")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … first-seed + seeds − 1")
     p.add_argument("--variants", help="comma-separated indices into the variant list (default: all)")
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--time-budget", type=float, default=1e9, help="stop starting runs after this many seconds")
@@ -494,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     lrs = [float(x) for x in args.lrs.split(",")]
     step_counts = [int(x) for x in args.steps.split(",")]
     deadline = time.time() + args.time_budget
-    jobs = [Job(v, lr, n, seed, deadline=deadline) for seed in range(args.seeds) for n in step_counts
+    jobs = [Job(v, lr, n, seed, deadline=deadline) for seed in range(args.first_seed, args.first_seed + args.seeds) for n in step_counts
             for v in variants for lr in lrs]
     hardware = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                 else f"{platform.processor() or 'CPU'} ({torch.get_num_threads()} threads)")
@@ -512,7 +541,12 @@ def main(argv: list[str] | None = None) -> int:
         },
     }
     t0 = time.perf_counter()
+    if args.model.partition(":")[0] == "smollm2":  # convert the GGUF once here, not in every worker
+        from symlora.lab import zoo
+
+        zoo.prepare_smollm2(args.model.partition(":")[2] or None)
     rows: list[dict[str, Any]] = []
+    last_write = 0.0
     ctx = mp.get_context("spawn")
     complete = True
     with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_init_worker,
@@ -533,7 +567,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             log.info("%-44s lr=%-7g steps=%-3d seed=%d val %.2f test %.2f (%.1fs)", row["variant"], row["lr"],
                      row["steps"], row["seed"], row["val_ppl"], row["test_ppl"], row["train_s"])
-            write(Path(args.out), meta | {"wall_s": time.perf_counter() - t0, "complete": False}, rows, variants)
+            if time.perf_counter() - last_write > 5:  # a partial grid lands even if the process is killed
+                write(Path(args.out), meta | {"wall_s": time.perf_counter() - t0, "complete": False}, rows, variants)
+                last_write = time.perf_counter()
     sys.stdout.write(write(Path(args.out), meta | {"wall_s": time.perf_counter() - t0, "complete": complete}, rows, variants))
     return 0
 

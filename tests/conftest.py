@@ -94,3 +94,31 @@ def randomize_adapters(model, seed: int = 0, scale: float = 0.3) -> None:
 @pytest.fixture
 def randomize():
     return randomize_adapters
+
+
+# The app, served in this process: one server per test module that asks for it.
+@pytest.fixture(scope="module")
+def served(request):
+    """(demo, url) of the app running in this process, the url ending in ``/``.  A module
+    that sets ``SERVE_HEARTBEAT = 1`` gets Gradio heartbeats every second, so a closed tab
+    is noticed within ~1 s (the browser tests)."""
+    from app_harness import serve_app
+
+    with serve_app(heartbeat=getattr(request.module, "SERVE_HEARTBEAT", None)) as (demo, url):
+        yield demo, url.rstrip("/") + "/"
+
+
+@pytest.fixture(scope="module")
+def client(served):
+    """A ``gradio_client.Client`` on the module's server."""
+    gradio_client = pytest.importorskip("gradio_client")
+    return gradio_client.Client(served[1], verbose=False)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A headless chromium context (see ``app_harness.chromium_context``) for the module."""
+    from app_harness import chromium_context
+
+    with chromium_context() as context:
+        yield context

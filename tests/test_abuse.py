@@ -18,23 +18,12 @@ import uuid
 import numpy as np
 import pytest
 
-from app_harness import serve_app, train_args
+from app_harness import train_args
 
 gradio_client = pytest.importorskip("gradio_client")
 httpx = pytest.importorskip("httpx")
 
 LONG_PROMPT = "Captain's log, stardate 41153.7. " * 400  # 13,200 characters, ~3,600 tokens
-
-
-@pytest.fixture(scope="module")
-def served():
-    with serve_app() as demo_url:
-        yield demo_url
-
-
-@pytest.fixture(scope="module")
-def client(served):
-    return gradio_client.Client(served[1], verbose=False)
 
 
 def error_of(call) -> str:

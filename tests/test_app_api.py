@@ -14,23 +14,11 @@ import urllib.parse
 import numpy as np
 import pytest
 
-from app_harness import serve_app, train_args
+from app_harness import train_args
 
 gradio_client = pytest.importorskip("gradio_client")
 
 STEPS = 20
-
-
-@pytest.fixture(scope="module")
-def served():
-    """(demo, url) of an app running in this process."""
-    with serve_app() as demo_url:
-        yield demo_url
-
-
-@pytest.fixture(scope="module")
-def client(served):
-    return gradio_client.Client(served[1], verbose=False)
 
 
 def event_of(update) -> dict:

@@ -101,6 +101,24 @@ def test_compares_equal_budget_rank_is_the_closest_count(make_vit, targets):
         assert equal_budget_rank(model, r, targets, max_rank=64) == searched, r
 
 
+def test_compare_says_when_symloras_budget_rank_hits_the_apps_limit(make_vit):
+    """At LoRA r = 64 an equal budget would need SymLoRA r ≈ 128, past the app's limit of 64:
+    the plan keeps r = 64 and its sentence says SymLoRA has fewer weights; at r = 8 it does not."""
+    from app.tab_compare import plan
+
+    model = make_vit(0)
+    bundle = SimpleNamespace(model=model, head_name="head", default_targets=["attn.proj"])
+    lab = SimpleNamespace(bases=SimpleNamespace(model=lambda name: bundle))
+    for r, capped in ((8, False), (64, True)):
+        settings = app_config("digits").replace(method="lora", r=r, target_modules=["attn.proj"])
+        (lora, sym), how = plan(lab, settings, "budget", include_head=False)
+        assert (lora.adapter.r, sym.adapter.r <= 64) == (r, True)
+        assert ("fewer weights than LoRA" in how) == capped, how
+        if capped:
+            assert sym.adapter.r == 64 and estimate(model, "symlora", 64, ["attn.proj"]).adapter < \
+                estimate(model, "lora", 64, ["attn.proj"]).adapter
+
+
 def test_formula_text_shows_each_shapes_count(make_vit):
     est = estimate(make_vit(0), "symlora", 3, ["attn.qkv", "mlp.fc2"])
     assert formula_text(est, 3).splitlines() == [

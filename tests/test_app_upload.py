@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app_harness import serve_app, train_args
+from app_harness import train_args
 from numerics import assert_same_up_to_rounding, rounding_noise
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -53,18 +53,6 @@ def make_zip(path: Path, members: dict[str, bytes]) -> str:
 def shapes_members(per_class: int = 20, classes=("circle", "square"), seed: int = 0) -> dict[str, bytes]:
     rng = np.random.default_rng(seed)
     return {f"{c}/{i}.png": shape_png(c, rng) for c in classes for i in range(per_class)}
-
-
-@pytest.fixture(scope="module")
-def served():
-    """(demo, url) of an app running in this process."""
-    with serve_app() as demo_url:
-        yield demo_url
-
-
-@pytest.fixture(scope="module")
-def client(served):
-    return gradio_client.Client(served[1], verbose=False)
 
 
 @pytest.fixture(scope="module")

@@ -62,3 +62,32 @@ def test_against_a_revision_adds_its_rows_timed_with_this_checkouts(capsys):
     assert ref["adapted_layers"] == new["adapted_layers"] == 4  # qkv and proj of both blocks
     assert ref["trainable_params"] == new["trainable_params"]
     assert ref["ratio_to_floor"] > 0 and ref["timing"] == new["timing"]
+
+
+def test_cpu_breakdown_times_each_layer_inside_the_step_and_restores_the_core(capsys):
+    """``cpu_breakdown.py --pieces`` wraps the fast path's functions with timers for its run
+    only (the library must be itself again afterwards); ``--layers`` gives every adapted
+    layer kind a forward and a backward time for the floor, SymLoRA and LoRA."""
+    pytest.importorskip("timm")
+    from symlora import fast
+
+    spec = importlib.util.spec_from_file_location("cpu_breakdown", ROOT / "bench" / "cpu_breakdown.py")
+    breakdown = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(breakdown)
+    core = (fast.project, fast.fold_weight, fast.factor_grad_t, fast._SymLoraLinear.forward,
+            fast._SymLoraLinear.backward)
+    breakdown.main(["--pieces", "--rounds", "1"])
+    out = capsys.readouterr().out
+    for phase in ("fwd", "bwd"):
+        for features in (576, 192):  # the ViT's qkv and proj
+            assert f"{phase} {features:4d} node in all" in out and f"{phase} {features:4d} fold_weight" in out
+    assert "bwd  576 factor_grad_t (accumulating)" in out
+    assert (fast.project, fast.fold_weight, fast.factor_grad_t, fast._SymLoraLinear.forward,
+            fast._SymLoraLinear.backward) == core
+
+    breakdown.main(["--layers", "--rounds", "1"])
+    rows = {line.split()[0]: line.split()[2:] for line in capsys.readouterr().out.splitlines()
+            if line.split()[:2] in (["floor", "default"], ["symlora", "default"], ["lora", "default"])}
+    assert set(rows) == {"floor", "symlora", "lora"}
+    for cells in rows.values():  # step ms, ×floor, then µs: fwd qkv, bwd qkv, fwd proj, bwd proj
+        assert len(cells) == 6 and all(float(c) > 0 for c in cells)

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from app_harness import chromium_context, open_page, require_chromium, serve_app, shot
+from app_harness import open_page, require_chromium, shot
 
 pytestmark = pytest.mark.browser
 
@@ -22,17 +22,7 @@ STEPS = 20
 require_chromium()
 
 
-@pytest.fixture(scope="module")
-def served():
-    """(demo, url) of an app in this process; tab closes are noticed within ~1 s."""
-    with serve_app(heartbeat=1) as (demo, url):
-        yield demo, url.rstrip("/") + "/"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium_context() as context:
-        yield context
+SERVE_HEARTBEAT = 1  # closed tabs are noticed within ~1 s
 
 
 def plot_traces(page, elem_id: str) -> list[str]:

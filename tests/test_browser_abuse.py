@@ -11,17 +11,11 @@ import urllib.parse
 
 import pytest
 
-from app_harness import chromium_context, open_page, require_chromium, serve_app, shot
+from app_harness import chromium_context, open_page, require_chromium, shot
 
 pytestmark = pytest.mark.browser
 
 require_chromium()
-
-
-@pytest.fixture(scope="module")
-def served():
-    with serve_app() as (demo, url):
-        yield demo, url.rstrip("/") + "/"
 
 
 def test_link_values_are_shown_as_text_not_markup(served):

@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from app_harness import chromium_context, open_page, require_chromium, serve_app, shot
+from app_harness import open_page, require_chromium, shot
 from test_app_upload import make_zip, shape_png, shapes_members
 
 pytestmark = pytest.mark.browser
@@ -22,17 +22,7 @@ pytestmark = pytest.mark.browser
 require_chromium()
 
 
-@pytest.fixture(scope="module")
-def served():
-    """(demo, url) of an app in this process; tab closes are noticed within ~1 s."""
-    with serve_app(heartbeat=1) as (demo, url):
-        yield demo, url.rstrip("/") + "/"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium_context() as context:
-        yield context
+SERVE_HEARTBEAT = 1  # closed tabs are noticed within ~1 s
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@ rate chosen on it alone, the test split scored only at the chosen rate, all of i
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -142,3 +143,20 @@ def test_equal_budget_pairing_matches_parameter_counts_within_one_percent(claim,
     rb, ratio = claim.budget_rank(base, cfg, r, data)
     assert abs(ratio - 1) < 0.01
     assert rb > r, "SymLoRA needs a higher rank for the same budget"
+
+
+def test_shards_give_symlora_equal_rank_and_equal_budget_a_process_each(claim):
+    """``--jobs``: per task and step scale, LoRA, SymLoRA at LoRA's rank and SymLoRA at LoRA's
+    budget are three processes (equal work side by side); ``--no-budget`` drops the third."""
+    args = argparse.Namespace(
+        tasks="fmnist-cnn", scales="1,3", methods=None, seeds=3, device="cuda", ranks="8", widen=2, val_fraction=0.2,
+        steps=None, lrs=None, data_cache=None, sweep_seeds=None, max_runs=8, minilm_dir=None, lambda_lr_ratio=None,
+        symlora_init=None, init_scale=None, no_budget=False, budget_only=False)
+    shards = claim.shard_args(args)
+    kinds = [(s[s.index("--scales") + 1], s[s.index("--methods") + 1], "--no-budget" in s, "--budget-only" in s)
+             for s in shards]
+    assert kinds == [(scale, m, nb, bo) for scale in ("1", "3")
+                     for m, nb, bo in (("lora", False, False), ("symlora", True, False), ("symlora", False, True))]
+    assert all("--max-runs=8" in s for s in shards)
+    args.no_budget = True
+    assert not any("--budget-only" in s for s in claim.shard_args(args)) and len(claim.shard_args(args)) == 4

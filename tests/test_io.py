@@ -221,7 +221,6 @@ def test_lora_factors_reproduce_delta_weight(make_vit, randomize):
         assert_within(b @ a, layer.delta_weight().detach(), bound, name)
 
 
-
 # -- exports that explain themselves ------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["peft", "symlora"])
 def test_export_carries_a_model_card_whose_snippet_reproduces_the_outputs(tmp_path, randomize, fmt):

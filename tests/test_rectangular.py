@@ -165,3 +165,31 @@ def test_budget_ranks_are_the_closest(rect):
 def test_unknown_method_is_refused(rect):
     with pytest.raises(ValueError, match="unknown method"):
         rect.make_layer("nope", nn.Linear(4, 8), r=2)
+
+
+def test_merge_keeps_every_group_and_a_later_file_replaces_a_group(rect, tmp_path):
+    """``--merge``: groups (task, method, steps) from several files in one table; a group
+    measured again in a later file replaces the earlier one's runs, and the result is complete
+    once every method has every step count."""
+    import json
+
+    def run(method, steps, seed, acc):
+        return {"task": "cnn", "method": method, "r": 4, "remainder_r": 0, "steps": steps, "lr": 1e-3, "seed": seed,
+                "val_accuracy": acc, "test_accuracy": acc, "diverged": False, "adapter_params": 10,
+                "trainable_params": 20, "layers": 1, "loss_curve": [], "group_train_s": 1.0, "group_runs": 2}
+
+    first = {"meta": {"command": "a", "complete": False},
+             "runs": [run("lora", 60, s, 0.5) for s in (0, 1)] + [run("symlora", 60, s, 0.4) for s in (0, 1)]}
+    second = {"meta": {"command": "b", "complete": True},
+              "runs": [run("symlora", 60, s, 0.6) for s in (0, 1)] + [run(m, 180, s, 0.7) for m in ("lora", "symlora")
+                                                                      for s in (0, 1)]}
+    paths = []
+    for name, part in (("a.json", first), ("b.json", second)):
+        paths.append(str(tmp_path / name))
+        (tmp_path / name).write_text(json.dumps(part))
+    assert rect.main(["--merge", *paths, "--out", str(tmp_path / "m.json")]) == 0
+    merged = json.loads((tmp_path / "m.json").read_text())
+    means = {(s["method"], s["steps"]): s["test_mean"] for s in merged["summary"]}
+    assert means == {("lora", 60): 0.5, ("symlora", 60): 0.6, ("lora", 180): 0.7, ("symlora", 180): 0.7}
+    assert len(merged["runs"]) == 8 and merged["meta"]["complete"] is True
+    assert [m["command"] for m in merged["meta"]["parts"]] == ["a", "b"]

@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from app_harness import serve_app, train_args
+from app_harness import train_args
 
 
 def wait_until(condition, timeout: float = 10.0) -> bool:
@@ -110,12 +110,6 @@ def test_bad_settings_are_refused_with_one_line():
     with pytest.raises(gr.Error) as info:
         read_settings(values)
     assert "steps" in str(info.value.message) and "\n" not in str(info.value.message)
-
-
-@pytest.fixture(scope="module")
-def served():
-    with serve_app() as demo_url:
-        yield demo_url
 
 
 def test_compare_runs_lora_then_symlora_and_keeps_both_runs(served):

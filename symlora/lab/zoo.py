@@ -378,6 +378,10 @@ def convert_smollm2(gguf_dir: Path, target: Path) -> Path:
 
     log.info("converting %s to safetensors in %s (once)", SMOLLM2_GGUF, target)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=SMOLLM2_GGUF)
+    # The Instruct model ends a turn with <|im_end|>; transformers 5.17 reads the GGUF's
+    # end-of-text as <|im_start|> (5.24: <|im_end|>).  Named here, every version appends the
+    # same token to every quote, so perplexities agree across machines.
+    tokenizer.eos_token = "<|im_end|>"
     quantised = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
     config = copy.deepcopy(quantised.config)
     if hasattr(config, "quantization_config"):
