@@ -228,10 +228,13 @@ def engine_data_from_file(path: str, name: str, seed: int) -> Any:
 
 
 def final_metric(finals: list[Any], preset: str) -> dict[str, float | None]:
-    """The students' mean final metric, named after it (accuracy, or held-out perplexity)."""
+    """The students' mean final metric, named after it (accuracy, or held-out perplexity), and
+    each student's (in submission order: the same seeds compare engine on and off)."""
     from symlora.lab.presets import get_preset
 
-    return {"mean_accuracy" if get_preset(preset).task == "vision" else "mean_perplexity": accuracy(finals)}
+    name = "accuracy" if get_preset(preset).task == "vision" else "perplexity"
+    each = [round(f.result.metric_after, 4) if f is not None and f.result is not None else None for f in finals]
+    return {f"mean_{name}": accuracy(finals), f"each_{name}": each}
 
 
 def engine_level(args: argparse.Namespace) -> dict[str, Any]:
