@@ -7,7 +7,8 @@ Two levels, one script:
   the app's dependencies are not installed (a GPU box).  Scenarios: (a) 30 students on one
   teacher link (identical settings), (b) 30 with their own seeds, (c) 30 with mixed
   methods and ranks; each against the same students one at a time through
-  ``symlora.lab.train.run`` (the engine off), in the same process.
+  ``symlora.lab.train.run`` (the engine off), in the same process.  ``--preset`` picks what
+  they train (``digits``; ``fortunes``: an LM crowd on SmolLM2).
 * ``--level app`` (:func:`app_level`): a real SymLoRA Lab server (``python -m app``,
   started by this script on 127.0.0.1) and students as ``gradio_client`` sessions calling
   ``/train`` as a browser does: (a) ``--teacher`` sessions on one teacher link (the same
@@ -21,6 +22,8 @@ Two levels, one script:
     python bench/classroom.py --level engine --device cuda --data-file mnist5k.pt \\
         --out bench/results/classroom_engine_h200.json
     python bench/classroom.py --make-data-file mnist5k.pt   # the digits as a small tensor file
+    python bench/classroom.py --level engine --device cuda --preset fortunes --steps 12 --students 10 \\
+        --scenarios teacher own_seeds --off-runs 10 --data-file startrek --out bench/results/classroom_engine_lm_h200.json
     PYTHONPATH=$PWD python bench/classroom.py --level app --teacher 30 --teacher-steps 100 \\
         --own 10 --mixed 10 --short-steps 5 --serial 3 --soak 100 --out bench/results/classroom_app_cpu.json
 
@@ -141,10 +144,10 @@ def summary(name: str, times: list[dict[str, float]], wall: float, sampler: GpuS
     return row
 
 
-def scenario_configs(kind: str, students: int, steps: int, device: str) -> list[Any]:
+def scenario_configs(kind: str, students: int, steps: int, device: str, preset: str = "digits") -> list[Any]:
     from symlora.lab.runconfig import RunConfig
 
-    base = dict(preset="digits", steps=steps, device=device)
+    base = dict(preset=preset, steps=steps, device=device)
     if kind == "teacher":
         return [RunConfig.from_preset(**base, seed=0) for _ in range(students)]
     if kind == "own_seeds":
@@ -212,21 +215,46 @@ def accuracy(finals: list[Any]) -> float | None:
     return round(statistics.fmean(values), 4) if values else None
 
 
+def engine_data_from_file(path: str, name: str, seed: int) -> Any:
+    """The engine level's data without the Debian/pip packages: the digits from
+    :func:`make_data_file`'s tensors, or a fortunes category (``fortunes:<cat>``) from a copy
+    of its text file, split as ``load_dataset`` splits it."""
+    if not name.startswith("fortunes:"):
+        return splits_from_file(path, seed)
+    from symlora.lab.data import CREDIT_FORTUNES, text_splits
+
+    return text_splits(Path(path).read_text(encoding="latin-1"), name=name, seed=seed, test_fraction=0.15,
+                       credit=CREDIT_FORTUNES)
+
+
+def final_metric(finals: list[Any], preset: str) -> dict[str, float | None]:
+    """The students' mean final metric, named after it (accuracy, or held-out perplexity), and
+    each student's (in submission order: the same seeds compare engine on and off)."""
+    from symlora.lab.presets import get_preset
+
+    name = "accuracy" if get_preset(preset).task == "vision" else "perplexity"
+    each = [round(f.result.metric_after, 4) if f is not None and f.result is not None else None for f in finals]
+    return {f"mean_{name}": accuracy(finals), f"each_{name}": each}
+
+
 def engine_level(args: argparse.Namespace) -> dict[str, Any]:
-    """The engine directly (see the module docstring)."""
+    """The engine directly (see the module docstring); every student trains ``--preset``."""
     from symlora.lab.engine import Engine
+    from symlora.lab.runconfig import RunConfig
+    from symlora.lab.train import run
     from symlora.lab.zoo import load_model
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"
-    base = load_model("fmnist-vit")
+    preset = RunConfig.from_preset(args.preset)
+    base = load_model(preset.model)
     base.model.eval()
     cache: dict[tuple[str, int], Any] = {}
 
     def load_data(name: str, seed: int) -> Any:
         if (name, seed) not in cache:
             if args.data_file:
-                cache[(name, seed)] = splits_from_file(args.data_file, seed)
+                cache[(name, seed)] = engine_data_from_file(args.data_file, name, seed)
             else:
                 from symlora.lab.data import load_dataset
 
@@ -246,23 +274,20 @@ def engine_level(args: argparse.Namespace) -> dict[str, Any]:
                       stack=None if args.stack == "auto" else args.stack == "on", max_runs=args.max_runs)
 
     # warm-up (CUDA context, kernels, the data of every scenario) — not measured
-    from symlora.lab.runconfig import RunConfig
-    from symlora.lab.train import run
-
     for kind in ("teacher", "own_seeds", "mixed"):
-        for cfg in scenario_configs(kind, args.students, args.steps, args.device):
+        for cfg in scenario_configs(kind, args.students, args.steps, args.device, args.preset):
             load_data(cfg.data, cfg.seed)
-    list(run(RunConfig.from_preset("digits", steps=5, device=args.device), base=base,
-             dataset=load_data("mnist-5k", 0), keep_model=False))
+    list(run(RunConfig.from_preset(args.preset, steps=5, device=args.device), base=base,
+             dataset=load_data(preset.data, 0), keep_model=False))
     eng = new_engine()
-    list(eng.submit(RunConfig.from_preset("digits", steps=5, device=args.device, seed=999)).events())
+    list(eng.submit(RunConfig.from_preset(args.preset, steps=5, device=args.device, seed=999)).events())
     eng.close()
 
     rows = []
     # a solo run: through the engine and through train.run
     for label, use_engine in (("solo (engine)", True), ("solo (train.run)", False)):
         reset()
-        configs = scenario_configs("own_seeds", 1, args.steps, args.device)
+        configs = scenario_configs("own_seeds", 1, args.steps, args.device, args.preset)
         with GpuSampler(cuda) as sampler:
             if use_engine:
                 eng = new_engine()
@@ -270,9 +295,9 @@ def engine_level(args: argparse.Namespace) -> dict[str, Any]:
                 eng.close()
             else:
                 times, wall, finals = crowd_one_at_a_time(configs, base, load_data, 1)
-        rows.append(summary(label, times, wall, sampler, peak(), {"mean_accuracy": accuracy(finals)}))
+        rows.append(summary(label, times, wall, sampler, peak(), final_metric(finals, args.preset)))
     for kind in args.scenarios:
-        configs = scenario_configs(kind, args.students, args.steps, args.device)
+        configs = scenario_configs(kind, args.students, args.steps, args.device, args.preset)
         reset()
         with GpuSampler(cuda) as sampler:
             eng = new_engine()
@@ -280,15 +305,15 @@ def engine_level(args: argparse.Namespace) -> dict[str, Any]:
             stats = eng.stats()
             eng.close()
         rows.append(summary(f"{kind}: engine", times, wall, sampler, peak(),
-                            {"mean_accuracy": accuracy(finals), "engine": stats}))
+                            final_metric(finals, args.preset) | {"engine": stats}))
         reset()
         with GpuSampler(cuda) as sampler:
             times, wall, finals = crowd_one_at_a_time(configs[: args.off_runs], base, load_data, args.students)
         rows.append(summary(f"{kind}: one at a time", times, wall, sampler, peak(),
-                            {"mean_accuracy": accuracy(finals), "measured_runs": min(args.off_runs, len(configs)),
+                            final_metric(finals, args.preset) | {"measured_runs": min(args.off_runs, len(configs)),
                              "extrapolated": args.off_runs < args.students}))
     info = {"level": "engine", "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-            "torch": torch.__version__, "students": args.students, "steps": args.steps, "rows": rows,
+            "torch": torch.__version__, "preset": args.preset, "students": args.students, "steps": args.steps, "rows": rows,
             "command": "python bench/classroom.py " + " ".join(args.argv)}
     return info
 
@@ -587,7 +612,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--off-runs", type=int, default=3, help="engine off: students run for real (the rest extrapolated)")
     ap.add_argument("--stack", choices=("auto", "on", "off"), default="auto")
     ap.add_argument("--max-runs", type=int, default=64)
-    ap.add_argument("--data-file", help="the digits as a tensor file (see --make-data-file)")
+    ap.add_argument("--data-file", help="engine level: the digits as a tensor file (see --make-data-file), or for "
+                    "--preset fortunes a copy of /usr/share/games/fortunes/startrek")
     ap.add_argument("--make-data-file", metavar="PATH", help="write the digits tensor file and exit")
     app = ap.add_argument_group("app level")
     app.add_argument("--preset", default="digits", help="the preset every student trains (e.g. fortunes: an LM crowd)")

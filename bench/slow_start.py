@@ -255,15 +255,18 @@ class Job:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(model_spec: str, fortunes_file: str, device: str, val_seed: int) -> None:
+def _init_worker(model_spec: str, fortunes_file: str, device: str, val_seed: int, eos_token: str | None = None) -> None:
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.WARNING)
-    _WORKER.update(base=load_base(model_spec, device), splits=load_splits(fortunes_file, val_seed), device=device)
+    _WORKER.update(base=load_base(model_spec, device, eos_token), splits=load_splits(fortunes_file, val_seed),
+                   device=device)
 
 
-def load_base(model_spec: str, device: str):
+def load_base(model_spec: str, device: str, eos_token: str | None = None):
     """``smollm2`` (the zoo's conversion; ``smollm2:DIR`` a converted folder) or ``tiny``
-    (a 2-layer random Llama with SmolLM2's tokenizer: the plumbing check)."""
+    (a 2-layer random Llama with SmolLM2's tokenizer: the plumbing check).  ``eos_token``
+    replaces the token every quote ends with (the H200 grid's first parts ended them with
+    ``<|im_start|>``, as an older transformers converted the GGUF: later seeds must too)."""
     from symlora.lab import zoo
 
     kind, _, where = model_spec.partition(":")
@@ -279,6 +282,10 @@ def load_base(model_spec: str, device: str):
         bundle = zoo._text_model("tiny-llama", LlamaForCausalLM(cfg), tok, "cpu")
     else:
         raise ValueError(f"unknown model {model_spec!r}: smollm2[:DIR] or tiny[:TOKENIZER_DIR]")
+    if eos_token is not None:
+        if eos_token not in bundle.tokenizer.get_vocab():
+            raise ValueError(f"--eos-token {eos_token!r} is not in the tokenizer's vocabulary")
+        bundle.tokenizer.eos_token = eos_token
     bundle.model.to(device)
     return bundle
 
@@ -382,6 +389,31 @@ def choose(mine: list[dict[str, Any]], seeds: list[int] | None = None) -> dict[s
     best = min(mean_val, key=lambda lr: mean_val[lr])
     grid = {lr: statistics.fmean(r["val_ppl"] for r in d.values()) for lr, d in sorted(by_lr.items())}
     return {"seeds": seeds, "grid": grid, "window": window, "best": best, "chosen": [by_lr[best][s] for s in seeds]}
+
+
+def window_jobs(rows: list[dict[str, Any]], variants: list[Variant], step_counts: list[int], seeds: list[int], *,
+                width: int = 1, deadline: float = math.inf) -> tuple[list[Job], dict[str, dict[int, list[float]]]]:
+    """More seeds where they matter: for each configuration and step count, the rates
+    best·2^k (|k| ≤ ``width``) around its seed-0 best in ``rows`` (an earlier grid), at
+    ``seeds``, plus seed 0 at a window rate the grid lacked (a best at the grid's edge) so
+    that :func:`choose` can compare every rate of the window on the same seeds.  Returns the
+    jobs and the windows (configuration → steps → rates)."""
+    jobs: list[Job] = []
+    windows: dict[str, dict[int, list[float]]] = {}
+    for v in variants:
+        for steps in step_counts:
+            seed0 = [r for r in rows if r["variant"] == v.name and r["steps"] == steps and r["seed"] == 0]
+            pick = choose(seed0, [0]) if seed0 else None
+            if pick is None:
+                log.warning("%s at %d steps has no seed-0 grid: no window", v.name, steps)
+                continue
+            rates = [float(f"{pick['best'] * 2.0 ** k:.6g}") for k in range(-width, width + 1)]
+            windows.setdefault(v.name, {})[steps] = rates
+            have = {r["lr"] for r in seed0}
+            for lr in rates:
+                for seed in ([0] if lr not in have and 0 not in seeds else []) + list(seeds):
+                    jobs.append(Job(v, lr, steps, seed, deadline=deadline))
+    return jobs, windows
 
 
 def summarise(rows: list[dict[str, Any]], variants: list[Variant]) -> list[dict[str, Any]]:
@@ -503,6 +535,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--time-budget", type=float, default=1e9, help="stop starting runs after this many seconds")
     p.add_argument("--val-seed", type=int, default=1)
+    p.add_argument("--eos-token", help="end every quote with this token (default: the tokenizer's end-of-text); "
+                   "'<|im_start|>' matches slow_start_h200.json's seed-0 grid")
+    p.add_argument("--around", metavar="JSON",
+                   help="instead of --lrs: each configuration's seed-0 best in this earlier grid and its neighbours ×2 apart")
     p.add_argument("--smoke", action="store_true", help="tiny model, 2 steps, 2 lrs, 1 seed")
     p.add_argument("--report", nargs="+", metavar="JSON",
                    help="join finished JSON files (parts of one grid) into --out and write its table; run nothing")
@@ -523,14 +559,22 @@ def main(argv: list[str] | None = None) -> int:
     lrs = [float(x) for x in args.lrs.split(",")]
     step_counts = [int(x) for x in args.steps.split(",")]
     deadline = time.time() + args.time_budget
-    jobs = [Job(v, lr, n, seed, deadline=deadline) for seed in range(args.first_seed, args.first_seed + args.seeds) for n in step_counts
-            for v in variants for lr in lrs]
+    seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+    windows = None
+    if args.around:
+        jobs, windows = window_jobs(json.loads(Path(args.around).read_text())["runs"], variants, step_counts, seeds,
+                                    deadline=deadline)
+        jobs.sort(key=lambda j: -j.steps)  # the long runs first: the pool drains evenly
+        lrs = sorted({j.lr for j in jobs})
+    else:
+        jobs = [Job(v, lr, n, seed, deadline=deadline) for seed in seeds for n in step_counts for v in variants for lr in lrs]
     hardware = (torch.cuda.get_device_name() if args.device.startswith("cuda")
                 else f"{platform.processor() or 'CPU'} ({torch.get_num_threads()} threads)")
     meta: dict[str, Any] = {
         "command": " ".join(["python", "bench/slow_start.py"] + (argv if argv is not None else sys.argv[1:])),
         "hardware": hardware, "torch": torch.__version__, "lrs": lrs, "steps": step_counts, "seeds": args.seeds,
-        "model": args.model, "variants": [asdict(v) for v in variants],
+        "model": args.model, "eos_token": args.eos_token, "variants": [asdict(v) for v in variants],
+        **({"windows": windows, "runs_planned": len(jobs)} if windows is not None else {}),
         "split": "preset's test (15 %, seed 0) untouched; validation = 15 % of the training quotes "
                  f"(seed {args.val_seed}); lr chosen on mean validation perplexity",
         "theory_n576": {
@@ -550,7 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     ctx = mp.get_context("spawn")
     complete = True
     with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(args.model, args.fortunes_file, args.device, args.val_seed)) as pool:
+                             initargs=(args.model, args.fortunes_file, args.device, args.val_seed, args.eos_token)) as pool:
         futures = {pool.submit(run_job, job): job for job in jobs}
         for fut in as_completed(futures):
             job = futures[fut]

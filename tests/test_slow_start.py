@@ -122,3 +122,21 @@ def test_lr_is_chosen_where_every_seed_ran():
     summary = bench.summarise(rows + [run(other, 1e-3, 0, 12.0)], [bench.VARIANTS[0], bench.VARIANTS[4]])
     (row,) = [s for s in summary if s["variant"] == other]
     assert row["lora_ref_lr"] == 1e-3 and row["val_vs_lora"] == pytest.approx(0.2)
+
+
+def test_more_seeds_on_a_window_around_each_seed0_best():
+    """--around: seeds 1–2 at the seed-0 best and its neighbours ×2 apart, per step count;
+    a neighbour the seed-0 grid lacked (a best at its edge) gets seed 0 too, so every rate of
+    the window is compared on the same seeds."""
+    bench = _bench()
+    v = bench.VARIANTS[1]
+
+    def run(lr: float, steps: int, val: float) -> dict:
+        return {"variant": v.name, "lr": lr, "steps": steps, "seed": 0, "val_ppl": val}
+
+    grid = [run(1e-3, 12, 30.0), run(2e-3, 12, 20.0), run(4e-3, 12, 25.0), run(1e-3, 36, 15.0), run(2e-3, 36, 18.0)]
+    jobs, windows = bench.window_jobs(grid, [v, bench.VARIANTS[4]], [12, 36], [1, 2])
+    assert windows == {v.name: {12: [1e-3, 2e-3, 4e-3], 36: [5e-4, 1e-3, 2e-3]}}  # VARIANTS[4] has no grid: skipped
+    planned = sorted((j.steps, j.lr, j.seed) for j in jobs)
+    assert planned == sorted([(12, lr, s) for lr in (1e-3, 2e-3, 4e-3) for s in (1, 2)]
+                             + [(36, lr, s) for lr in (5e-4, 1e-3, 2e-3) for s in (1, 2)] + [(36, 5e-4, 0)])
