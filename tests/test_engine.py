@@ -309,8 +309,10 @@ def test_evaluations_in_stacked_forwards_agree_with_one_at_a_time(base, splits):
         assert all(abs(x - y) <= 1 / n_test + 1e-9 for x, y in zip(a, b))
 
 
-def test_language_model_runs_grouped_equal_alone():
-    """The text path: per-run next-token losses from one forward of the concatenated batch."""
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_language_model_runs_grouped_equal_alone(attention):
+    """The text path: per-run next-token losses from one forward of the concatenated batch,
+    with the plain attention formula and with SDPA (SmolLM2's: padded rows take its masked path)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -323,7 +325,9 @@ def test_language_model_runs_grouped_equal_alone():
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", unk_token="<unk>",
                                   pad_token="<|endoftext|>")
-    lm = TextModel(name="tiny-llama", model=tiny_llama(0), tokenizer=tok, default_targets=["q_proj", "o_proj"])
+    model = tiny_llama(0)
+    model.config._attn_implementation = attention
+    lm = TextModel(name="tiny-llama", model=model, tokenizer=tok, default_targets=["q_proj", "o_proj"])
     texts = ["the cat sat on a mat", "a dog ran far", "the dog sat", "a cat ran on the mat", "the mat ran far",
              "a dog sat on a cat", "the cat ran", "a mat sat far"]
     data = TextSplits("tiny-text", texts, texts[:3], "synthetic")
