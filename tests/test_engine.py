@@ -377,3 +377,28 @@ def test_runs_that_train_alone_wait_for_room_too(base, splits):
         list(later)
     finally:
         eng.close()
+
+
+@pytest.mark.slow
+def test_smollm2_runs_in_company_equal_the_same_runs_alone():
+    """The ``fortunes`` preset's real model (SmolLM2-135M, SDPA attention, quotes padded to 64
+    tokens): two runs with their own seeds trained in one stacked step equal each run alone."""
+    from symlora.lab.data import load_dataset
+    from symlora.lab.zoo import load_smollm2
+
+    lm = load_smollm2()
+    configs = [RunConfig.from_preset("fortunes", device="cpu", steps=2, seed=s, emit_every=1, emit_interval_s=1e9)
+               for s in (100, 101)]
+    data = {c.seed: load_dataset(c.data, seed=c.seed) for c in configs}
+    eng = Engine(load_base=lambda name: lm, load_data=lambda name, seed: data[seed], device="cpu", stack=True)
+    try:
+        handles = [eng.submit(c) for c in configs]  # submitted together: one group, one step for both
+        grouped = [list(h.events()) for h in handles]
+    finally:
+        eng.close()
+    for c, together in zip(configs, grouped):
+        alone = list(run(c, base=lm, dataset=data[c.seed], keep_model=False))
+        a, b = losses(alone), losses(together)
+        assert len(a) == len(b) == 2 and all(abs(x - y) <= REL * abs(x) for x, y in zip(a, b)), (a, b)
+        pa, pb = alone[-1].result.metric_after, together[-1].result.metric_after
+        assert abs(pa - pb) <= REL * pa, (pa, pb)
