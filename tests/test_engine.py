@@ -309,8 +309,10 @@ def test_evaluations_in_stacked_forwards_agree_with_one_at_a_time(base, splits):
         assert all(abs(x - y) <= 1 / n_test + 1e-9 for x, y in zip(a, b))
 
 
-def test_language_model_runs_grouped_equal_alone():
-    """The text path: per-run next-token losses from one forward of the concatenated batch."""
+@pytest.mark.parametrize("attention", ["eager", "sdpa"])
+def test_language_model_runs_grouped_equal_alone(attention):
+    """The text path: per-run next-token losses from one forward of the concatenated batch,
+    with the plain attention formula and with SDPA (SmolLM2's: padded rows take its masked path)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -323,7 +325,9 @@ def test_language_model_runs_grouped_equal_alone():
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", unk_token="<unk>",
                                   pad_token="<|endoftext|>")
-    lm = TextModel(name="tiny-llama", model=tiny_llama(0), tokenizer=tok, default_targets=["q_proj", "o_proj"])
+    model = tiny_llama(0)
+    model.config._attn_implementation = attention
+    lm = TextModel(name="tiny-llama", model=model, tokenizer=tok, default_targets=["q_proj", "o_proj"])
     texts = ["the cat sat on a mat", "a dog ran far", "the dog sat", "a cat ran on the mat", "the mat ran far",
              "a dog sat on a cat", "the cat ran", "a mat sat far"]
     data = TextSplits("tiny-text", texts, texts[:3], "synthetic")
@@ -411,3 +415,28 @@ def test_many_viewers_leave_a_core_to_their_pages_in_bf16_only(base, splits, mon
         assert _threads_seen(base, splits, viewers=3) == {2}
     finally:
         torch.set_num_threads(1)
+
+
+@pytest.mark.slow
+def test_smollm2_runs_in_company_equal_the_same_runs_alone():
+    """The ``fortunes`` preset's real model (SmolLM2-135M, SDPA attention, quotes padded to 64
+    tokens): two runs with their own seeds trained in one stacked step equal each run alone."""
+    from symlora.lab.data import load_dataset
+    from symlora.lab.zoo import load_smollm2
+
+    lm = load_smollm2()
+    configs = [RunConfig.from_preset("fortunes", device="cpu", steps=2, seed=s, emit_every=1, emit_interval_s=1e9)
+               for s in (100, 101)]
+    data = {c.seed: load_dataset(c.data, seed=c.seed) for c in configs}
+    eng = Engine(load_base=lambda name: lm, load_data=lambda name, seed: data[seed], device="cpu", stack=True)
+    try:
+        handles = [eng.submit(c) for c in configs]  # submitted together: one group, one step for both
+        grouped = [list(h.events()) for h in handles]
+    finally:
+        eng.close()
+    for c, together in zip(configs, grouped):
+        alone = list(run(c, base=lm, dataset=data[c.seed], keep_model=False))
+        a, b = losses(alone), losses(together)
+        assert len(a) == len(b) == 2 and all(abs(x - y) <= REL * abs(x) for x, y in zip(a, b)), (a, b)
+        pa, pb = alone[-1].result.metric_after, together[-1].result.metric_after
+        assert abs(pa - pb) <= REL * pa, (pa, pb)
