@@ -7,6 +7,7 @@ another order, so losses agree to ~1e-6 relative, far inside the 1e-4 the design
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -383,7 +384,7 @@ def _threads_seen(base, splits, viewers: int) -> set[int]:
     """The training thread's thread count at each step of a 3-step run followed by ``viewers``
     subscribers, in an engine that leaves a core to the pages above one viewer."""
     seen: list[int] = []
-    ready = __import__("threading").Event()
+    ready = threading.Event()
 
     def control() -> str:
         if not ready.is_set():
@@ -406,6 +407,7 @@ def test_many_viewers_leave_a_core_to_their_pages_in_bf16_only(base, splits, mon
     """On a CPU, a run followed by many pages trains on one thread fewer (the pages are served
     on the same cores) — in bf16, whose products give the same bits with any thread count;
     float32 runs keep the process's setting, so their numbers never depend on the audience."""
+    before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         monkeypatch.setenv("SYMLORA_CPU_DTYPE", "bfloat16")
@@ -414,7 +416,7 @@ def test_many_viewers_leave_a_core_to_their_pages_in_bf16_only(base, splits, mon
         monkeypatch.setenv("SYMLORA_CPU_DTYPE", "float32")
         assert _threads_seen(base, splits, viewers=3) == {2}
     finally:
-        torch.set_num_threads(1)
+        torch.set_num_threads(before)  # the suite's setting (tests/conftest.py)
 
 
 @pytest.mark.slow
