@@ -6,7 +6,11 @@ gives bit-identical weights, so a second call is "a fresh copy of the same base 
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -19,7 +23,19 @@ torch.set_num_threads(int(os.environ.get("SYMLORA_TEST_THREADS", "2")))
 # everywhere; tests/test_precision.py asks for bf16 itself.  Servers the tests start inherit it.
 os.environ.setdefault("SYMLORA_CPU_DTYPE", "float32")
 
+BENCH = Path(__file__).resolve().parents[1] / "bench"
 VIT_CLASSES = 5
+
+
+def load_bench(name: str) -> ModuleType:
+    """``bench/<name>.py`` as a module (the benchmarks are scripts, not part of the package);
+    registered in ``sys.modules``, where its dataclasses look their module up."""
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 LLAMA_VOCAB = 64
 
 

@@ -2,23 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_bench
+
 pytest.importorskip("peft")
 
 
 @pytest.mark.slow
 def test_json_has_one_object_per_configuration_with_the_promised_keys(capsys):
-    spec = importlib.util.spec_from_file_location("adapter_speed", ROOT / "bench" / "adapter_speed.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["adapter_speed"] = bench
-    spec.loader.exec_module(bench)
+    bench = load_bench("adapter_speed")
     bench.main(["--tiny", "--device", "cpu", "--steps", "1", "--warmup", "0", "--repeats", "3", "--json",
                 "--models", "vit-b16,vit-b16-all", "--methods", "floor,full,peft-lora,lora,symlora"])
     out = capsys.readouterr().out
@@ -47,10 +43,7 @@ def test_json_has_one_object_per_configuration_with_the_promised_keys(capsys):
 @pytest.mark.slow
 def test_against_a_revision_adds_its_rows_timed_with_this_checkouts(capsys):
     """``--against REV``: SymLoRA and LoRA from REV's core, in the same run as this checkout's."""
-    spec = importlib.util.spec_from_file_location("adapter_speed", ROOT / "bench" / "adapter_speed.py")
-    bench = importlib.util.module_from_spec(spec)
-    sys.modules["adapter_speed"] = bench
-    spec.loader.exec_module(bench)
+    bench = load_bench("adapter_speed")
     bench.main(["--tiny", "--device", "cpu", "--steps", "1", "--warmup", "0", "--repeats", "1", "--json",
                 "--models", "vit-b16", "--methods", "floor,symlora", "--no-infer", "--profile", "none",
                 "--against", "HEAD"])
@@ -71,9 +64,7 @@ def test_cpu_breakdown_times_each_layer_inside_the_step_and_restores_the_core(ca
     pytest.importorskip("timm")
     from symlora import fast
 
-    spec = importlib.util.spec_from_file_location("cpu_breakdown", ROOT / "bench" / "cpu_breakdown.py")
-    breakdown = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(breakdown)
+    breakdown = load_bench("cpu_breakdown")
     core = (fast.project, fast.fold_weight, fast.factor_grad_t, fast._SymLoraLinear.forward,
             fast._SymLoraLinear.backward)
     breakdown.main(["--pieces", "--rounds", "1"])

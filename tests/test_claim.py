@@ -4,25 +4,18 @@ rate chosen on it alone, the test split scored only at the chosen rate, all of i
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def claim():
-    spec = importlib.util.spec_from_file_location("claim", ROOT / "bench" / "claim.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["claim"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("claim")
 
 
 def _images(n_per_class: int, classes: int, offset: int = 0):

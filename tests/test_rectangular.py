@@ -3,24 +3,16 @@ weight count is its formula, each starts exactly at the base model."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def rect():
-    spec = importlib.util.spec_from_file_location("rectangular", ROOT / "bench" / "rectangular.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["rectangular"] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_bench("rectangular")
 
 
 # (in, out): stacked (expand ×3), side by side (project ÷4), square

@@ -17,6 +17,8 @@ from torch import nn
 
 from symlora import AdapterConfig, adapter_layers, inject, param_groups
 
+from conftest import load_bench
+
 N, R, ALPHA, LR = 64, 8, 16.0, 1e-3
 
 
@@ -53,18 +55,8 @@ def test_first_step_as_large_as_loras(seed):
 
 
 def _bench():
-    """bench/slow_start.py as a module (it is a script, not part of the package)."""
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "slow_start.py"
-    spec = importlib.util.spec_from_file_location("slow_start_bench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["slow_start_bench"] = module
-    spec.loader.exec_module(module)
-    return module
+    """bench/slow_start.py as a module."""
+    return load_bench("slow_start")
 
 
 @pytest.mark.parametrize("index", [11, 12])  # Λ₀ with a frozen offset; Λ₀ in ± twin pairs
