@@ -62,7 +62,7 @@ from ..layers import SymLoraLayer
 from ..model import adapter_layers, count_parameters
 from ..optim import lambda_lr_multiplier
 from .stacked import RunRows, StackedAdamW, StackedAdapter, StackedLinear, cut_rank, pad_rank
-from .tasks import ImageClassification, LanguageModeling
+from .tasks import ImageClassification
 from .train import (
     _SEED_LOCK,
     RunConfig,
@@ -71,6 +71,7 @@ from .train import (
     apply_method,
     divergence_message,
     lr_factor,
+    make_task,
 )
 from .zoo import TextModel, VisionModel
 
@@ -129,19 +130,6 @@ def initial_trainables(cfg: RunConfig, base: Bundle, classes: list[str] | None
         adapter = apply_method(bundle, cfg)
     trainables = {n: p.detach() for n, p in bundle.model.named_parameters() if p.requires_grad}
     return bundle, trainables, adapter
-
-
-def make_task(bundle: Bundle, data: ImageSplits | TextSplits, cfg: RunConfig, device: torch.device) -> Any:
-    """The run's task, as ``train.prepare`` builds it."""
-    if isinstance(bundle, VisionModel):
-        if not isinstance(data, ImageSplits):
-            raise ValueError(f"model {bundle.name!r} classifies images but data {getattr(data, 'name', '?')!r} is text")
-        return ImageClassification(bundle, data, device, eval_limit=cfg.eval_size or 2000,
-                                   dtype=precision.evaluation_dtype(device))
-    if not isinstance(data, TextSplits):
-        raise ValueError(f"model {bundle.name!r} is a language model but data {getattr(data, 'name', '?')!r} is images")
-    return LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 64,
-                            dtype=precision.evaluation_dtype(device))
 
 
 # --------------------------------------------------------------------------- one run in a group

@@ -127,6 +127,32 @@ def _spectrum_lists(model: nn.Module) -> dict[str, list[list[float]]] | None:
         return None
 
 
+def check_data(bundle: VisionModel | TextModel | EncoderClassifier, data: Any) -> None:
+    """A one-line ``ValueError`` when ``data`` is not the kind ``bundle`` learns from."""
+    if isinstance(bundle, VisionModel):
+        if not isinstance(data, ImageSplits):
+            raise ValueError(f"model {bundle.name!r} classifies images but data {getattr(data, 'name', '?')!r} is text")
+    elif isinstance(bundle, EncoderClassifier):
+        if not isinstance(data, TopicSplits):
+            raise ValueError(f"model {bundle.name!r} classifies texts but data {getattr(data, 'name', '?')!r} is not labelled texts")
+    elif not isinstance(data, TextSplits):
+        raise ValueError(f"model {bundle.name!r} is a language model but data {getattr(data, 'name', '?')!r} is images")
+
+
+def make_task(bundle: VisionModel | TextModel | EncoderClassifier, data: Any, cfg: RunConfig,
+              device: torch.device) -> ImageClassification | TextClassification | LanguageModeling:
+    """The run's task on ``data``: its batches, its loss and its metric (evaluations in the
+    run's dtype, :func:`symlora.lab.precision.evaluation_dtype`)."""
+    check_data(bundle, data)
+    if isinstance(bundle, VisionModel):
+        return ImageClassification(bundle, data, device, eval_limit=cfg.eval_size or 2000,
+                                   dtype=precision.evaluation_dtype(device))
+    if isinstance(bundle, EncoderClassifier):
+        return TextClassification(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 2000)
+    return LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 64,
+                            dtype=precision.evaluation_dtype(device))
+
+
 def prepare(
     cfg: RunConfig,
     base: VisionModel | TextModel | None = None,
@@ -146,22 +172,10 @@ def prepare(
         bundle.image_size = cfg.image_size  # a CNN: the shared base loaded at another size is fine
     with _SEED_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        if isinstance(bundle, VisionModel):
-            if not isinstance(data, ImageSplits):
-                raise ValueError(f"model {bundle.name!r} classifies images but data {getattr(data, 'name', '?')!r} is text")
+        check_data(bundle, data)
+        if isinstance(bundle, (VisionModel, EncoderClassifier)):
             bundle.reset_head(data.train.classes, seed=cfg.seed)
-            task = ImageClassification(bundle, data, device, eval_limit=cfg.eval_size or 2000,
-                                       dtype=precision.evaluation_dtype(device))
-        elif isinstance(bundle, EncoderClassifier):
-            if not isinstance(data, TopicSplits):
-                raise ValueError(f"model {bundle.name!r} classifies texts but data {getattr(data, 'name', '?')!r} is not labelled texts")
-            bundle.reset_head(data.train.classes, seed=cfg.seed)
-            task = TextClassification(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 2000)
-        else:
-            if not isinstance(data, TextSplits):
-                raise ValueError(f"model {bundle.name!r} is a language model but data {getattr(data, 'name', '?')!r} is images")
-            task = LanguageModeling(bundle, data, device, max_tokens=cfg.max_tokens or 64, eval_limit=cfg.eval_size or 64,
-                                    dtype=precision.evaluation_dtype(device))
+        task = make_task(bundle, data, cfg, device)
         adapter = apply_method(bundle, cfg)
     bundle.model.to(device)
     precision.prepare_model(bundle.model, device, precision.compute_dtype(device))
