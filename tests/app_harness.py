@@ -10,6 +10,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -88,6 +89,24 @@ def open_page(context, url: str):
     page.goto(url)
     page.wait_for_selector("#param-count:has-text('parameters')", timeout=90_000)  # the page load has run
     return page
+
+
+def fill_kept(page, selector: str, text: str, timeout: float = 30.0) -> None:
+    """Fill a Gradio text box and make sure the page keeps the text.
+
+    A box that has just appeared (an accordion opened, a group shown) can be reset to its
+    stored value by Gradio's frontend as it mounts, taking text typed in that first moment
+    with it; a person would see it vanish and type again, and so does this (checked after
+    a second, until ``timeout`` seconds)."""
+    box = page.locator(selector).first
+    deadline = time.monotonic() + timeout
+    while True:
+        box.fill(text)
+        page.wait_for_timeout(1_000)
+        if box.input_value() == text:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{selector} does not keep the text typed into it")
 
 
 def shot(page, name: str) -> Path:
