@@ -38,18 +38,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def configure_threads() -> None:
-    """On a CPU, split the cores between the trainings that may run at once (measured:
-    one thread each beats oversubscription on a busy 2-core machine)."""
+    """On a CPU, give the cores to training: everything but the engine's training thread
+    (pages, model loading, predictions) computes on one thread, set before any arithmetic
+    (a thread keeps the OpenMP workers it once started; see :mod:`symlora.lab.threads`).
+    The training thread's own count is :func:`app.lab.training_threads`."""
     import torch
 
-    from .lab import heavy_concurrency
-
-    if torch.cuda.is_available() or os.environ.get("SYMLORA_THREADS"):
+    if torch.cuda.is_available():
         if os.environ.get("SYMLORA_THREADS", "").isdigit():
             torch.set_num_threads(int(os.environ["SYMLORA_THREADS"]))
         return
-    cores = os.cpu_count() or 1
-    torch.set_num_threads(max(1, cores // heavy_concurrency("cpu")))
+    torch.set_num_threads(1)
 
 
 def stop_on_sigterm(demo: Any, *, grace_s: float = STOP_GRACE_S) -> threading.Event:

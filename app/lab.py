@@ -38,6 +38,16 @@ def heavy_concurrency(device: str) -> int:
     return 1 if (os.cpu_count() or 1) <= 4 else 2
 
 
+def training_threads() -> int:
+    """CPU threads a training computes on: ``SYMLORA_THREADS``, else the cores split between
+    the trainings that may run at once (measured: one thread each beats oversubscription
+    on a busy 2-core machine)."""
+    env = os.environ.get("SYMLORA_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, (os.cpu_count() or 1) // heavy_concurrency("cpu"))
+
+
 class Lab:
     """Caches and per-session state shared by every tab of one demo."""
 

@@ -32,25 +32,42 @@ class SharedFigures:
 
     def __init__(self, capacity: int = 64) -> None:
         self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._building: dict[Any, threading.Event] = {}
         self._guard = threading.Lock()
         self.capacity = capacity
 
     def get(self, key: Any, build: Callable[[], Any], keep: Any = None) -> Any:
         """The figure for ``key``, built by ``build()`` on a miss; ``keep`` is held with it
-        (the object whose ``id`` is in the key, so the id cannot be reused meanwhile)."""
-        with self._guard:
-            if key in self._items:
-                self._items.move_to_end(key)
-                return self._items[key][0]
-        value = build()
-        with self._guard:
-            self._items[key] = (value, keep)
-            while len(self._items) > self.capacity:
-                self._items.popitem(last=False)
+        (the object whose ``id`` is in the key, so the id cannot be reused meanwhile).
+        Pages asking for a figure that another page is building wait for it: at an
+        evaluation every page of a teacher link asks at the same moment."""
+        while True:
+            with self._guard:
+                if key in self._items:
+                    self._items.move_to_end(key)
+                    return self._items[key][0]
+                building = self._building.get(key)
+                if building is None:
+                    building = self._building[key] = threading.Event()
+                    break
+            building.wait(timeout=10.0)  # then build it here, should the builder have failed
+        try:
+            value = build()
+            with self._guard:
+                self._items[key] = (value, keep)
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+        finally:
+            with self._guard:
+                del self._building[key]
+            building.set()
         return value
 
 
 FIGURES = SharedFigures()
+
+
+SHARED_POINTS = 20  # step-update points of a run that crowded pages share
 
 
 def update_interval(active_runs: int) -> float:
@@ -87,19 +104,30 @@ class LiveView:
     and comes at most every :func:`update_interval` seconds (the start, evaluations, a
     pause and the end are always sent)."""
 
-    def __init__(self, lab: Lab, label: str, method: str) -> None:
+    def __init__(self, lab: Lab, label: str, method: str, steps: int = 0) -> None:
         self.lab, self.label, self.method = lab, label, method
         self.spectra = -1  # snapshots shown
         self.memory_shown: dict[str, int] | None = None
         self.sent = 0.0
+        # With many pages, step updates come only at the first event past each of ~20
+        # shared points of the run: pages following one run (a teacher link) then show the
+        # same points and share their figures, instead of each building its own.
+        self.stride = max(1, steps // SHARED_POINTS)
+        self.last_step = -1  # of the run's previous event
 
     def due(self, event: Any, emit: bool, paused: bool) -> bool:
-        """Whether this event goes to the page."""
-        if not emit and not paused:
-            return False
-        forced = event.kind in ("start", "eval") or event.is_final or paused
-        if not forced and time.monotonic() - self.sent < update_interval(self.lab.runs.active()):
-            return False
+        """Whether this event goes to the page (``emit``: the tracker's own throttle)."""
+        at_point = event.step // self.stride > self.last_step // self.stride
+        self.last_step = event.step
+        if not (event.kind in ("start", "eval") or event.is_final or paused):
+            interval = update_interval(self.lab.runs.active())
+            crowded = interval > MIN_UPDATE_S
+            if time.monotonic() - self.sent < interval:
+                return False
+            if crowded and not at_point:  # the run's shared points, not the page's own timer
+                return False
+            if not crowded and not emit:
+                return False
         self.sent = time.monotonic()
         return True
 

@@ -231,7 +231,7 @@ def engine_for(device: str = "auto") -> Any:
     from symlora.lab.engine import Engine
     from symlora.lab.train import pick_device
 
-    from .lab import heavy_concurrency
+    from .lab import heavy_concurrency, training_threads
 
     dev = pick_device(device)
     key = str(dev)
@@ -239,7 +239,8 @@ def engine_for(device: str = "auto") -> Any:
         if key not in _ENGINES:
             max_runs = 64 if dev.type == "cuda" else heavy_concurrency(dev.type)
             _ENGINES[key] = Engine(load_base=BASES.model, load_data=BASES.dataset, device=key,
-                                   max_runs=max_runs, pause_limit_s=PAUSE_LIMIT_S, busy_viewers=busy_viewers())
+                                   max_runs=max_runs, pause_limit_s=PAUSE_LIMIT_S, busy_viewers=busy_viewers(),
+                                   threads=training_threads() if dev.type == "cpu" else None)
             # Exit handlers run last-registered first: registered now, after torch and the
             # model libraries registered theirs, the engines stop before those tear down.
             atexit.unregister(close_engines)

@@ -663,7 +663,7 @@ def train_updates(lab: Lab, control: RunControl, settings: RunConfig, runs: dict
     if user is not None:
         label, who = f"{label} · {user.name}", f"your data “{user.name}”"
         yield Update((f"Preparing **{label}** on your data ({user.summary()})…",) + skips)
-    view = LiveView(lab, label, settings.method)
+    view = LiveView(lab, label, settings.method, settings.steps)
     for event, tracker, emit in stream(settings, data=user.splits if user else None, stop=flag, label=label):
         if not view.due(event, emit, flag.paused):
             continue

@@ -23,10 +23,12 @@
 * **Admission.**  On a GPU a run joins when free device memory allows its measured
   footprint (the group's first step is measured); on any device at most ``max_runs`` runs
   train at once, the others wait in order.
-* **Threads on a CPU.**  While more than ``busy_viewers`` subscribers follow runs (a class
-  on a teacher link: their pages are served by the same process on the same cores), the
-  training thread uses one thread fewer than the process's setting, leaving a core to the
-  pages.  Measured on the 2-core machine (``bench/classroom.py``, 30 pages on one link,
+* **Threads on a CPU.**  The engine's training threads compute on ``threads`` threads
+  (:func:`symlora.lab.threads.compute_on`: the process's default for other threads is left
+  alone; a server sets it to one, see :mod:`symlora.lab.threads`).  While more than
+  ``busy_viewers`` subscribers follow runs (a class on a teacher link: their pages are
+  served by the same process on the same cores), the training thread uses one thread
+  fewer, leaving a core to the pages.  Measured on the 2-core machine (``bench/classroom.py``, 30 pages on one link,
   100-step digits): two OpenMP threads stall whenever a page's work takes one of their
   cores (they wait for each other at every parallel region), so the shared run trained
   slower with two threads than with one.  Only where results do not depend on it: bf16
@@ -53,6 +55,7 @@ from . import precision
 from .data import ImageSplits, TextSplits
 from .events import TrainEvent
 from .multirun import Group, Member, layout_key, prepare_member, stackable
+from .threads import compute_on
 from .train import RunConfig, pick_device
 from .train import run as train_run
 
@@ -253,13 +256,15 @@ class Engine:
         cache_max_params: a finished run whose weights are larger (full fine-tuning of an
             LM) is not kept for replay.
         busy_viewers: on a CPU, with more subscribers than this following runs, train on one
-            thread fewer than the process's setting (None: always the process's setting).
+            thread fewer (None: always ``threads``).
+        threads: on a CPU, how many threads the training threads compute on (default: what
+            ``torch.get_num_threads()`` says in the thread that makes the engine).
     """
 
     def __init__(self, load_base: Callable[[str], Any] | None = None, device: str = "auto", cache_size: int = 64,
                  cache_ttl_s: float = 900.0, max_runs: int = 64, *, load_data: Callable[[str, int], Any] | None = None,
                  stack: bool | None = None, pause_limit_s: float = 300.0, group_idle_s: float = 30.0,
-                 cache_max_params: int = 30_000_000, busy_viewers: int | None = 2) -> None:
+                 cache_max_params: int = 30_000_000, busy_viewers: int | None = 2, threads: int | None = None) -> None:
         self.device = pick_device(device)
         # Measured (bench/multirun_step.py): on a CPU one concatenated step of K runs costs
         # what K single steps cost, so there each run is its own group (the single-run
@@ -273,6 +278,7 @@ class Engine:
         self.pause_limit_s = pause_limit_s
         self.group_idle_s = group_idle_s
         self.busy_viewers = busy_viewers
+        self.threads = threads or torch.get_num_threads()
         # bf16 products (oneDNN) give the same bits with 1 or 2 threads (measured: a whole
         # digits run); float32 ones (MKL) differ in the last bits (~1e-7 relative), and a
         # run's numbers must not depend on how many pages watched it.
@@ -450,6 +456,8 @@ class Engine:
                 time.sleep(0.05)
 
         emit = self._emit_to(record)
+        if self.device.type == "cpu":
+            compute_on(self.threads)
         try:
             for event in train_run(record.cfg, base=base, dataset=dataset, stop=stop, keep_model=False):
                 if event.is_final and message and event.kind == "stopped":
@@ -520,22 +528,23 @@ class Engine:
         """Subscribers following runs now (call with the lock held)."""
         return sum(1 for r in self._running.values() if not r.closed for sub in r.subscribers if not sub.cancelled)
 
-    def _set_threads(self, full: int) -> None:
-        """On a CPU: ``full`` threads for the training thread, one fewer while many follow
-        runs (see the module docstring).  Only the calling thread's count changes."""
-        if self.device.type != "cpu" or self.busy_viewers is None or full <= 1 or not self._threads_invariant:
+    def _set_threads(self) -> None:
+        """On a CPU: :attr:`threads` for the training thread, one fewer while many follow runs
+        (see the module docstring).  Only the calling thread's count changes."""
+        if self.device.type != "cpu":
             return
-        with self._lock:
-            busy = self._viewers() > self.busy_viewers
-        want = full - 1 if busy else full
+        want = self.threads
+        if self.busy_viewers is not None and want > 1 and self._threads_invariant:
+            with self._lock:
+                if self._viewers() > self.busy_viewers:
+                    want -= 1
         if torch.get_num_threads() != want:
-            torch.set_num_threads(want)
-            log.info("training on %d thread(s): %s", want, "many pages follow runs" if busy else "back to the setting")
+            compute_on(want)
+            log.info("training on %d thread(s)%s", want, ": many pages follow runs" if want < self.threads else "")
 
     def _step_loop(self) -> None:
-        full = torch.get_num_threads()  # the process's setting, as this thread inherited it
         while True:
-            self._set_threads(full)  # back to the setting once the audience has gone
+            self._set_threads()  # back to the setting once the audience has gone
             with self._lock:
                 while not self._closed and not self._waiting and not any(len(s.group) for s in self._slots.values()):
                     self._drop_idle_groups()
@@ -543,14 +552,12 @@ class Engine:
                 closed = self._closed
             if closed:
                 self._stop_all()
-                if torch.get_num_threads() != full:  # (it is also the process's default for new threads)
-                    torch.set_num_threads(full)
                 return
             try:
                 self._admit()
             except Exception:  # noqa: BLE001 — a bug here must not stop every other run
                 log.exception("admitting runs failed")
-            self._set_threads(full)
+            self._set_threads()
             stepped = self._step_one_group()
             if not stepped:
                 time.sleep(0.02)  # every run is paused: don't spin
