@@ -123,10 +123,10 @@ def solo(steps: list[int], paths: list[str], repeat: int) -> dict[str, Any]:
     for path in paths:
         for n in steps:
             runs: dict[str, list[dict[str, Any]]] = {"float32": [], "bfloat16": []}
-            for _ in range(repeat):
+            for i in range(repeat):
                 for name in runs:
                     os.environ[precision.ENV_CPU_DTYPE] = name
-                    runs[name].append(solo_profile.one_run(path, n, loop, False))
+                    runs[name].append(solo_profile.one_run(path, n, loop, False, seed=1000 + i))
             case = {name: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "cpu_s")}
                     | {"metric_after": rs[0]["metric_after"], "evaluations": rs[0]["evaluations"]}
                     for name, rs in runs.items()}
@@ -155,8 +155,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, oneDNN {torch.backends.mkldnn.is_available()}, "
           f"capability {torch.backends.cpu.get_cpu_capability()}")
     results: dict[str, Any] = {"torch": torch.__version__}
-    if args.solo:
-        torch.set_num_threads(args.threads[0])
+    if args.solo:  # the app's threads: the training thread on --threads, the rest on one
+        os.environ["SYMLORA_THREADS"] = str(args.threads[0])
+        from app.__main__ import configure_threads
+
+        configure_threads()
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         results["solo"] = solo(args.solo_steps, args.paths, args.repeat)
     elif args.accuracy:

@@ -43,8 +43,29 @@ def _old_eval_every(steps: int) -> int:
     return max(1, steps // 4)
 
 
-def one_run(path: str, steps: int, loop: Any, old_cadence: bool) -> dict[str, Any]:
-    """Run one digits run through ``path`` with the loop module ``loop``; its timings and final numbers."""
+def in_training_thread(work: Any) -> Any:
+    """``work()`` in a thread of its own computing on the app's training threads, as the
+    app's engine trains (the process's other threads compute on one: symlora.lab.threads)."""
+    import threading
+
+    from app.lab import training_threads
+    from symlora.lab.threads import compute_on
+
+    out: list[Any] = []
+
+    def run() -> None:
+        compute_on(training_threads())
+        out.append(work())
+
+    thread = threading.Thread(target=run, name="bench-training")
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def one_run(path: str, steps: int, loop: Any, old_cadence: bool, seed: int = 0) -> dict[str, Any]:
+    """Run one digits run through ``path`` with the loop module ``loop``; its timings and
+    final numbers.  Give each repeat its own ``seed``: the app replays an identical run."""
     import app.runner as runner
     import symlora.lab.train as train
     from app.sessions import BASES
@@ -59,16 +80,17 @@ def one_run(path: str, steps: int, loop: Any, old_cadence: bool) -> dict[str, An
         wall, cpu = time.perf_counter(), time.process_time()
         first, evaluations = None, 0
         if path == "core":
-            cfg = RunConfig.from_preset("digits", steps=steps, eval_every=min(preset.config.eval_every, steps))
-            for event in loop.run(cfg, base=BASES.model(preset.model), dataset=BASES.dataset(preset.data, 0)):
-                first = first or time.perf_counter() - wall
-                evaluations += event.kind in ("start", "eval")
-                last = event
+            cfg = RunConfig.from_preset("digits", steps=steps, eval_every=min(preset.config.eval_every, steps), seed=seed)
+            events = in_training_thread(lambda: [(e, time.perf_counter() - wall) for e in loop.run(
+                cfg, base=BASES.model(preset.model), dataset=BASES.dataset(preset.data, 0))])
+            first = events[0][1]
+            evaluations = sum(e.kind in ("start", "eval") for e, _ in events)
+            last = events[-1][0]
         elif old_cadence:  # the app before the engine: one run through app.gpu.train_stream
             from app.gpu import train_stream
             from symlora.lab.events import TrainEvent
 
-            config = app_config("digits", steps=steps, eval_every=_old_eval_every(steps))
+            config = app_config("digits", steps=steps, eval_every=_old_eval_every(steps), seed=seed)
             tracker = runner.Tracker("bench", config.method)
             for item in train_stream(config.to_dict(), None, None):
                 event = TrainEvent.from_payload(item["event"])
@@ -77,7 +99,7 @@ def one_run(path: str, steps: int, loop: Any, old_cadence: bool) -> dict[str, An
                 evaluations += event.kind in ("start", "eval")
                 last = event
         else:
-            for event, _, _ in runner.stream(app_config("digits", steps=steps), stop=None, label="bench"):
+            for event, _, _ in runner.stream(app_config("digits", steps=steps, seed=seed), stop=None, label="bench"):
                 first = first or time.perf_counter() - wall
                 evaluations += event.kind in ("start", "eval")
                 last = event
@@ -109,7 +131,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args(argv)
 
-    import torch
+    from app.__main__ import configure_threads
+
+    configure_threads()  # as the app: before any arithmetic (symlora.lab.threads)
 
     import symlora.lab.train as after
     from app.sessions import BASES
@@ -128,9 +152,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for path in args.paths:
         for steps in args.steps:
             samples: dict[str, list[dict[str, Any]]] = {name: [] for name in loops}
-            for _ in range(args.repeat):
+            for i in range(args.repeat):
                 for name, (loop, old) in loops.items():
-                    samples[name].append(one_run(path, steps, loop, old))
+                    samples[name].append(one_run(path, steps, loop, old, seed=1000 + i))
             case: dict[str, Any] = {"path": path, "steps": steps}
             for name, runs in samples.items():
                 case[name] = {k: statistics.median(r[k] for r in runs) for k in ("wall_s", "cpu_s", "first_event_s")}
@@ -153,7 +177,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     print(f"--- cProfile: {path} {steps} steps, {name}")
                     print(profile_run(path, steps, loop, old, args.profile))
 
-    report = {"threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    from app.lab import training_threads
+
+    report = {"threads": training_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "load_bases_s": load_s, "loadavg_at_end": os.getloadavg(), "cases": cases,
               "command": "python bench/solo_profile.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     if args.out:

@@ -92,3 +92,22 @@ def test_a_page_alone_is_not_held_to_the_shared_points():
     shown = shown_steps(active=1, phase=0.0)
     assert len(shown) >= 30  # every other or third event: ~every 0.3 s of a 15 s run
     assert any(s % (100 // SHARED_POINTS) for s in shown)
+
+
+def test_live_curves_are_the_figure_plotly_builds_point_for_point():
+    """The live curves fill a cached, checked figure with the run's points: the JSON a page
+    gets must be what plotly builds from scratch, for one run and for a comparison."""
+    import json
+
+    from app import plots
+
+    symlora = plots.Curve("SymLoRA r=8", "symlora", steps=[1, 2, 3], loss=[2.3, 2.1, 1.7], smoothed=[2.3, 2.2, 2.0],
+                          eval_steps=[0, 3], metric=[0.1, 0.4])
+    lora_start = plots.Curve("LoRA r=8", "lora", eval_steps=[0], metric=[0.12])
+    second = plots.Curve("SymLoRA r=16", "symlora", steps=[1], loss=[2.2], smoothed=[2.2])
+    for curves, metric in (([symlora], "accuracy"), ([symlora, lora_start, second], "perplexity")):
+        built = plots._curves_built(curves, metric, "compare").to_plotly_json()
+        live = plots.curves_figure(curves, metric, revision="compare").to_plotly_json()
+        assert json.dumps(live, sort_keys=True) == json.dumps(built, sort_keys=True)
+    symlora.steps.append(4), symlora.loss.append(1.5), symlora.smoothed.append(1.9)
+    assert plots.curves_figure([symlora], "accuracy").to_plotly_json()["data"][0]["y"][-1] == 1.5  # not a stale copy
