@@ -28,12 +28,13 @@
   alone; a server sets it to one, see :mod:`symlora.lab.threads`).  While more than
   ``busy_viewers`` subscribers follow runs (a class on a teacher link: their pages are
   served by the same process on the same cores), the training thread uses one thread
-  fewer, leaving a core to the pages.  Measured on the 2-core machine (``bench/classroom.py``, 30 pages on one link,
-  100-step digits): two OpenMP threads stall whenever a page's work takes one of their
-  cores (they wait for each other at every parallel region), so the shared run trained
-  slower with two threads than with one.  Only where results do not depend on it: bf16
-  runs (oneDNN's products give the same bits with 1 or 2 threads, measured on whole digits
-  runs); float32 ones (MKL) differ in the last bits, so they keep the process's setting.
+  fewer, leaving a core to the pages.  Measured on the 2-core machine
+  (``bench/classroom.py``, 30 pages on one link, 100-step digits): two OpenMP threads
+  stall whenever a page's work takes one of their cores (they wait for each other at every
+  parallel region), so the shared run trained slower with two threads than with one.  Only
+  where results do not depend on it: bf16 runs (oneDNN's products give the same bits with
+  1 or 2 threads, measured on whole digits runs); float32 ones (MKL) differ in the last
+  bits, so they keep ``threads``.
 """
 
 from __future__ import annotations
