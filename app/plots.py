@@ -96,7 +96,7 @@ def curves_figure(curves: Sequence[Curve], metric_name: str = "accuracy", *, rev
             points += [(c.steps, c.loss), (c.steps, c.smoothed)]
         if c.eval_steps:
             points.append((c.eval_steps, c.metric))
-    data = [dict(trace, x=list(x), y=list(y)) for trace, (x, y) in zip(template["data"], points, strict=True)]
+    data = [dict(copy.deepcopy(trace), x=list(x), y=list(y)) for trace, (x, y) in zip(template["data"], points, strict=True)]
     # Plotly's own fast path (as plotly.express uses): the template was checked when built.
     return go.Figure({"data": data, "layout": copy.deepcopy(template["layout"])}, _validate=False)
 
