@@ -351,6 +351,9 @@ def wire_text(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> None:
     def generate_both(prompt: str, temperature: float, max_tokens: float, seed: float, choice: str, runs: dict,
                       model: str):
         from symlora.lab.predict import fit_prompt, generate
+        from symlora.lab.threads import run_on
+
+        from .lab import training_threads
 
         saved = pick_run(runs, choice)
         try:
@@ -363,13 +366,18 @@ def wire_text(lab: Lab, t: TryUI, runs_state: Any, default_model: Any) -> None:
             if cut:  # what the models read, and a note saying it was cut
                 prompt = base.tokenizer.decode(ids, skip_special_tokens=True)
             note = prompt_note(len(ids)) + "  \n" if cut else ""
-            base_out = prompt + generate(base, prompt, max_prompt_tokens=MAX_PROMPT_TOKENS, **kw)
+
+            def sample(bundle: Any) -> str:
+                """A continuation, on the training threads' cores (this page's thread computes on one)."""
+                return run_on(training_threads(), lambda: generate(bundle, prompt, max_prompt_tokens=MAX_PROMPT_TOKENS, **kw))
+
+            base_out = prompt + sample(base)
             if saved is None:
                 return base_out, "", note + "No tuned model yet: train one on the **Train** tab."
             if saved.failure:
                 return base_out, "", note + failure_note(saved)
             tuned = lab.tuned.get(saved, lab.bases)
-            return (base_out, prompt + generate(tuned, prompt, max_prompt_tokens=MAX_PROMPT_TOKENS, **kw),
+            return (base_out, prompt + sample(tuned),
                     note + f"Tuned model: **{saved.label}**.")
         except gr.Error:
             raise

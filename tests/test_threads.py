@@ -48,3 +48,16 @@ def test_compute_on_sets_the_calling_thread_only(default_one):
 def test_compute_on_refuses_zero_threads():
     with pytest.raises(ValueError, match="at least one"):
         compute_on(0)
+
+
+def test_run_on_returns_the_work_computed_on_its_own_threads(default_one):
+    from symlora.lab.threads import run_on
+
+    def caller():
+        seen = run_on(2, torch.get_num_threads)
+        return seen, torch.get_num_threads()
+
+    seen, callers_own = in_thread(caller)
+    assert seen == 2 and callers_own == 1  # a page's thread stays on one
+    with pytest.raises(ZeroDivisionError):
+        run_on(2, lambda: 1 / 0)  # the work's error reaches the caller

@@ -23,8 +23,12 @@ thread's count *and* the default that threads take the first time they compute.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
+
+T = TypeVar("T")
 
 
 def default_threads() -> int:
@@ -53,4 +57,28 @@ def compute_on(n: int) -> None:
         restore.join()
 
 
-__all__ = ["compute_on", "default_threads"]
+def run_on(n: int, work: Callable[[], T]) -> T:
+    """``work()`` in a short-lived thread that computes on ``n`` threads, for a server's
+    occasional heavy work outside training (a language model's generation).  Its OpenMP
+    workers end with the thread: measured on 2 cores, a training run afterwards took
+    8.8 s (7.9 s with no such work before it), against 13.2 s while a thread that had
+    computed on two threads lived on."""
+    result: list[T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            compute_on(n)
+            result.append(work())
+        except BaseException as err:  # noqa: BLE001 — raised again in the caller
+            errors.append(err)
+
+    worker = threading.Thread(target=target, name="compute-on")
+    worker.start()
+    worker.join()
+    if errors:
+        raise errors[0]
+    return result[0]
+
+
+__all__ = ["compute_on", "default_threads", "run_on"]
