@@ -6,12 +6,11 @@ and once the process holds more OpenMP threads than the machine has cores, libgo
 spinning between regions: after every region the workers go to sleep and must be woken
 for the next.  A training step of a small model is a few thousand short regions, so it then
 waits on wake-ups instead of computing.  Measured on a 2-core CPU, a 100-step digits run in
-bf16 on two threads, the same CPU seconds (13–14 s) in every case
-(``bench/cpu_threads.py``):
+bf16 on two threads, 16–17 CPU seconds in every case (``bench/cpu_threads.py``, median of 3):
 
-    everything in one thread                                   7.0 s
-    model loaded in the main thread, trained in another one   11.2 s
-    the same, the main thread on one thread from the start     6.7 s
+    everything in one thread                                   8.6 s
+    model loaded in the main thread, trained in another one   13.0 s
+    the same, the main thread on one thread from the start     8.0 s
 
 A server trains in a thread of its own while other threads load models and answer pages.
 So it sets one thread as the process's default before any arithmetic
