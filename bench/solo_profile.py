@@ -46,21 +46,10 @@ def _old_eval_every(steps: int) -> int:
 def in_training_thread(work: Any) -> Any:
     """``work()`` in a thread of its own computing on the app's training threads, as the
     app's engine trains (the process's other threads compute on one: symlora.lab.threads)."""
-    import threading
-
     from app.lab import training_threads
-    from symlora.lab.threads import compute_on
+    from symlora.lab.threads import run_on
 
-    out: list[Any] = []
-
-    def run() -> None:
-        compute_on(training_threads())
-        out.append(work())
-
-    thread = threading.Thread(target=run, name="bench-training")
-    thread.start()
-    thread.join()
-    return out[0]
+    return run_on(training_threads(), work)
 
 
 def one_run(path: str, steps: int, loop: Any, old_cadence: bool, seed: int = 0) -> dict[str, Any]:
